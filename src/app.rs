@@ -1,0 +1,96 @@
+//! The application: [`AppState`] (built once per process, shared by every request) and the
+//! axum [`Router`] with its layers, identical in Lambda and server mode.
+//!
+//! Layers, outermost first: request span + `X-Trace-ID` → CORS (so every answer, errors and
+//! preflights included, carries CORS headers and no auth check can block a preflight) →
+//! problem rendering → panic catcher → body limit → routes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, HeaderValue, Method};
+use axum::middleware::{from_fn, from_fn_with_state};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Router};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, CorsLayer};
+
+use crate::config::{Config, CorsConfig};
+use crate::error::{ApiError, method_not_allowed, not_found, render_problems};
+use crate::extract::BodyLimit;
+use crate::routes;
+use crate::telemetry::http::{RequestTracing, TRACE_ID_HEADER, record_route, trace_requests};
+
+/// Per-process state handed to handlers.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub config: Arc<Config>,
+}
+
+/// The router with every route and layer.
+pub fn router(config: Arc<Config>, tracing: RequestTracing) -> Router {
+    let body_limit = config.max_body_bytes;
+    let cors = cors_layer(&config.cors);
+    Router::new()
+        .merge(routes::health::router())
+        .merge(routes::provider_config::router())
+        .route_layer(from_fn(record_route))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(Extension(BodyLimit(body_limit)))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(from_fn(render_problems))
+        .layer(cors)
+        .layer(from_fn_with_state(tracing, trace_requests))
+        .with_state(AppState { config })
+}
+
+fn panic_response(payload: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let message = payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+        .unwrap_or("panic with a non-string payload");
+    ApiError::Internal(format!("handler panicked: {message}")).into_response()
+}
+
+fn cors_layer(cors: &CorsConfig) -> CorsLayer {
+    let wildcard = |list: &[String]| list.iter().any(|v| v == "*");
+    let layer = CorsLayer::new()
+        .max_age(Duration::from_secs(600))
+        .expose_headers([TRACE_ID_HEADER]);
+    // Credentials are allowed only with an explicit origin list: a browser refuses
+    // credentials with `*`, and reflecting any origin with credentials would defeat CORS.
+    let layer = if wildcard(&cors.allowed_origins) {
+        layer.allow_origin(AllowOrigin::any())
+    } else {
+        let origins: Vec<HeaderValue> = cors
+            .allowed_origins
+            .iter()
+            .filter_map(|o| HeaderValue::from_str(o).ok())
+            .collect();
+        layer.allow_origin(origins).allow_credentials(true)
+    };
+    let layer = if wildcard(&cors.allowed_methods) {
+        layer.allow_methods(AllowMethods::mirror_request())
+    } else {
+        let methods: Vec<Method> = cors
+            .allowed_methods
+            .iter()
+            .filter_map(|m| m.to_ascii_uppercase().parse().ok())
+            .collect();
+        layer.allow_methods(methods)
+    };
+    if wildcard(&cors.allowed_headers) {
+        layer.allow_headers(AllowHeaders::mirror_request())
+    } else {
+        let headers: Vec<HeaderName> = cors
+            .allowed_headers
+            .iter()
+            .filter_map(|h| h.parse().ok())
+            .collect();
+        layer.allow_headers(headers)
+    }
+}

@@ -1,0 +1,396 @@
+//! Application configuration: every environment variable the routes use, parsed and validated
+//! once at start-up into one typed [`Config`].
+//!
+//! Telemetry and logging variables (`OTEL_*`, `LOG_*`, `AWS_LAMBDA_LOG_*`) are read by
+//! [`crate::telemetry`], which must start before this configuration can report its errors.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+
+use thiserror::Error;
+
+/// The application version reported by `/`, `/health` and `/config/providers`.
+pub const APP_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Cloud providers the OAuth broker knows about, in the order `/config/providers` lists them.
+pub const KNOWN_PROVIDERS: [&str; 3] = ["googledrive", "dropbox", "onedrive"];
+
+/// Secrets shorter than this are refused outside local development.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// Defaults that were published with the old backend; a deployment still using one is refused.
+const PUBLIC_DEFAULT_SECRETS: [&str; 2] = [
+    "dev-secret-key-change-in-production-min-32-chars",
+    "change-me-to-a-random-string-of-at-least-32-bytes",
+];
+
+/// A configuration problem that stops the process from starting.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("{name} is required outside local development (ENVIRONMENT={environment}); set it to a random value of at least {MIN_SECRET_BYTES} bytes")]
+    MissingSecret { name: &'static str, environment: String },
+    #[error("{name} is {len} bytes long; it must be at least {MIN_SECRET_BYTES} bytes outside local development")]
+    ShortSecret { name: &'static str, len: usize },
+    #[error("{name} is a published default value; generate a random one (for example `openssl rand -base64 48`)")]
+    DefaultSecret { name: &'static str },
+    #[error("CONFIG_API_KEY must differ from SECRET_KEY: one guards an API, the other seals OAuth state")]
+    SharedSecret,
+    #[error("the operating system's random generator failed: {0}")]
+    Entropy(String),
+    #[error("{name}={value:?} is not valid: {reason}")]
+    Invalid { name: &'static str, value: String, reason: String },
+}
+
+/// Where the process runs: local development relaxes secret checks, everything else is strict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Environment {
+    Local,
+    Deployed(String),
+}
+
+impl Environment {
+    /// `ENVIRONMENT` if set; otherwise `production` under Lambda and `local` elsewhere.
+    pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Self {
+        let under_lambda = env("AWS_LAMBDA_RUNTIME_API").is_some();
+        match env("ENVIRONMENT").map(|v| v.trim().to_ascii_lowercase()) {
+            Some(v) if matches!(v.as_str(), "local" | "dev" | "development") => Self::Local,
+            Some(v) if !v.is_empty() => Self::Deployed(v),
+            _ if under_lambda => Self::Deployed("production".to_owned()),
+            _ => Self::Local,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Local => "local",
+            Self::Deployed(name) => name,
+        }
+    }
+
+    pub fn is_local(&self) -> bool {
+        matches!(self, Self::Local)
+    }
+}
+
+/// A secret value that never prints itself.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// Cross-origin settings (spec §6.3), plus `X-Trace-ID` exposed to browsers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CorsConfig {
+    pub allowed_origins: Vec<String>,
+    pub allowed_methods: Vec<String>,
+    pub allowed_headers: Vec<String>,
+}
+
+/// Everything the routes need, validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub environment: Environment,
+    pub listen_addr: SocketAddr,
+    /// Seals OAuth state; never used as an API key.
+    pub secret_key: Secret,
+    /// Bearer key for `/config/providers`; `None` disables that route (503).
+    pub config_api_key: Option<Secret>,
+    pub enabled_providers: BTreeSet<String>,
+    pub cors: CorsConfig,
+    pub max_body_bytes: usize,
+    /// Whether `/health` and `/health/public` get spans and access-log lines.
+    pub trace_health_checks: bool,
+    /// Warnings to log once logging is up (for example a generated local secret).
+    pub warnings: Vec<String>,
+}
+
+const DEFAULT_ORIGINS: &str =
+    "http://localhost:3000,http://localhost:5173,capacitor://localhost,tauri://localhost";
+const DEFAULT_METHODS: &str = "GET,POST,OPTIONS";
+const DEFAULT_HEADERS: &str = "Content-Type,Authorization,X-Client-Cert,X-Device-ID";
+const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(&|name| std::env::var(name).ok())
+    }
+
+    /// Reads configuration through `env`, so tests need not touch the process environment.
+    pub fn from_lookup(env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| env(name).filter(|v| !v.trim().is_empty());
+        let environment = Environment::from_env(env);
+        let mut warnings = Vec::new();
+
+        let host = get("HOST").unwrap_or_else(|| "127.0.0.1".to_owned());
+        let port = get("PORT").unwrap_or_else(|| "8000".to_owned());
+        let listen_addr = parse_listen_addr(&host, &port)?;
+
+        let secret_key = match check_secret("SECRET_KEY", get("SECRET_KEY"), &environment)? {
+            Some(key) => key,
+            None => {
+                warnings.push(
+                    "SECRET_KEY is not set: using a random key for this process (local development only)"
+                        .to_owned(),
+                );
+                Secret::new(random_secret()?)
+            }
+        };
+        let config_api_key = check_secret("CONFIG_API_KEY", get("CONFIG_API_KEY"), &environment)?;
+        if config_api_key.as_ref() == Some(&secret_key) {
+            return Err(ConfigError::SharedSecret);
+        }
+        if config_api_key.is_none() {
+            warnings.push("CONFIG_API_KEY is not set: GET /config/providers answers 503".to_owned());
+        }
+
+        let enabled_providers = parse_providers(
+            get("ENABLED_CLOUD_PROVIDERS")
+                .as_deref()
+                .unwrap_or("googledrive,dropbox"),
+        )?;
+        let cors = CorsConfig {
+            allowed_origins: split_list(get("ALLOWED_ORIGINS").as_deref().unwrap_or(DEFAULT_ORIGINS)),
+            allowed_methods: split_list(
+                get("CORS_ALLOWED_METHODS").as_deref().unwrap_or(DEFAULT_METHODS),
+            ),
+            allowed_headers: split_list(
+                get("CORS_ALLOWED_HEADERS").as_deref().unwrap_or(DEFAULT_HEADERS),
+            ),
+        };
+        let max_body_bytes = match get("MAX_BODY_BYTES") {
+            None => DEFAULT_MAX_BODY_BYTES,
+            Some(v) => v
+                .trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| ConfigError::Invalid {
+                    name: "MAX_BODY_BYTES",
+                    value: v.clone(),
+                    reason: "expected a positive number of bytes".to_owned(),
+                })?,
+        };
+        let trace_health_checks = match get("TRACE_HEALTH_CHECKS") {
+            None => false,
+            Some(v) => parse_bool(&v).ok_or_else(|| ConfigError::Invalid {
+                name: "TRACE_HEALTH_CHECKS",
+                value: v.clone(),
+                reason: "expected true or false".to_owned(),
+            })?,
+        };
+
+        Ok(Self {
+            environment,
+            listen_addr,
+            secret_key,
+            config_api_key,
+            enabled_providers,
+            cors,
+            max_body_bytes,
+            trace_health_checks,
+            warnings,
+        })
+    }
+}
+
+fn parse_listen_addr(host: &str, port: &str) -> Result<SocketAddr, ConfigError> {
+    let port: u16 = port.trim().parse().map_err(|_| ConfigError::Invalid {
+        name: "PORT",
+        value: port.to_owned(),
+        reason: "expected a port number from 0 to 65535".to_owned(),
+    })?;
+    let host = host.trim();
+    let host = if host == "localhost" { "127.0.0.1" } else { host };
+    let ip = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .map_err(|_| ConfigError::Invalid {
+            name: "HOST",
+            value: host.to_owned(),
+            reason: "expected an IP address such as 127.0.0.1 or 0.0.0.0".to_owned(),
+        })?;
+    Ok(SocketAddr::new(ip, port))
+}
+
+/// Local development accepts anything (a missing key becomes `None`); elsewhere a secret must be
+/// present, long and not a published default.
+fn check_secret(
+    name: &'static str,
+    value: Option<String>,
+    environment: &Environment,
+) -> Result<Option<Secret>, ConfigError> {
+    let Some(value) = value else {
+        return match (name, environment) {
+            ("SECRET_KEY", Environment::Deployed(env)) => Err(ConfigError::MissingSecret {
+                name,
+                environment: env.clone(),
+            }),
+            _ => Ok(None),
+        };
+    };
+    if !environment.is_local() {
+        if PUBLIC_DEFAULT_SECRETS.contains(&value.as_str()) {
+            return Err(ConfigError::DefaultSecret { name });
+        }
+        if value.len() < MIN_SECRET_BYTES {
+            return Err(ConfigError::ShortSecret { name, len: value.len() });
+        }
+    }
+    Ok(Some(Secret::new(value)))
+}
+
+fn random_secret() -> Result<String, ConfigError> {
+    use std::fmt::Write;
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| ConfigError::Entropy(e.to_string()))?;
+    let mut out = String::with_capacity(64);
+    for byte in bytes {
+        let _ = write!(out, "{byte:02x}");
+    }
+    Ok(out)
+}
+
+/// Comma-separated list, trimmed, empty entries dropped.
+pub fn split_list(raw: &str) -> Vec<String> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn parse_providers(raw: &str) -> Result<BTreeSet<String>, ConfigError> {
+    let mut out = BTreeSet::new();
+    for name in split_list(raw) {
+        let name = name.to_ascii_lowercase();
+        if !KNOWN_PROVIDERS.contains(&name.as_str()) {
+            return Err(ConfigError::Invalid {
+                name: "ENABLED_CLOUD_PROVIDERS",
+                value: raw.to_owned(),
+                reason: format!(
+                    "unknown provider {name:?}; known providers are {}",
+                    KNOWN_PROVIDERS.join(", ")
+                ),
+            });
+        }
+        out.insert(name);
+    }
+    Ok(out)
+}
+
+/// `true/false/1/0/yes/no/on/off`, case-insensitive.
+pub fn parse_bool(raw: &str) -> Option<bool> {
+    match raw.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Some(true),
+        "false" | "0" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> =
+            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(&move |name| map.get(name).cloned())
+    }
+
+    const GOOD: &str = "0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn local_development_starts_without_any_secret() {
+        let cfg = config(&[]).unwrap();
+        assert!(cfg.environment.is_local());
+        assert_eq!(cfg.secret_key.expose().len(), 64);
+        assert_eq!(cfg.listen_addr, "127.0.0.1:8000".parse().unwrap());
+        assert!(cfg.warnings.iter().any(|w| w.contains("SECRET_KEY")));
+    }
+
+    #[test]
+    fn random_local_secrets_differ_between_calls() {
+        assert_ne!(random_secret().unwrap(), random_secret().unwrap());
+    }
+
+    #[test]
+    fn lambda_defaults_to_production_and_requires_a_secret() {
+        let err = config(&[("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001")]).unwrap_err();
+        assert_eq!(
+            err,
+            ConfigError::MissingSecret { name: "SECRET_KEY", environment: "production".into() }
+        );
+    }
+
+    #[test]
+    fn deployed_refuses_short_and_default_secrets() {
+        let short = config(&[("ENVIRONMENT", "staging"), ("SECRET_KEY", "short")]).unwrap_err();
+        assert_eq!(short, ConfigError::ShortSecret { name: "SECRET_KEY", len: 5 });
+        let default = config(&[
+            ("ENVIRONMENT", "production"),
+            ("SECRET_KEY", "dev-secret-key-change-in-production-min-32-chars"),
+        ])
+        .unwrap_err();
+        assert_eq!(default, ConfigError::DefaultSecret { name: "SECRET_KEY" });
+        let short_api = config(&[
+            ("ENVIRONMENT", "production"),
+            ("SECRET_KEY", GOOD),
+            ("CONFIG_API_KEY", "abc"),
+        ])
+        .unwrap_err();
+        assert_eq!(short_api, ConfigError::ShortSecret { name: "CONFIG_API_KEY", len: 3 });
+    }
+
+    #[test]
+    fn config_key_must_not_reuse_the_state_key() {
+        let err = config(&[("SECRET_KEY", GOOD), ("CONFIG_API_KEY", GOOD)]).unwrap_err();
+        assert_eq!(err, ConfigError::SharedSecret);
+    }
+
+    #[test]
+    fn lists_are_trimmed_and_providers_lowercased() {
+        let cfg = config(&[
+            ("ENABLED_CLOUD_PROVIDERS", " GoogleDrive , ,onedrive"),
+            ("CORS_ALLOWED_METHODS", "GET, POST, PUT"),
+        ])
+        .unwrap();
+        assert_eq!(
+            cfg.enabled_providers.iter().map(String::as_str).collect::<Vec<_>>(),
+            ["googledrive", "onedrive"]
+        );
+        assert_eq!(cfg.cors.allowed_methods, ["GET", "POST", "PUT"]);
+    }
+
+    #[test]
+    fn unknown_provider_and_bad_numbers_are_clear_errors() {
+        let err = config(&[("ENABLED_CLOUD_PROVIDERS", "box")]).unwrap_err();
+        assert!(err.to_string().contains("unknown provider \"box\""), "{err}");
+        let err = config(&[("PORT", "eighty")]).unwrap_err();
+        assert!(err.to_string().starts_with("PORT=\"eighty\""), "{err}");
+        let err = config(&[("MAX_BODY_BYTES", "0")]).unwrap_err();
+        assert!(err.to_string().contains("positive number"), "{err}");
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let cfg = config(&[("SECRET_KEY", GOOD)]).unwrap();
+        assert!(!format!("{cfg:?}").contains(GOOD));
+    }
+}

@@ -1,0 +1,224 @@
+//! Request-body extraction with the API's error contract: wrong media type 415, body over the
+//! limit 413, malformed JSON 400, well-formed JSON of the wrong shape or failing a rule 422 with
+//! one entry per field.
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, FailedToBufferBody};
+use axum::extract::{FromRequest, Request};
+use axum::http::header;
+use serde::de::DeserializeOwned;
+use serde_json::error::Category;
+
+use crate::error::{ApiError, FieldError};
+
+/// Rules a request body checks after it has been parsed.
+pub trait Validate {
+    /// Every rule that fails, in field order; empty when the body is acceptable.
+    fn validate(&self) -> Vec<FieldError>;
+}
+
+/// A JSON request body of type `T`, parsed and validated.
+#[derive(Debug, Clone)]
+pub struct ApiJson<T>(pub T);
+
+/// The size limit that applies to bodies, taken from the request's extensions (set by the
+/// router from `MAX_BODY_BYTES`).
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimit(pub usize);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned + Validate,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let limit = request.extensions().get::<BodyLimit>().map_or(usize::MAX, |l| l.0);
+        require_json_content_type(&request)?;
+        let declared = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|len| len > limit) {
+            return Err(ApiError::PayloadTooLarge { limit });
+        }
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| match rejection {
+                BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_)) => {
+                    ApiError::PayloadTooLarge { limit }
+                }
+                _ => ApiError::BadRequest("The request body could not be read.".to_owned()),
+            })?;
+        if bytes.len() > limit {
+            return Err(ApiError::PayloadTooLarge { limit });
+        }
+        let value = parse_json::<T>(&bytes)?;
+        let errors = value.validate();
+        if errors.is_empty() {
+            Ok(ApiJson(value))
+        } else {
+            Err(ApiError::Validation(errors))
+        }
+    }
+}
+
+fn require_json_content_type(request: &Request) -> Result<(), ApiError> {
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let is_json = essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"));
+    if is_json {
+        Ok(())
+    } else if essence.is_empty() {
+        Err(ApiError::UnsupportedMediaType(
+            "Send the body with Content-Type: application/json.".to_owned(),
+        ))
+    } else {
+        Err(ApiError::UnsupportedMediaType(format!(
+            "Content-Type {essence} is not supported; send application/json."
+        )))
+    }
+}
+
+fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::Validation(vec![FieldError::new(
+            "missing",
+            &["body"],
+            "Field required",
+        )]));
+    }
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    let looks_like_json_value = matches!(first, Some(b'[' | b'"' | b'-' | b'0'..=b'9' | b't' | b'f' | b'n'));
+    if looks_like_json_value && serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok() {
+        return Err(ApiError::Validation(vec![FieldError::new(
+            "model_attributes_type",
+            &["body"],
+            "Input should be a JSON object",
+        )]));
+    }
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value: T = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner();
+        match inner.classify() {
+            Category::Syntax | Category::Eof | Category::Io => ApiError::BadRequest(format!(
+                "The request body is not valid JSON (line {}, column {}).",
+                inner.line(),
+                inner.column()
+            )),
+            Category::Data => ApiError::Validation(vec![data_error(&path, &inner)]),
+        }
+    })?;
+    deserializer.end().map_err(|_| {
+        ApiError::BadRequest("The request body has trailing data after the JSON value.".to_owned())
+    })?;
+    Ok(value)
+}
+
+/// Turns serde's data error into a field error, without echoing the offending value.
+fn data_error(path: &str, error: &serde_json::Error) -> FieldError {
+    let message = error.to_string();
+    if let Some(field) = message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split('`').next())
+    {
+        let loc = join_path(path, field);
+        return FieldError {
+            kind: "missing".to_owned(),
+            loc,
+            msg: "Field required".to_owned(),
+        };
+    }
+    let expected = message
+        .split("expected ")
+        .nth(1)
+        .map(|e| e.split(" at line").next().unwrap_or(e).to_owned())
+        .unwrap_or_else(|| "a different value".to_owned());
+    FieldError {
+        kind: "type_error".to_owned(),
+        loc: join_path(path, ""),
+        msg: format!("Input should be {expected}"),
+    }
+}
+
+fn join_path(path: &str, field: &str) -> Vec<String> {
+    let mut loc = vec!["body".to_owned()];
+    loc.extend(
+        path.split('.')
+            .filter(|p| !p.is_empty() && *p != "?")
+            .map(str::to_owned),
+    );
+    if !field.is_empty() {
+        loc.push(field.to_owned());
+    }
+    loc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Body {
+        name: String,
+        count: u32,
+    }
+
+    fn validation(err: ApiError) -> Vec<FieldError> {
+        match err {
+            ApiError::Validation(errors) => errors,
+            other => panic!("expected validation error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn missing_field_is_located() {
+        let errors = validation(parse_json::<Body>(br#"{"name":"x"}"#).unwrap_err());
+        assert_eq!(errors, [FieldError::new("missing", &["body", "count"], "Field required")]);
+    }
+
+    #[test]
+    fn wrong_type_names_the_field_but_not_the_value() {
+        let errors =
+            validation(parse_json::<Body>(br#"{"name":"secret-token-123","count":"x"}"#).unwrap_err());
+        assert_eq!(errors[0].loc, ["body", "count"]);
+        assert_eq!(errors[0].kind, "type_error");
+        assert!(!errors[0].msg.contains("secret-token-123"));
+    }
+
+    #[test]
+    fn syntax_errors_are_bad_requests() {
+        assert!(matches!(parse_json::<Body>(b"{\"name\":"), Err(ApiError::BadRequest(_))));
+        assert!(matches!(
+            parse_json::<Body>(br#"{"name":"a","count":1} x"#),
+            Err(ApiError::BadRequest(_))
+        ));
+    }
+
+    #[test]
+    fn an_array_is_not_an_object() {
+        let errors = validation(parse_json::<Body>(b"[1,2]").unwrap_err());
+        assert_eq!(errors[0].loc, ["body"]);
+    }
+
+    #[test]
+    fn an_empty_body_is_a_missing_body() {
+        let errors = validation(parse_json::<Body>(b"  ").unwrap_err());
+        assert_eq!(errors, [FieldError::new("missing", &["body"], "Field required")]);
+    }
+}

@@ -1,0 +1,69 @@
+//! apuntador-backend: the teleprompter app's backend as one library, served either by the AWS
+//! Lambda runtime or as a plain HTTP server, traced through OpenTelemetry into X-Ray.
+//!
+//! [`run`] is the whole program: telemetry first (so start-up errors are logged like
+//! everything else), then configuration, then the router in the mode the environment asks for.
+
+pub mod app;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod lambda;
+pub mod routes;
+pub mod server;
+pub mod telemetry;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use config::{Config, Environment};
+use telemetry::TelemetrySettings;
+use telemetry::http::RequestTracing;
+
+/// Runs the backend until it is stopped; the exit code reports start-up failures.
+pub async fn run() -> ExitCode {
+    let env = |name: &str| std::env::var(name).ok();
+    let settings = match TelemetrySettings::from_env(&env) {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("{{\"level\":\"ERROR\",\"message\":\"start-up failed: {error}\"}}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let environment = Environment::from_env(&env);
+    let telemetry = match telemetry::init(&settings, environment.name(), &env) {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            eprintln!("{{\"level\":\"ERROR\",\"message\":\"start-up failed: {error}\"}}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let config = match Config::from_env() {
+        Ok(config) => Arc::new(config),
+        Err(error) => {
+            tracing::error!(error = %error, "start-up failed: invalid configuration");
+            telemetry.shutdown().await;
+            return ExitCode::FAILURE;
+        }
+    };
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
+    let tracing_state = RequestTracing::new(telemetry.propagator(), config.trace_health_checks);
+    let app = app::router(config.clone(), tracing_state);
+
+    let outcome = if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
+        tracing::info!(environment = config.environment.name(), "serving Lambda invocations");
+        lambda::run(app, telemetry.clone()).await.map_err(|e| e.to_string())
+    } else {
+        server::run(app, config.listen_addr).await.map_err(|e| e.to_string())
+    };
+    telemetry.shutdown().await;
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = %error, "stopped with an error");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,4 @@
+//! HTTP routes, one file per area. Handlers are thin: parse, call the domain, map the answer.
+
+pub mod health;
+pub mod provider_config;

@@ -1,0 +1,344 @@
+//! Tracing and logging set-up from the standard `OTEL_*` variables, and the [`Telemetry`] handle
+//! that flushes spans (after each Lambda invocation) and shuts the pipeline down.
+//!
+//! Pipeline: `tracing` spans of this crate → `tracing-opentelemetry` → SDK tracer provider (X-Ray
+//! id generator, parent-based sampler from `OTEL_TRACES_SAMPLER`) → batch processor on its own
+//! thread → [`exporter::Resilient`] → OTLP over HTTP/protobuf (default) or gRPC to the ADOT
+//! collector on localhost. Log lines go to stdout through [`logs`].
+
+pub mod exporter;
+pub mod http;
+pub mod lambda;
+pub mod logs;
+pub mod xray;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use opentelemetry::propagation::{TextMapCompositePropagator, TextMapPropagator};
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry::{KeyValue, global};
+use opentelemetry_aws::detector::{EcsResourceDetector, LambdaResourceDetector};
+use opentelemetry_aws::trace::{XrayIdGenerator, XrayPropagator};
+use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig, WithTonicConfig};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::resource::EnvResourceDetector;
+use opentelemetry_sdk::trace::{BatchSpanProcessor, Sampler, SdkTracerProvider};
+use thiserror::Error;
+use tracing_subscriber::filter::{EnvFilter, LevelFilter, Targets};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{Layer, Registry};
+
+use crate::config::APP_VERSION;
+
+/// Spans of this crate (and only these) are exported.
+pub const TRACE_TARGET: &str = "apuntador_backend";
+
+/// Default service name when neither `OTEL_SERVICE_NAME` nor `OTEL_RESOURCE_ATTRIBUTES` has one.
+pub const DEFAULT_SERVICE_NAME: &str = "apuntador-backend";
+
+/// Export timeout when `OTEL_EXPORTER_OTLP_TIMEOUT` is not set. The SDK default (10 s) is far too
+/// long for work done between two Lambda invocations; the local ADOT collector answers in
+/// about a millisecond.
+pub const DEFAULT_EXPORT_TIMEOUT: Duration = Duration::from_millis(1000);
+
+#[derive(Debug, Error)]
+pub enum TelemetryError {
+    #[error("{name}={value:?} is not supported; use one of: {allowed}")]
+    Unsupported { name: &'static str, value: String, allowed: &'static str },
+    #[error("could not build the OTLP exporter: {0}")]
+    Exporter(String),
+    #[error("a global tracing subscriber is already installed")]
+    SubscriberTaken,
+}
+
+/// Where spans go (`OTEL_TRACES_EXPORTER`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SpanSink {
+    Otlp { protocol: OtlpProtocol },
+    Console,
+    None,
+}
+
+/// OTLP transport (`OTEL_EXPORTER_OTLP_PROTOCOL`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    /// Default: measured cheaper per flush and smaller in the binary (see README).
+    HttpProtobuf,
+    Grpc,
+}
+
+/// Which header format carries the incoming parent in server mode (`OTEL_PROPAGATORS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Propagators {
+    pub xray: bool,
+    pub tracecontext: bool,
+}
+
+/// Telemetry settings read from the environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TelemetrySettings {
+    pub sink: SpanSink,
+    pub propagators: Propagators,
+    pub log_format: logs::LogFormat,
+    pub log_filter: String,
+    /// Set only when the user gave no timeout variable.
+    pub default_timeout: Option<Duration>,
+}
+
+impl TelemetrySettings {
+    pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Self, TelemetryError> {
+        let get = |name: &str| env(name).map(|v| v.trim().to_ascii_lowercase()).filter(|v| !v.is_empty());
+        let protocol = match get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+            .or_else(|| get("OTEL_EXPORTER_OTLP_PROTOCOL"))
+            .as_deref()
+        {
+            None | Some("http/protobuf") => OtlpProtocol::HttpProtobuf,
+            Some("grpc") => OtlpProtocol::Grpc,
+            Some(other) => {
+                return Err(TelemetryError::Unsupported {
+                    name: "OTEL_EXPORTER_OTLP_PROTOCOL",
+                    value: other.to_owned(),
+                    allowed: "http/protobuf, grpc",
+                });
+            }
+        };
+        let sink = match get("OTEL_TRACES_EXPORTER").as_deref() {
+            None | Some("otlp") => SpanSink::Otlp { protocol },
+            Some("console") => SpanSink::Console,
+            Some("none") => SpanSink::None,
+            Some(other) => {
+                return Err(TelemetryError::Unsupported {
+                    name: "OTEL_TRACES_EXPORTER",
+                    value: other.to_owned(),
+                    allowed: "otlp, console, none",
+                });
+            }
+        };
+        let mut propagators = Propagators { xray: false, tracecontext: false };
+        for name in get("OTEL_PROPAGATORS").unwrap_or_else(|| "xray".to_owned()).split(',') {
+            match name.trim() {
+                "xray" => propagators.xray = true,
+                "tracecontext" => propagators.tracecontext = true,
+                "none" | "baggage" | "" => {}
+                other => {
+                    return Err(TelemetryError::Unsupported {
+                        name: "OTEL_PROPAGATORS",
+                        value: other.to_owned(),
+                        allowed: "xray, tracecontext, none",
+                    });
+                }
+            }
+        }
+        let timeout_set = ["OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT"]
+            .iter()
+            .any(|n| get(n).is_some());
+        Ok(Self {
+            sink,
+            propagators,
+            log_format: logs::LogFormat::from_env(env),
+            log_filter: logs::filter_directives(env),
+            default_timeout: (!timeout_set).then_some(DEFAULT_EXPORT_TIMEOUT),
+        })
+    }
+}
+
+/// Handle on the tracing pipeline: cheap to clone, shared by both run modes.
+#[derive(Clone, Debug)]
+pub struct Telemetry {
+    provider: SdkTracerProvider,
+    exporting: bool,
+    propagator: Arc<TextMapCompositePropagator>,
+}
+
+impl Telemetry {
+    /// Exports every finished span now; returns when the collector answered, failed, or the
+    /// breaker dropped the batch. Runs on the blocking pool so an export never holds a runtime
+    /// worker (the gRPC exporter needs one to make progress).
+    pub async fn flush(&self) {
+        if !self.exporting {
+            return;
+        }
+        let provider = self.provider.clone();
+        let _ = tokio::task::spawn_blocking(move || provider.force_flush()).await;
+    }
+
+    /// Flushes and stops the exporter; call once before the process exits.
+    pub async fn shutdown(&self) {
+        let provider = self.provider.clone();
+        let _ = tokio::task::spawn_blocking(move || provider.shutdown()).await;
+    }
+
+    /// The propagator that reads incoming parents in server mode.
+    pub fn propagator(&self) -> Arc<dyn TextMapPropagator + Send + Sync> {
+        self.propagator.clone()
+    }
+}
+
+fn resource(environment: &str, env: &dyn Fn(&str) -> Option<String>) -> Resource {
+    let mut builder = Resource::builder_empty()
+        .with_attributes([
+            KeyValue::new("service.name", DEFAULT_SERVICE_NAME),
+            KeyValue::new("service.version", APP_VERSION),
+            KeyValue::new("deployment.environment", environment.to_owned()),
+        ])
+        .with_detector(Box::new(LambdaResourceDetector));
+    if env("ECS_CONTAINER_METADATA_URI_V4").is_some() {
+        builder = builder.with_detector(Box::new(EcsResourceDetector));
+    }
+    builder = builder.with_detector(Box::new(EnvResourceDetector::new()));
+    if let Some(name) = env("OTEL_SERVICE_NAME").filter(|n| !n.trim().is_empty()) {
+        builder = builder.with_service_name(name);
+    }
+    builder.build()
+}
+
+fn otlp_exporter(
+    protocol: OtlpProtocol,
+    default_timeout: Option<Duration>,
+) -> Result<opentelemetry_otlp::SpanExporter, TelemetryError> {
+    let no_retry = opentelemetry_otlp::RetryPolicy::disabled();
+    let built = match protocol {
+        OtlpProtocol::HttpProtobuf => {
+            let mut b = opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_protocol(Protocol::HttpBinary)
+                .with_retry_policy(no_retry);
+            if let Some(timeout) = default_timeout {
+                b = b.with_timeout(timeout);
+            }
+            b.build()
+        }
+        OtlpProtocol::Grpc => {
+            let mut b = opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_retry_policy(no_retry);
+            if let Some(timeout) = default_timeout {
+                b = b.with_timeout(timeout);
+            }
+            b.build()
+        }
+    };
+    built.map_err(|e| TelemetryError::Exporter(e.to_string()))
+}
+
+/// Builds the tracer provider and installs the global subscriber (log layer + OpenTelemetry
+/// layer) and propagator. Call once, inside the Tokio runtime.
+pub fn init(
+    settings: &TelemetrySettings,
+    environment: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Telemetry, TelemetryError> {
+    let mut builder = SdkTracerProvider::builder()
+        .with_id_generator(XrayIdGenerator::default())
+        .with_resource(resource(environment, env));
+    builder = match &settings.sink {
+        SpanSink::Otlp { protocol } => {
+            let exporter = exporter::Resilient::new(otlp_exporter(*protocol, settings.default_timeout)?);
+            builder.with_span_processor(BatchSpanProcessor::builder(exporter).build())
+        }
+        SpanSink::Console => {
+            builder.with_span_processor(BatchSpanProcessor::builder(exporter::ConsoleJson).build())
+        }
+        // Ids are still generated and propagated (X-Trace-ID, log correlation); nothing is
+        // recorded or exported.
+        SpanSink::None => builder.with_sampler(Sampler::AlwaysOff),
+    };
+    let provider = builder.build();
+
+    let mut propagators: Vec<Box<dyn TextMapPropagator + Send + Sync>> = Vec::new();
+    if settings.propagators.xray {
+        propagators.push(Box::new(XrayPropagator::default()));
+    }
+    if settings.propagators.tracecontext {
+        propagators.push(Box::new(TraceContextPropagator::new()));
+    }
+    let propagator = Arc::new(TextMapCompositePropagator::new(propagators));
+    global::set_tracer_provider(provider.clone());
+
+    let tracer = provider.tracer("apuntador-backend");
+    let otel_layer = tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        .with_threads(false)
+        .with_target(false)
+        .with_location(false)
+        .with_tracked_inactivity(false)
+        .with_filter(Targets::new().with_target(TRACE_TARGET, LevelFilter::INFO));
+    let log_filter = EnvFilter::try_new(&settings.log_filter)
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let log_layer = match settings.log_format {
+        logs::LogFormat::Json => logs::JsonLines::default().with_filter(log_filter).boxed(),
+        logs::LogFormat::Human => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stdout)
+            .with_ansi(false)
+            .with_filter(log_filter)
+            .boxed(),
+    };
+    Registry::default()
+        .with(otel_layer)
+        .with(log_layer)
+        .try_init()
+        .map_err(|_| TelemetryError::SubscriberTaken)?;
+
+    Ok(Telemetry {
+        provider,
+        exporting: settings.sink != SpanSink::None,
+        propagator,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn settings(vars: &[(&str, &str)]) -> Result<TelemetrySettings, TelemetryError> {
+        let map: HashMap<String, String> =
+            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        TelemetrySettings::from_env(&move |n| map.get(n).cloned())
+    }
+
+    #[test]
+    fn defaults_are_otlp_http_xray_and_a_short_timeout() {
+        let s = settings(&[]).unwrap();
+        assert_eq!(s.sink, SpanSink::Otlp { protocol: OtlpProtocol::HttpProtobuf });
+        assert_eq!(s.propagators, Propagators { xray: true, tracecontext: false });
+        assert_eq!(s.default_timeout, Some(DEFAULT_EXPORT_TIMEOUT));
+    }
+
+    #[test]
+    fn standard_variables_are_honoured() {
+        let s = settings(&[
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_PROPAGATORS", "tracecontext,xray"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "250"),
+        ])
+        .unwrap();
+        assert_eq!(s.sink, SpanSink::Otlp { protocol: OtlpProtocol::Grpc });
+        assert_eq!(s.propagators, Propagators { xray: true, tracecontext: true });
+        assert_eq!(s.default_timeout, None, "the exporter reads the user's timeout itself");
+        assert_eq!(settings(&[("OTEL_TRACES_EXPORTER", "console")]).unwrap().sink, SpanSink::Console);
+        assert_eq!(settings(&[("OTEL_TRACES_EXPORTER", "none")]).unwrap().sink, SpanSink::None);
+    }
+
+    #[test]
+    fn unknown_values_are_start_up_errors() {
+        let err = settings(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")]).unwrap_err();
+        assert!(err.to_string().contains("http/protobuf, grpc"), "{err}");
+        assert!(settings(&[("OTEL_TRACES_EXPORTER", "zipkin")]).is_err());
+        assert!(settings(&[("OTEL_PROPAGATORS", "b3")]).is_err());
+    }
+
+    #[test]
+    fn resource_names_the_service_and_environment() {
+        let map: HashMap<&str, &str> = HashMap::from([("OTEL_SERVICE_NAME", "teleprompter")]);
+        let r = resource("staging", &|n| map.get(n).map(|v| v.to_string()));
+        assert_eq!(r.get(&"service.name".into()).unwrap().as_str(), "teleprompter");
+        assert_eq!(r.get(&"service.version".into()).unwrap().as_str(), APP_VERSION);
+        assert_eq!(r.get(&"deployment.environment".into()).unwrap().as_str(), "staging");
+        let r = resource("local", &|_| None);
+        assert_eq!(r.get(&"service.name".into()).unwrap().as_str(), DEFAULT_SERVICE_NAME);
+    }
+}

@@ -1,0 +1,81 @@
+//! X-Ray identifiers: the `1-xxxxxxxx-yyyyyyyyyyyyyyyyyyyyyyyy` form of a trace id, and the
+//! parent context carried by an X-Ray trace header (`Root=…;Parent=…;Sampled=…;Lineage=…`).
+
+use opentelemetry::Context;
+use opentelemetry::trace::{TraceContextExt, TraceId};
+use opentelemetry_sdk::trace::IdGenerator;
+use opentelemetry_aws::trace::XrayIdGenerator;
+use opentelemetry_aws::trace::xray_propagator::span_context_from_str;
+
+/// `1-` + the first 8 hex digits (epoch seconds) + `-` + the remaining 24.
+pub fn xray_trace_id(trace_id: TraceId) -> String {
+    let hex = format!("{trace_id:032x}");
+    format!("1-{}-{}", &hex[..8], &hex[8..])
+}
+
+/// The remote parent described by an X-Ray trace header, as a context to start a span in.
+/// `Sampled=0/1` becomes the parent's sampled flag and `Lineage` (like any other key) rides in
+/// the trace state. Returns `None` for a header without a valid `Root` and `Parent`.
+pub fn parent_from_header(header: &str) -> Option<Context> {
+    let span_context = span_context_from_str(header.trim())?;
+    span_context
+        .is_valid()
+        .then(|| Context::new().with_remote_span_context(span_context))
+}
+
+/// A new trace id in X-Ray form (first 32 bits are the current time), for responses whose
+/// request is not traced.
+pub fn new_trace_id() -> TraceId {
+    XrayIdGenerator::default().new_trace_id()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEADER: &str =
+        "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1;Lineage=a87bd80c:1";
+
+    #[test]
+    fn formats_trace_ids_the_x_ray_way() {
+        let id = TraceId::from_hex("5759e988bd862e3fe1be46a994272793").unwrap();
+        assert_eq!(xray_trace_id(id), "1-5759e988-bd862e3fe1be46a994272793");
+    }
+
+    #[test]
+    fn header_gives_trace_parent_sampling_and_lineage() {
+        let cx = parent_from_header(HEADER).unwrap();
+        let span = cx.span();
+        let sc = span.span_context();
+        assert_eq!(xray_trace_id(sc.trace_id()), "1-5759e988-bd862e3fe1be46a994272793");
+        assert_eq!(sc.span_id().to_string(), "53995c3f42cd8ad8");
+        assert!(sc.is_sampled());
+        assert!(sc.is_remote());
+        assert_eq!(sc.trace_state().get("lineage"), Some("a87bd80c:1"));
+    }
+
+    #[test]
+    fn not_sampled_header_is_honoured() {
+        let header = HEADER.replace("Sampled=1", "Sampled=0");
+        let cx = parent_from_header(&header).unwrap();
+        assert!(!cx.span().span_context().is_sampled());
+    }
+
+    #[test]
+    fn garbage_headers_have_no_parent() {
+        assert!(parent_from_header("").is_none());
+        assert!(parent_from_header("Root=nope").is_none());
+        assert!(parent_from_header("Root=1-5759e988-bd862e3fe1be46a994272793").is_none());
+    }
+
+    #[test]
+    fn new_ids_start_with_the_current_time() {
+        let id = xray_trace_id(new_trace_id());
+        let secs = u64::from_str_radix(&id[2..10], 16).unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        assert!(now.abs_diff(secs) < 5, "{id}");
+    }
+}
