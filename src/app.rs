@@ -30,9 +30,16 @@ pub struct AppState {
 
 /// The router with every route and layer.
 pub fn router(config: Arc<Config>, tracing: RequestTracing) -> Router {
+    router_with(config, tracing, Router::new())
+}
+
+/// The production router with `extra` routes mounted under the same layers (tests use it to
+/// probe the pipeline with handlers that panic or take bodies).
+pub fn router_with(config: Arc<Config>, tracing: RequestTracing, extra: Router<AppState>) -> Router {
     let body_limit = config.max_body_bytes;
     let cors = cors_layer(&config.cors);
     Router::new()
+        .merge(extra)
         .merge(routes::health::router())
         .merge(routes::provider_config::router())
         .route_layer(from_fn(record_route))
