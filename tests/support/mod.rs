@@ -1,0 +1,144 @@
+//! Test harness shared by the end-to-end tests: the function process, an OTLP receiver, a
+//! Lambda Runtime API double and the AWS Runtime Interface Emulator. Loopback only.
+#![allow(dead_code)]
+
+pub mod otlp;
+pub mod runtime_api;
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Keys the tests configure; the sample events in `events/` carry the same config key.
+pub const SECRET_KEY: &str = "e2e-state-secret-0123456789abcdef0123456789";
+pub const CONFIG_API_KEY: &str = "example-config-api-key-for-local-events-0123456789";
+
+/// The binary under test: `APUNTADOR_BIN` (the test script points it at the release build) or
+/// the one cargo built for this test run.
+pub fn binary() -> PathBuf {
+    std::env::var_os("APUNTADOR_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_apuntador-backend")))
+}
+
+/// Environment a Lambda sandbox gives the function, minus the Runtime API address.
+pub fn lambda_env(otlp_endpoint: &str) -> Vec<(String, String)> {
+    [
+        ("AWS_LAMBDA_FUNCTION_NAME", "apuntador-test"),
+        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128"),
+        ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST"),
+        ("AWS_REGION", "eu-west-1"),
+        ("SECRET_KEY", SECRET_KEY),
+        ("CONFIG_API_KEY", CONFIG_API_KEY),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", otlp_endpoint),
+        ("OTEL_SERVICE_NAME", "apuntador-e2e"),
+        ("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=e2e"),
+    ]
+    .iter()
+    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+    .collect()
+}
+
+/// A running process whose stdout and stderr lines are collected.
+pub struct Process {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Process {
+    pub fn spawn(program: &std::path::Path, args: &[String], env: &[(String, String)]) -> Self {
+        let mut child = Command::new(program)
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        for reader in [Box::new(stdout) as Box<dyn std::io::Read + Send>, Box::new(stderr)] {
+            let lines = lines.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(reader).lines().map_while(Result::ok) {
+                    lines.lock().unwrap().push(line);
+                }
+            });
+        }
+        Self { child, lines }
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// Log lines that parse as JSON objects with a `level` (span lines and others excluded).
+    pub fn json_logs(&self) -> Vec<serde_json::Value> {
+        self.lines()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v.get("level").is_some())
+            .collect()
+    }
+
+    /// Waits for a line containing `needle`.
+    pub fn wait_for_line(&self, needle: &str, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(line) = self.lines().into_iter().find(|l| l.contains(needle)) {
+                return Some(line);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit status.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A loopback port that nothing listens on (bound, then released).
+pub fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// The AWS Lambda Runtime Interface Emulator shipped in the `aws-sam-cli` package: `AWS_LAMBDA_RIE`
+/// or `None`. The test script sets it (and `APUNTADOR_REQUIRE_RIE=1`, which makes a missing
+/// emulator a failure instead of a skip).
+pub fn rie() -> Option<PathBuf> {
+    let path = std::env::var_os("AWS_LAMBDA_RIE").map(PathBuf::from).filter(|p| p.exists());
+    if path.is_none() && std::env::var("APUNTADOR_REQUIRE_RIE").as_deref() == Ok("1") {
+        panic!("AWS_LAMBDA_RIE does not name the emulator binary; run scripts/test.sh");
+    }
+    path
+}
