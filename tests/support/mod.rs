@@ -30,6 +30,8 @@ pub fn lambda_env(otlp_endpoint: &str) -> Vec<(String, String)> {
         ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128"),
         ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST"),
         ("AWS_REGION", "eu-west-1"),
+        // As template.yaml sets it: REST API paths without the stage prefix.
+        ("AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH", "true"),
         ("SECRET_KEY", SECRET_KEY),
         ("CONFIG_API_KEY", CONFIG_API_KEY),
         ("OTEL_EXPORTER_OTLP_ENDPOINT", otlp_endpoint),

@@ -1,0 +1,133 @@
+//! Every sample event in `events/` (the files `sam local invoke -e` takes), invoked through the
+//! AWS Lambda Runtime Interface Emulator against the real binary, as Lambda would.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::otlp::OtlpReceiver;
+use support::{Process, binary, lambda_env, rie};
+
+/// What each sample event must produce: status, a body field to check, whether it is traced.
+struct Expect {
+    status: u16,
+    body_key: &'static str,
+    body_value: &'static str,
+    traced: bool,
+}
+
+fn expectations() -> BTreeMap<&'static str, Expect> {
+    let e = |status, body_key, body_value, traced| Expect { status, body_key, body_value, traced };
+    BTreeMap::from([
+        ("alb-health-public.json", e(200, "message", "Public endpoint (no mTLS)", false)),
+        ("function-url-config-providers.json", e(200, "version", "1.0.41", true)),
+        ("http-api-config-providers.json", e(200, "cache_ttl", "3600", true)),
+        ("http-api-config-providers-unauthorized.json", e(401, "detail", "Invalid API key", true)),
+        ("http-api-health.json", e(200, "message", "Service is healthy", false)),
+        ("http-api-health-public.json", e(200, "status", "ok", false)),
+        ("http-api-not-found.json", e(404, "instance", "/healthz", true)),
+        ("http-api-root.json", e(200, "message", "Apuntador OAuth Backend", true)),
+        ("rest-api-health.json", e(200, "message", "Service is healthy", false)),
+    ])
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// A response header, whichever shape the event kind answers with.
+fn header(response: &Value, name: &str) -> Option<String> {
+    response["headers"][name]
+        .as_str()
+        .map(str::to_owned)
+        .or_else(|| response["multiValueHeaders"][name][0].as_str().map(str::to_owned))
+}
+
+async fn invoke(client: &reqwest::Client, url: &str, body: String) -> Value {
+    let response = client.post(url).body(body).send().await.expect("emulator answers");
+    response.json::<Value>().await.expect("JSON answer")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_sample_event_is_served_under_the_emulator() {
+    let Some(rie) = rie() else {
+        eprintln!("skipped: AWS_LAMBDA_RIE is not set (scripts/test.sh sets it)");
+        return;
+    };
+    let receiver = OtlpReceiver::start().await;
+    let port = free_port();
+    let api_port = free_port();
+    let env = lambda_env(&format!("http://{}", receiver.http_addr));
+    let args = vec![
+        "--runtime-interface-emulator-address".to_owned(),
+        format!("127.0.0.1:{port}"),
+        "--runtime-api-address".to_owned(),
+        format!("127.0.0.1:{api_port}"),
+        "--log-level".to_owned(),
+        "error".to_owned(),
+        binary().display().to_string(),
+    ];
+    let _emulator = Process::spawn(&rie, &args, &env);
+    let url = format!("http://127.0.0.1:{port}/2015-03-31/functions/function/invocations");
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        assert!(Instant::now() < deadline, "emulator did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let expectations = expectations();
+    let mut files: Vec<String> = std::fs::read_dir("events")
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".json"))
+        .collect();
+    files.sort();
+    for file in &files {
+        assert!(expectations.contains_key(file.as_str()), "events/{file} has no expectation in this test");
+    }
+
+    let mut traced = 0;
+    for file in &files {
+        let expect = &expectations[file.as_str()];
+        let event = std::fs::read_to_string(format!("events/{file}")).unwrap();
+        let response = invoke(&client, &url, event).await;
+        assert_eq!(response["statusCode"], expect.status, "{file}: {response}");
+        let body: Value = serde_json::from_str(response["body"].as_str().unwrap_or("null")).unwrap_or(Value::Null);
+        assert_eq!(text(&body[expect.body_key]), expect.body_value, "{file}: {body}");
+        let trace_id = header(&response, "x-trace-id").unwrap_or_default();
+        assert!(trace_id.starts_with("1-") && trace_id.len() == 35, "{file}: X-Trace-ID {trace_id:?}");
+        if expect.status == 401 {
+            assert!(header(&response, "www-authenticate").is_some(), "{file}");
+        }
+        if expect.traced {
+            traced += 1;
+        }
+    }
+
+    // Not an HTTP event: an invocation error, and the function keeps serving.
+    let error = invoke(&client, &url, r#"{"source":"aws.events","detail":{}}"#.to_owned()).await;
+    assert!(error["errorType"].is_string(), "{error}");
+    let again = invoke(&client, &url, std::fs::read_to_string("events/http-api-root.json").unwrap()).await;
+    assert_eq!(again["statusCode"], 200);
+    traced += 1;
+
+    // The emulator sends no trace header, so each traced request is a root span; health checks
+    // are not traced.
+    let spans = receiver.wait_for_spans(traced, Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let spans_now = receiver.spans();
+    assert_eq!(spans_now.len(), traced, "one span per traced invocation: {spans:?}");
+    assert!(spans_now.iter().all(|s| s.parent_span_id.is_empty()));
+    assert!(spans_now.iter().all(|s| s.attr("http.route") != Some("/health")));
+}
