@@ -35,7 +35,11 @@ pub fn router(config: Arc<Config>, tracing: RequestTracing) -> Router {
 
 /// The production router with `extra` routes mounted under the same layers (tests use it to
 /// probe the pipeline with handlers that panic or take bodies).
-pub fn router_with(config: Arc<Config>, tracing: RequestTracing, extra: Router<AppState>) -> Router {
+pub fn router_with(
+    config: Arc<Config>,
+    tracing: RequestTracing,
+    extra: Router<AppState>,
+) -> Router {
     let body_limit = config.max_body_bytes;
     let cors = cors_layer(&config.cors);
     Router::new()

@@ -27,18 +27,33 @@ const PUBLIC_DEFAULT_SECRETS: [&str; 2] = [
 /// A configuration problem that stops the process from starting.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum ConfigError {
-    #[error("{name} is required outside local development (ENVIRONMENT={environment}); set it to a random value of at least {MIN_SECRET_BYTES} bytes")]
-    MissingSecret { name: &'static str, environment: String },
-    #[error("{name} is {len} bytes long; it must be at least {MIN_SECRET_BYTES} bytes outside local development")]
+    #[error(
+        "{name} is required outside local development (ENVIRONMENT={environment}); set it to a random value of at least {MIN_SECRET_BYTES} bytes"
+    )]
+    MissingSecret {
+        name: &'static str,
+        environment: String,
+    },
+    #[error(
+        "{name} is {len} bytes long; it must be at least {MIN_SECRET_BYTES} bytes outside local development"
+    )]
     ShortSecret { name: &'static str, len: usize },
-    #[error("{name} is a published default value; generate a random one (for example `openssl rand -base64 48`)")]
+    #[error(
+        "{name} is a published default value; generate a random one (for example `openssl rand -base64 48`)"
+    )]
     DefaultSecret { name: &'static str },
-    #[error("CONFIG_API_KEY must differ from SECRET_KEY: one guards an API, the other seals OAuth state")]
+    #[error(
+        "CONFIG_API_KEY must differ from SECRET_KEY: one guards an API, the other seals OAuth state"
+    )]
     SharedSecret,
     #[error("the operating system's random generator failed: {0}")]
     Entropy(String),
     #[error("{name}={value:?} is not valid: {reason}")]
-    Invalid { name: &'static str, value: String, reason: String },
+    Invalid {
+        name: &'static str,
+        value: String,
+        reason: String,
+    },
 }
 
 /// Where the process runs: local development relaxes secret checks, everything else is strict.
@@ -155,7 +170,8 @@ impl Config {
             return Err(ConfigError::SharedSecret);
         }
         if config_api_key.is_none() {
-            warnings.push("CONFIG_API_KEY is not set: GET /config/providers answers 503".to_owned());
+            warnings
+                .push("CONFIG_API_KEY is not set: GET /config/providers answers 503".to_owned());
         }
 
         let enabled_providers = parse_providers(
@@ -164,12 +180,18 @@ impl Config {
                 .unwrap_or("googledrive,dropbox"),
         )?;
         let cors = CorsConfig {
-            allowed_origins: split_list(get("ALLOWED_ORIGINS").as_deref().unwrap_or(DEFAULT_ORIGINS)),
+            allowed_origins: split_list(
+                get("ALLOWED_ORIGINS").as_deref().unwrap_or(DEFAULT_ORIGINS),
+            ),
             allowed_methods: split_list(
-                get("CORS_ALLOWED_METHODS").as_deref().unwrap_or(DEFAULT_METHODS),
+                get("CORS_ALLOWED_METHODS")
+                    .as_deref()
+                    .unwrap_or(DEFAULT_METHODS),
             ),
             allowed_headers: split_list(
-                get("CORS_ALLOWED_HEADERS").as_deref().unwrap_or(DEFAULT_HEADERS),
+                get("CORS_ALLOWED_HEADERS")
+                    .as_deref()
+                    .unwrap_or(DEFAULT_HEADERS),
             ),
         };
         let max_body_bytes = match get("MAX_BODY_BYTES") {
@@ -215,7 +237,11 @@ fn parse_listen_addr(host: &str, port: &str) -> Result<SocketAddr, ConfigError> 
         reason: "expected a port number from 0 to 65535".to_owned(),
     })?;
     let host = host.trim();
-    let host = if host == "localhost" { "127.0.0.1" } else { host };
+    let host = if host == "localhost" {
+        "127.0.0.1"
+    } else {
+        host
+    };
     let ip = host
         .trim_start_matches('[')
         .trim_end_matches(']')
@@ -249,7 +275,10 @@ fn check_secret(
             return Err(ConfigError::DefaultSecret { name });
         }
         if value.len() < MIN_SECRET_BYTES {
-            return Err(ConfigError::ShortSecret { name, len: value.len() });
+            return Err(ConfigError::ShortSecret {
+                name,
+                len: value.len(),
+            });
         }
     }
     Ok(Some(Secret::new(value)))
@@ -309,8 +338,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let map: HashMap<String, String> =
-            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Config::from_lookup(&move |name| map.get(name).cloned())
     }
 
@@ -335,17 +366,29 @@ mod tests {
         let err = config(&[("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001")]).unwrap_err();
         assert_eq!(
             err,
-            ConfigError::MissingSecret { name: "SECRET_KEY", environment: "production".into() }
+            ConfigError::MissingSecret {
+                name: "SECRET_KEY",
+                environment: "production".into()
+            }
         );
     }
 
     #[test]
     fn deployed_refuses_short_and_default_secrets() {
         let short = config(&[("ENVIRONMENT", "staging"), ("SECRET_KEY", "short")]).unwrap_err();
-        assert_eq!(short, ConfigError::ShortSecret { name: "SECRET_KEY", len: 5 });
+        assert_eq!(
+            short,
+            ConfigError::ShortSecret {
+                name: "SECRET_KEY",
+                len: 5
+            }
+        );
         let default = config(&[
             ("ENVIRONMENT", "production"),
-            ("SECRET_KEY", "dev-secret-key-change-in-production-min-32-chars"),
+            (
+                "SECRET_KEY",
+                "dev-secret-key-change-in-production-min-32-chars",
+            ),
         ])
         .unwrap_err();
         assert_eq!(default, ConfigError::DefaultSecret { name: "SECRET_KEY" });
@@ -355,7 +398,13 @@ mod tests {
             ("CONFIG_API_KEY", "abc"),
         ])
         .unwrap_err();
-        assert_eq!(short_api, ConfigError::ShortSecret { name: "CONFIG_API_KEY", len: 3 });
+        assert_eq!(
+            short_api,
+            ConfigError::ShortSecret {
+                name: "CONFIG_API_KEY",
+                len: 3
+            }
+        );
     }
 
     #[test]
@@ -372,7 +421,10 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(
-            cfg.enabled_providers.iter().map(String::as_str).collect::<Vec<_>>(),
+            cfg.enabled_providers
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
             ["googledrive", "onedrive"]
         );
         assert_eq!(cfg.cors.allowed_methods, ["GET", "POST", "PUT"]);
@@ -381,7 +433,10 @@ mod tests {
     #[test]
     fn unknown_provider_and_bad_numbers_are_clear_errors() {
         let err = config(&[("ENABLED_CLOUD_PROVIDERS", "box")]).unwrap_err();
-        assert!(err.to_string().contains("unknown provider \"box\""), "{err}");
+        assert!(
+            err.to_string().contains("unknown provider \"box\""),
+            "{err}"
+        );
         let err = config(&[("PORT", "eighty")]).unwrap_err();
         assert!(err.to_string().starts_with("PORT=\"eighty\""), "{err}");
         let err = config(&[("MAX_BODY_BYTES", "0")]).unwrap_err();

@@ -81,7 +81,10 @@ impl ApiError {
                 "This path does not accept that method; see the Allow header.".to_owned()
             }
             Self::Validation(errors) => {
-                format!("One or more validation errors occurred ({} errors).", errors.len())
+                format!(
+                    "One or more validation errors occurred ({} errors).",
+                    errors.len()
+                )
             }
             Self::Internal(_) => "An unexpected error occurred. Please try again later.".to_owned(),
             other => other.to_string(),
@@ -221,8 +224,14 @@ mod tests {
         let json = serde_json::to_value(&problem).unwrap();
         assert_eq!(json["status"], 422);
         assert_eq!(json["title"], "Validation Error");
-        assert_eq!(json["errors"][0]["loc"], serde_json::json!(["body", "code"]));
-        assert_eq!(json["detail"], "One or more validation errors occurred (1 errors).");
+        assert_eq!(
+            json["errors"][0]["loc"],
+            serde_json::json!(["body", "code"])
+        );
+        assert_eq!(
+            json["detail"],
+            "One or more validation errors occurred (1 errors)."
+        );
     }
 
     #[test]

@@ -34,7 +34,10 @@ where
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let limit = request.extensions().get::<BodyLimit>().map_or(usize::MAX, |l| l.0);
+        let limit = request
+            .extensions()
+            .get::<BodyLimit>()
+            .map_or(usize::MAX, |l| l.0);
         require_json_content_type(&request)?;
         let declared = request
             .headers()
@@ -44,14 +47,15 @@ where
         if declared.is_some_and(|len| len > limit) {
             return Err(ApiError::PayloadTooLarge { limit });
         }
-        let bytes = Bytes::from_request(request, state)
-            .await
-            .map_err(|rejection| match rejection {
-                BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_)) => {
-                    ApiError::PayloadTooLarge { limit }
-                }
-                _ => ApiError::BadRequest("The request body could not be read.".to_owned()),
-            })?;
+        let bytes =
+            Bytes::from_request(request, state)
+                .await
+                .map_err(|rejection| match rejection {
+                    BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_)) => {
+                        ApiError::PayloadTooLarge { limit }
+                    }
+                    _ => ApiError::BadRequest("The request body could not be read.".to_owned()),
+                })?;
         if bytes.len() > limit {
             return Err(ApiError::PayloadTooLarge { limit });
         }
@@ -101,7 +105,10 @@ fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         )]));
     }
     let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
-    let looks_like_json_value = matches!(first, Some(b'[' | b'"' | b'-' | b'0'..=b'9' | b't' | b'f' | b'n'));
+    let looks_like_json_value = matches!(
+        first,
+        Some(b'[' | b'"' | b'-' | b'0'..=b'9' | b't' | b'f' | b'n')
+    );
     if looks_like_json_value && serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok() {
         return Err(ApiError::Validation(vec![FieldError::new(
             "model_attributes_type",
@@ -189,13 +196,21 @@ mod tests {
     #[test]
     fn missing_field_is_located() {
         let errors = validation(parse_json::<Body>(br#"{"name":"x"}"#).unwrap_err());
-        assert_eq!(errors, [FieldError::new("missing", &["body", "count"], "Field required")]);
+        assert_eq!(
+            errors,
+            [FieldError::new(
+                "missing",
+                &["body", "count"],
+                "Field required"
+            )]
+        );
     }
 
     #[test]
     fn wrong_type_names_the_field_but_not_the_value() {
-        let errors =
-            validation(parse_json::<Body>(br#"{"name":"secret-token-123","count":"x"}"#).unwrap_err());
+        let errors = validation(
+            parse_json::<Body>(br#"{"name":"secret-token-123","count":"x"}"#).unwrap_err(),
+        );
         assert_eq!(errors[0].loc, ["body", "count"]);
         assert_eq!(errors[0].kind, "type_error");
         assert!(!errors[0].msg.contains("secret-token-123"));
@@ -203,7 +218,10 @@ mod tests {
 
     #[test]
     fn syntax_errors_are_bad_requests() {
-        assert!(matches!(parse_json::<Body>(b"{\"name\":"), Err(ApiError::BadRequest(_))));
+        assert!(matches!(
+            parse_json::<Body>(b"{\"name\":"),
+            Err(ApiError::BadRequest(_))
+        ));
         assert!(matches!(
             parse_json::<Body>(br#"{"name":"a","count":1} x"#),
             Err(ApiError::BadRequest(_))
@@ -219,6 +237,9 @@ mod tests {
     #[test]
     fn an_empty_body_is_a_missing_body() {
         let errors = validation(parse_json::<Body>(b"  ").unwrap_err());
-        assert_eq!(errors, [FieldError::new("missing", &["body"], "Field required")]);
+        assert_eq!(
+            errors,
+            [FieldError::new("missing", &["body"], "Field required")]
+        );
     }
 }

@@ -53,10 +53,17 @@ pub async fn run() -> ExitCode {
     let app = app::router(config.clone(), tracing_state);
 
     let outcome = if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
-        tracing::info!(environment = config.environment.name(), "serving Lambda invocations");
-        lambda::run(app, telemetry.clone()).await.map_err(|e| e.to_string())
+        tracing::info!(
+            environment = config.environment.name(),
+            "serving Lambda invocations"
+        );
+        lambda::run(app, telemetry.clone())
+            .await
+            .map_err(|e| e.to_string())
     } else {
-        server::run(app, config.listen_addr).await.map_err(|e| e.to_string())
+        server::run(app, config.listen_addr)
+            .await
+            .map_err(|e| e.to_string())
     };
     telemetry.shutdown().await;
     match outcome {

@@ -20,22 +20,55 @@ struct Expect {
 }
 
 fn expectations() -> BTreeMap<&'static str, Expect> {
-    let e = |status, body_key, body_value, traced| Expect { status, body_key, body_value, traced };
+    let e = |status, body_key, body_value, traced| Expect {
+        status,
+        body_key,
+        body_value,
+        traced,
+    };
     BTreeMap::from([
-        ("alb-health-public.json", e(200, "message", "Public endpoint (no mTLS)", false)),
-        ("function-url-config-providers.json", e(200, "version", "1.0.41", true)),
-        ("http-api-config-providers.json", e(200, "cache_ttl", "3600", true)),
-        ("http-api-config-providers-unauthorized.json", e(401, "detail", "Invalid API key", true)),
-        ("http-api-health.json", e(200, "message", "Service is healthy", false)),
+        (
+            "alb-health-public.json",
+            e(200, "message", "Public endpoint (no mTLS)", false),
+        ),
+        (
+            "function-url-config-providers.json",
+            e(200, "version", "1.0.41", true),
+        ),
+        (
+            "http-api-config-providers.json",
+            e(200, "cache_ttl", "3600", true),
+        ),
+        (
+            "http-api-config-providers-unauthorized.json",
+            e(401, "detail", "Invalid API key", true),
+        ),
+        (
+            "http-api-health.json",
+            e(200, "message", "Service is healthy", false),
+        ),
         ("http-api-health-public.json", e(200, "status", "ok", false)),
-        ("http-api-not-found.json", e(404, "instance", "/healthz", true)),
-        ("http-api-root.json", e(200, "message", "Apuntador OAuth Backend", true)),
-        ("rest-api-health.json", e(200, "message", "Service is healthy", false)),
+        (
+            "http-api-not-found.json",
+            e(404, "instance", "/healthz", true),
+        ),
+        (
+            "http-api-root.json",
+            e(200, "message", "Apuntador OAuth Backend", true),
+        ),
+        (
+            "rest-api-health.json",
+            e(200, "message", "Service is healthy", false),
+        ),
     ])
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn text(value: &Value) -> String {
@@ -50,11 +83,20 @@ fn header(response: &Value, name: &str) -> Option<String> {
     response["headers"][name]
         .as_str()
         .map(str::to_owned)
-        .or_else(|| response["multiValueHeaders"][name][0].as_str().map(str::to_owned))
+        .or_else(|| {
+            response["multiValueHeaders"][name][0]
+                .as_str()
+                .map(str::to_owned)
+        })
 }
 
 async fn invoke(client: &reqwest::Client, url: &str, body: String) -> Value {
-    let response = client.post(url).body(body).send().await.expect("emulator answers");
+    let response = client
+        .post(url)
+        .body(body)
+        .send()
+        .await
+        .expect("emulator answers");
     response.json::<Value>().await.expect("JSON answer")
 }
 
@@ -79,7 +121,10 @@ async fn every_sample_event_is_served_under_the_emulator() {
     ];
     let _emulator = Process::spawn(&rie, &args, &env);
     let url = format!("http://127.0.0.1:{port}/2015-03-31/functions/function/invocations");
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while TcpListener::bind(("127.0.0.1", port)).is_ok() {
         assert!(Instant::now() < deadline, "emulator did not start");
@@ -94,7 +139,10 @@ async fn every_sample_event_is_served_under_the_emulator() {
         .collect();
     files.sort();
     for file in &files {
-        assert!(expectations.contains_key(file.as_str()), "events/{file} has no expectation in this test");
+        assert!(
+            expectations.contains_key(file.as_str()),
+            "events/{file} has no expectation in this test"
+        );
     }
 
     let mut traced = 0;
@@ -103,10 +151,18 @@ async fn every_sample_event_is_served_under_the_emulator() {
         let event = std::fs::read_to_string(format!("events/{file}")).unwrap();
         let response = invoke(&client, &url, event).await;
         assert_eq!(response["statusCode"], expect.status, "{file}: {response}");
-        let body: Value = serde_json::from_str(response["body"].as_str().unwrap_or("null")).unwrap_or(Value::Null);
-        assert_eq!(text(&body[expect.body_key]), expect.body_value, "{file}: {body}");
+        let body: Value = serde_json::from_str(response["body"].as_str().unwrap_or("null"))
+            .unwrap_or(Value::Null);
+        assert_eq!(
+            text(&body[expect.body_key]),
+            expect.body_value,
+            "{file}: {body}"
+        );
         let trace_id = header(&response, "x-trace-id").unwrap_or_default();
-        assert!(trace_id.starts_with("1-") && trace_id.len() == 35, "{file}: X-Trace-ID {trace_id:?}");
+        assert!(
+            trace_id.starts_with("1-") && trace_id.len() == 35,
+            "{file}: X-Trace-ID {trace_id:?}"
+        );
         if expect.status == 401 {
             assert!(header(&response, "www-authenticate").is_some(), "{file}");
         }
@@ -116,18 +172,38 @@ async fn every_sample_event_is_served_under_the_emulator() {
     }
 
     // Not an HTTP event: an invocation error, and the function keeps serving.
-    let error = invoke(&client, &url, r#"{"source":"aws.events","detail":{}}"#.to_owned()).await;
+    let error = invoke(
+        &client,
+        &url,
+        r#"{"source":"aws.events","detail":{}}"#.to_owned(),
+    )
+    .await;
     assert!(error["errorType"].is_string(), "{error}");
-    let again = invoke(&client, &url, std::fs::read_to_string("events/http-api-root.json").unwrap()).await;
+    let again = invoke(
+        &client,
+        &url,
+        std::fs::read_to_string("events/http-api-root.json").unwrap(),
+    )
+    .await;
     assert_eq!(again["statusCode"], 200);
     traced += 1;
 
     // The emulator sends no trace header, so each traced request is a root span; health checks
     // are not traced.
-    let spans = receiver.wait_for_spans(traced, Duration::from_secs(5)).await;
+    let spans = receiver
+        .wait_for_spans(traced, Duration::from_secs(5))
+        .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let spans_now = receiver.spans();
-    assert_eq!(spans_now.len(), traced, "one span per traced invocation: {spans:?}");
+    assert_eq!(
+        spans_now.len(),
+        traced,
+        "one span per traced invocation: {spans:?}"
+    );
     assert!(spans_now.iter().all(|s| s.parent_span_id.is_empty()));
-    assert!(spans_now.iter().all(|s| s.attr("http.route") != Some("/health")));
+    assert!(
+        spans_now
+            .iter()
+            .all(|s| s.attr("http.route") != Some("/health"))
+    );
 }

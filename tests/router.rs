@@ -22,7 +22,10 @@ const API_KEY: &str = "config-api-key-0123456789abcdef0123";
 fn config(vars: &[(&str, &str)]) -> Arc<Config> {
     let mut map: HashMap<String, String> = HashMap::from([
         ("CONFIG_API_KEY".to_owned(), API_KEY.to_owned()),
-        ("SECRET_KEY".to_owned(), "state-secret-0123456789abcdef0123456789".to_owned()),
+        (
+            "SECRET_KEY".to_owned(),
+            "state-secret-0123456789abcdef0123456789".to_owned(),
+        ),
     ]);
     for (k, v) in vars {
         map.insert((*k).to_owned(), (*v).to_owned());
@@ -42,7 +45,11 @@ async fn send(app: Router, request: Request<Body>) -> (Response<Body>, Value) {
     let response = app.oneshot(request).await.expect("router is infallible");
     let (parts, body) = response.into_parts();
     let bytes = to_bytes(body, 1 << 20).await.expect("body");
-    let json = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
+    let json = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+    };
     (Response::from_parts(parts, Body::empty()), json)
 }
 
@@ -61,7 +68,12 @@ fn assert_xray_id(value: Option<&str>) -> String {
     assert_eq!(parts[0], "1");
     assert_eq!(parts[1].len(), 8, "{value}");
     assert_eq!(parts[2].len(), 24, "{value}");
-    assert!(parts[1..].iter().all(|p| p.chars().all(|c| c.is_ascii_hexdigit())), "{value}");
+    assert!(
+        parts[1..]
+            .iter()
+            .all(|p| p.chars().all(|c| c.is_ascii_hexdigit())),
+        "{value}"
+    );
     value.to_owned()
 }
 
@@ -69,11 +81,20 @@ fn assert_xray_id(value: Option<&str>) -> String {
 async fn root_and_health_answer_with_the_version() {
     let (res, body) = send(app(), get_req("/")).await;
     assert_eq!(res.status(), StatusCode::OK);
-    assert_eq!(body, json!({"message": "Apuntador OAuth Backend", "version": "1.0.41", "docs": null}));
+    assert_eq!(
+        body,
+        json!({"message": "Apuntador OAuth Backend", "version": "1.0.41", "docs": null})
+    );
     let (_, body) = send(app(), get_req("/health")).await;
-    assert_eq!(body, json!({"status": "ok", "version": "1.0.41", "message": "Service is healthy"}));
+    assert_eq!(
+        body,
+        json!({"status": "ok", "version": "1.0.41", "message": "Service is healthy"})
+    );
     let (res, body) = send(app(), get_req("/health/public")).await;
-    assert_eq!(body, json!({"status": "ok", "version": "1.0.41", "message": "Public endpoint (no mTLS)"}));
+    assert_eq!(
+        body,
+        json!({"status": "ok", "version": "1.0.41", "message": "Public endpoint (no mTLS)"})
+    );
     assert_xray_id(header_str(&res, "x-trace-id"));
 }
 
@@ -89,29 +110,49 @@ async fn every_response_gets_a_distinct_x_ray_trace_id() {
 #[tokio::test]
 async fn incoming_x_ray_header_sets_the_trace_id() {
     let request = Request::get("/config/providers")
-        .header("x-amzn-trace-id", "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1")
+        .header(
+            "x-amzn-trace-id",
+            "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1",
+        )
         .body(Body::empty())
         .unwrap();
     let (res, _) = send(app(), request).await;
-    assert_eq!(header_str(&res, "x-trace-id"), Some("1-5759e988-bd862e3fe1be46a994272793"));
+    assert_eq!(
+        header_str(&res, "x-trace-id"),
+        Some("1-5759e988-bd862e3fe1be46a994272793")
+    );
 }
 
 #[tokio::test]
 async fn unknown_path_is_a_404_problem_with_cors() {
-    let request = Request::get("/healthz").header("origin", "http://localhost:3000").body(Body::empty()).unwrap();
+    let request = Request::get("/healthz")
+        .header("origin", "http://localhost:3000")
+        .body(Body::empty())
+        .unwrap();
     let (res, body) = send(app(), request).await;
     assert_eq!(res.status(), StatusCode::NOT_FOUND);
-    assert_eq!(header_str(&res, "content-type"), Some("application/problem+json"));
-    assert_eq!(header_str(&res, "access-control-allow-origin"), Some("http://localhost:3000"));
+    assert_eq!(
+        header_str(&res, "content-type"),
+        Some("application/problem+json")
+    );
+    assert_eq!(
+        header_str(&res, "access-control-allow-origin"),
+        Some("http://localhost:3000")
+    );
     assert_eq!(body["status"], 404);
     assert_eq!(body["instance"], "/healthz");
-    assert_eq!(body["type"], "https://datatracker.ietf.org/doc/html/rfc7231#section-6.5.4");
+    assert_eq!(
+        body["type"],
+        "https://datatracker.ietf.org/doc/html/rfc7231#section-6.5.4"
+    );
     assert_xray_id(header_str(&res, "x-trace-id"));
 }
 
 #[tokio::test]
 async fn wrong_method_is_a_405_problem_with_allow() {
-    let request = Request::post("/config/providers").body(Body::empty()).unwrap();
+    let request = Request::post("/config/providers")
+        .body(Body::empty())
+        .unwrap();
     let (res, body) = send(app(), request).await;
     assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED);
     let allow = header_str(&res, "allow").expect("Allow header");
@@ -124,11 +165,23 @@ async fn wrong_method_is_a_405_problem_with_allow() {
 async fn config_needs_the_bearer_key() {
     let cases = [
         (None, "Missing Authorization header"),
-        (Some("InvalidFormat".to_owned()), "Invalid Authorization header format. Expected: Bearer <token>"),
-        (Some("Bearer a b".to_owned()), "Invalid Authorization header format. Expected: Bearer <token>"),
-        (Some("Basic abc".to_owned()), "Invalid Authorization header format. Expected: Bearer <token>"),
+        (
+            Some("InvalidFormat".to_owned()),
+            "Invalid Authorization header format. Expected: Bearer <token>",
+        ),
+        (
+            Some("Bearer a b".to_owned()),
+            "Invalid Authorization header format. Expected: Bearer <token>",
+        ),
+        (
+            Some("Basic abc".to_owned()),
+            "Invalid Authorization header format. Expected: Bearer <token>",
+        ),
         (Some("Bearer wrong-token".to_owned()), "Invalid API key"),
-        (Some(format!("Bearer {}", &API_KEY[..API_KEY.len() - 1])), "Invalid API key"),
+        (
+            Some(format!("Bearer {}", &API_KEY[..API_KEY.len() - 1])),
+            "Invalid API key",
+        ),
     ];
     for (authorization, detail) in cases {
         let mut request = Request::get("/config/providers");
@@ -145,7 +198,10 @@ async fn config_needs_the_bearer_key() {
 
 #[tokio::test]
 async fn config_lists_providers_with_the_app_version() {
-    let app = router(config(&[("ENABLED_CLOUD_PROVIDERS", "dropbox,onedrive")]), tracing());
+    let app = router(
+        config(&[("ENABLED_CLOUD_PROVIDERS", "dropbox,onedrive")]),
+        tracing(),
+    );
     let request = Request::get("/config/providers")
         .header(header::AUTHORIZATION, format!("bearer {API_KEY}"))
         .body(Body::empty())
@@ -185,20 +241,42 @@ async fn preflight_is_answered_before_any_auth() {
         .unwrap();
     let (res, _) = send(app(), request).await;
     assert_eq!(res.status(), StatusCode::OK);
-    assert_eq!(header_str(&res, "access-control-allow-origin"), Some("http://localhost:5173"));
-    assert_eq!(header_str(&res, "access-control-allow-credentials"), Some("true"));
+    assert_eq!(
+        header_str(&res, "access-control-allow-origin"),
+        Some("http://localhost:5173")
+    );
+    assert_eq!(
+        header_str(&res, "access-control-allow-credentials"),
+        Some("true")
+    );
     assert_eq!(header_str(&res, "access-control-max-age"), Some("600"));
-    assert!(header_str(&res, "access-control-allow-headers").unwrap().contains("authorization"));
+    assert!(
+        header_str(&res, "access-control-allow-headers")
+            .unwrap()
+            .contains("authorization")
+    );
     assert_xray_id(header_str(&res, "x-trace-id"));
 }
 
 #[tokio::test]
 async fn trace_id_is_exposed_to_allowed_origins_only() {
-    let allowed = Request::get("/").header("origin", "tauri://localhost").body(Body::empty()).unwrap();
+    let allowed = Request::get("/")
+        .header("origin", "tauri://localhost")
+        .body(Body::empty())
+        .unwrap();
     let (res, _) = send(app(), allowed).await;
-    assert_eq!(header_str(&res, "access-control-allow-origin"), Some("tauri://localhost"));
-    assert_eq!(header_str(&res, "access-control-expose-headers"), Some("x-trace-id"));
-    let foreign = Request::get("/").header("origin", "https://evil.example").body(Body::empty()).unwrap();
+    assert_eq!(
+        header_str(&res, "access-control-allow-origin"),
+        Some("tauri://localhost")
+    );
+    assert_eq!(
+        header_str(&res, "access-control-expose-headers"),
+        Some("x-trace-id")
+    );
+    let foreign = Request::get("/")
+        .header("origin", "https://evil.example")
+        .body(Body::empty())
+        .unwrap();
     let (res, _) = send(app(), foreign).await;
     assert_eq!(header_str(&res, "access-control-allow-origin"), None);
 }
@@ -215,10 +293,18 @@ impl Validate for Greeting {
     fn validate(&self) -> Vec<FieldError> {
         let mut errors = Vec::new();
         if self.name.len() < 3 {
-            errors.push(FieldError::new("string_too_short", &["body", "name"], "String should have at least 3 characters"));
+            errors.push(FieldError::new(
+                "string_too_short",
+                &["body", "name"],
+                "String should have at least 3 characters",
+            ));
         }
         if self.times == 0 {
-            errors.push(FieldError::new("greater_than", &["body", "times"], "Input should be greater than 0"));
+            errors.push(FieldError::new(
+                "greater_than",
+                &["body", "times"],
+                "Input should be greater than 0",
+            ));
         }
         errors
     }
@@ -233,7 +319,9 @@ async fn explode() -> &'static str {
 }
 
 fn probe_app(vars: &[(&str, &str)]) -> Router {
-    let extra: Router<AppState> = Router::new().route("/probe/greet", post(greet)).route("/probe/panic", get(explode));
+    let extra: Router<AppState> = Router::new()
+        .route("/probe/greet", post(greet))
+        .route("/probe/panic", get(explode));
     router_with(config(vars), tracing(), extra)
 }
 
@@ -247,13 +335,25 @@ fn post_json(path: &str, content_type: &str, body: &str) -> Request<Body> {
 
 #[tokio::test]
 async fn valid_json_reaches_the_handler() {
-    let (res, _) = send(probe_app(&[]), post_json("/probe/greet", "application/json; charset=utf-8", r#"{"name":"abc","times":2,"extra":1}"#)).await;
+    let (res, _) = send(
+        probe_app(&[]),
+        post_json(
+            "/probe/greet",
+            "application/json; charset=utf-8",
+            r#"{"name":"abc","times":2,"extra":1}"#,
+        ),
+    )
+    .await;
     assert_eq!(res.status(), StatusCode::OK);
 }
 
 #[tokio::test]
 async fn malformed_json_is_400() {
-    let (res, body) = send(probe_app(&[]), post_json("/probe/greet", "application/json", r#"{"name": "#)).await;
+    let (res, body) = send(
+        probe_app(&[]),
+        post_json("/probe/greet", "application/json", r#"{"name": "#),
+    )
+    .await;
     assert_eq!(res.status(), StatusCode::BAD_REQUEST);
     assert_eq!(body["status"], 400);
     assert_eq!(body["instance"], "/probe/greet");
@@ -261,42 +361,83 @@ async fn malformed_json_is_400() {
 
 #[tokio::test]
 async fn failed_validation_is_422_with_field_errors() {
-    let (res, body) = send(probe_app(&[]), post_json("/probe/greet", "application/json", r#"{"name":"ab","times":0}"#)).await;
+    let (res, body) = send(
+        probe_app(&[]),
+        post_json(
+            "/probe/greet",
+            "application/json",
+            r#"{"name":"ab","times":0}"#,
+        ),
+    )
+    .await;
     assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(body["errors"].as_array().unwrap().len(), 2);
     assert_eq!(body["errors"][0]["loc"], json!(["body", "name"]));
     assert_eq!(body["errors"][1]["loc"], json!(["body", "times"]));
-    let (res, body) = send(probe_app(&[]), post_json("/probe/greet", "application/json", r#"{"name":"abc"}"#)).await;
+    let (res, body) = send(
+        probe_app(&[]),
+        post_json("/probe/greet", "application/json", r#"{"name":"abc"}"#),
+    )
+    .await;
     assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(body["errors"][0], json!({"type": "missing", "loc": ["body", "times"], "msg": "Field required"}));
+    assert_eq!(
+        body["errors"][0],
+        json!({"type": "missing", "loc": ["body", "times"], "msg": "Field required"})
+    );
 }
 
 #[tokio::test]
 async fn wrong_media_type_is_415() {
-    let (res, body) = send(probe_app(&[]), post_json("/probe/greet", "text/plain", r#"{"name":"abc","times":1}"#)).await;
+    let (res, body) = send(
+        probe_app(&[]),
+        post_json("/probe/greet", "text/plain", r#"{"name":"abc","times":1}"#),
+    )
+    .await;
     assert_eq!(res.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
-    assert_eq!(header_str(&res, "content-type"), Some("application/problem+json"));
-    assert!(body["detail"].as_str().unwrap().contains("application/json"));
+    assert_eq!(
+        header_str(&res, "content-type"),
+        Some("application/problem+json")
+    );
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("application/json")
+    );
 }
 
 #[tokio::test]
 async fn body_over_the_limit_is_413() {
     let big = format!(r#"{{"name":"{}","times":1}}"#, "a".repeat(200));
-    let (res, body) = send(probe_app(&[("MAX_BODY_BYTES", "100")]), post_json("/probe/greet", "application/json", &big)).await;
+    let (res, body) = send(
+        probe_app(&[("MAX_BODY_BYTES", "100")]),
+        post_json("/probe/greet", "application/json", &big),
+    )
+    .await;
     assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(body["status"], 413);
     let small = r#"{"name":"abc","times":1}"#;
-    let (res, _) = send(probe_app(&[("MAX_BODY_BYTES", "100")]), post_json("/probe/greet", "application/json", small)).await;
+    let (res, _) = send(
+        probe_app(&[("MAX_BODY_BYTES", "100")]),
+        post_json("/probe/greet", "application/json", small),
+    )
+    .await;
     assert_eq!(res.status(), StatusCode::OK);
 }
 
 #[tokio::test]
 async fn a_panic_is_a_500_problem_without_internal_detail() {
-    let request = Request::get("/probe/panic").header("origin", "http://localhost:3000").body(Body::empty()).unwrap();
+    let request = Request::get("/probe/panic")
+        .header("origin", "http://localhost:3000")
+        .body(Body::empty())
+        .unwrap();
     let (res, body) = send(probe_app(&[]), request).await;
     assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(body["title"], "Internal Server Error");
     assert!(!body.to_string().contains("hunter2"));
-    assert_eq!(header_str(&res, "access-control-allow-origin"), Some("http://localhost:3000"));
+    assert_eq!(
+        header_str(&res, "access-control-allow-origin"),
+        Some("http://localhost:3000")
+    );
     assert_xray_id(header_str(&res, "x-trace-id"));
 }

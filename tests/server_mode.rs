@@ -18,7 +18,11 @@ fn server_env(extra: &[(&str, &str)]) -> Vec<(String, String)> {
     .iter()
     .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
     .collect();
-    env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+    env.extend(
+        extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
     env
 }
 
@@ -29,7 +33,10 @@ fn start(extra: &[(&str, &str)]) -> (Process, String) {
         .wait_for_line("listening on http://", Duration::from_secs(10))
         .unwrap_or_else(|| panic!("server did not start: {:?}", process.lines()));
     let start = line.find("http://").unwrap();
-    let url: String = line[start..].chars().take_while(|c| *c != '"' && !c.is_whitespace()).collect();
+    let url: String = line[start..]
+        .chars()
+        .take_while(|c| *c != '"' && !c.is_whitespace())
+        .collect();
     (process, url)
 }
 
@@ -38,13 +45,18 @@ async fn incoming_x_ray_header_parents_the_span_and_sigterm_flushes_it() {
     let receiver = OtlpReceiver::start().await;
     let endpoint = format!("http://{}", receiver.http_addr);
     // A long batch delay: only the shutdown flush can deliver the span in time.
-    let (mut process, url) =
-        start(&[("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint), ("OTEL_BSP_SCHEDULE_DELAY", "60000")]);
+    let (mut process, url) = start(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+        ("OTEL_BSP_SCHEDULE_DELAY", "60000"),
+    ]);
     let client = reqwest::Client::new();
     let response = client
         .get(format!("{url}/config/providers"))
         .header("authorization", format!("Bearer {CONFIG_API_KEY}"))
-        .header("x-amzn-trace-id", "Root=1-6b04aa01-00000000000000000000abcd;Parent=1111111111111111;Sampled=1")
+        .header(
+            "x-amzn-trace-id",
+            "Root=1-6b04aa01-00000000000000000000abcd;Parent=1111111111111111;Sampled=1",
+        )
         .header("user-agent", "server-e2e")
         .send()
         .await
@@ -56,22 +68,41 @@ async fn incoming_x_ray_header_parents_the_span_and_sigterm_flushes_it() {
     );
     let health = client.get(format!("{url}/health")).send().await.unwrap();
     assert_eq!(health.status(), 200);
-    assert!(receiver.spans().is_empty(), "nothing exported before the batch delay or shutdown");
+    assert!(
+        receiver.spans().is_empty(),
+        "nothing exported before the batch delay or shutdown"
+    );
 
-    let status = process.terminate(Duration::from_secs(10)).expect("server stops on SIGTERM");
+    let status = process
+        .terminate(Duration::from_secs(10))
+        .expect("server stops on SIGTERM");
     assert!(status.success(), "{status:?}");
     let spans = receiver.spans();
-    assert_eq!(spans.len(), 1, "one span (health checks are not traced): {spans:?}");
+    assert_eq!(
+        spans.len(),
+        1,
+        "one span (health checks are not traced): {spans:?}"
+    );
     let span = &spans[0];
     assert_eq!(span.xray_trace_id(), "1-6b04aa01-00000000000000000000abcd");
     assert_eq!(span.parent_span_id, "1111111111111111");
     assert_eq!(span.attr("http.route"), Some("/config/providers"));
     assert_eq!(span.attr("client.address"), Some("127.0.0.1"));
-    assert_eq!(span.attr("faas.trigger"), None, "no FaaS attributes outside Lambda");
-    assert_eq!(span.resource_attr("service.name"), Some("apuntador-server-e2e"));
+    assert_eq!(
+        span.attr("faas.trigger"),
+        None,
+        "no FaaS attributes outside Lambda"
+    );
+    assert_eq!(
+        span.resource_attr("service.name"),
+        Some("apuntador-server-e2e")
+    );
     assert_eq!(span.resource_attr("deployment.environment"), Some("local"));
-    let access: Vec<serde_json::Value> =
-        process.json_logs().into_iter().filter(|l| l["message"] == "request completed").collect();
+    let access: Vec<serde_json::Value> = process
+        .json_logs()
+        .into_iter()
+        .filter(|l| l["message"] == "request completed")
+        .collect();
     assert_eq!(access.len(), 1, "no access line for /health");
     assert!(process.lines().iter().all(|l| !l.contains(CONFIG_API_KEY)));
 }
@@ -85,12 +116,22 @@ async fn console_exporter_and_tracecontext_propagation() {
     ]);
     let response = reqwest::Client::new()
         .get(format!("{url}/"))
-        .header("traceparent", "00-6b04aa0100000000000000000000beef-2222222222222222-01")
+        .header(
+            "traceparent",
+            "00-6b04aa0100000000000000000000beef-2222222222222222-01",
+        )
         .send()
         .await
         .unwrap();
-    assert_eq!(response.headers()["x-trace-id"].to_str().unwrap(), "1-6b04aa01-00000000000000000000beef");
-    assert!(process.terminate(Duration::from_secs(10)).is_some_and(|s| s.success()));
+    assert_eq!(
+        response.headers()["x-trace-id"].to_str().unwrap(),
+        "1-6b04aa01-00000000000000000000beef"
+    );
+    assert!(
+        process
+            .terminate(Duration::from_secs(10))
+            .is_some_and(|s| s.success())
+    );
     let span_line = process
         .lines()
         .into_iter()
@@ -107,15 +148,25 @@ async fn console_exporter_and_tracecontext_propagation() {
 #[tokio::test(flavor = "multi_thread")]
 async fn human_log_format_is_plain_text() {
     let (mut process, url) = start(&[("LOG_FORMAT", "human"), ("OTEL_TRACES_EXPORTER", "none")]);
-    let response = reqwest::Client::new().get(format!("{url}/nope")).send().await.unwrap();
+    let response = reqwest::Client::new()
+        .get(format!("{url}/nope"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 404);
-    assert!(response.headers().contains_key("x-trace-id"), "ids exist even with export off");
+    assert!(
+        response.headers().contains_key("x-trace-id"),
+        "ids exist even with export off"
+    );
     assert!(process.terminate(Duration::from_secs(10)).is_some());
     let line = process
         .lines()
         .into_iter()
         .find(|l| l.contains("request completed"))
         .expect("access line");
-    assert!(serde_json::from_str::<serde_json::Value>(&line).is_err(), "{line}");
+    assert!(
+        serde_json::from_str::<serde_json::Value>(&line).is_err(),
+        "{line}"
+    );
     assert!(line.contains("INFO"), "{line}");
 }

@@ -32,13 +32,25 @@ struct Health {
 }
 
 async fn root() -> Json<Root> {
-    Json(Root { message: "Apuntador OAuth Backend", version: APP_VERSION, docs: None })
+    Json(Root {
+        message: "Apuntador OAuth Backend",
+        version: APP_VERSION,
+        docs: None,
+    })
 }
 
 async fn health() -> Json<Health> {
-    Json(Health { status: "ok", version: APP_VERSION, message: "Service is healthy" })
+    Json(Health {
+        status: "ok",
+        version: APP_VERSION,
+        message: "Service is healthy",
+    })
 }
 
 async fn health_public() -> Json<Health> {
-    Json(Health { status: "ok", version: APP_VERSION, message: "Public endpoint (no mTLS)" })
+    Json(Health {
+        status: "ok",
+        version: APP_VERSION,
+        message: "Public endpoint (no mTLS)",
+    })
 }

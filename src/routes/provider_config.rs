@@ -72,7 +72,9 @@ fn authorize(headers: &HeaderMap, expected: Option<&Secret>) -> Result<(), ApiEr
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
         .filter(|v| !v.is_empty())
-        .ok_or(ApiError::Unauthorized { detail: "Missing Authorization header" })?;
+        .ok_or(ApiError::Unauthorized {
+            detail: "Missing Authorization header",
+        })?;
     let mut parts = value.split_whitespace();
     let token = match (parts.next(), parts.next(), parts.next()) {
         (Some(scheme), Some(token), None) if scheme.eq_ignore_ascii_case("bearer") => token,
@@ -85,6 +87,8 @@ fn authorize(headers: &HeaderMap, expected: Option<&Secret>) -> Result<(), ApiEr
     if bool::from(token.as_bytes().ct_eq(expected.expose().as_bytes())) {
         Ok(())
     } else {
-        Err(ApiError::Unauthorized { detail: "Invalid API key" })
+        Err(ApiError::Unauthorized {
+            detail: "Invalid API key",
+        })
     }
 }

@@ -241,13 +241,21 @@ mod tests {
         for _ in 0..10 {
             assert!(export(&exporter).is_err());
         }
-        assert_eq!(inner.calls.load(Ordering::SeqCst), 1, "only the first export reaches the collector");
+        assert_eq!(
+            inner.calls.load(Ordering::SeqCst),
+            1,
+            "only the first export reaches the collector"
+        );
         std::thread::sleep(Duration::from_millis(250));
         inner.fail.store(false, Ordering::SeqCst);
         assert!(export(&exporter).is_ok());
         assert_eq!(inner.calls.load(Ordering::SeqCst), 2);
         assert!(export(&exporter).is_ok());
-        assert_eq!(inner.calls.load(Ordering::SeqCst), 3, "a recovered collector gets every batch");
+        assert_eq!(
+            inner.calls.load(Ordering::SeqCst),
+            3,
+            "a recovered collector gets every batch"
+        );
     }
 
     #[test]

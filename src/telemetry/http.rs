@@ -49,7 +49,10 @@ impl RequestTracing {
         propagator: Arc<dyn TextMapPropagator + Send + Sync>,
         trace_health_checks: bool,
     ) -> Self {
-        Self { propagator, trace_health_checks }
+        Self {
+            propagator,
+            trace_health_checks,
+        }
     }
 }
 
@@ -67,8 +70,12 @@ struct Invocation {
 fn invocation(request: &Request) -> Option<Invocation> {
     let lambda = request.lambda_context_ref()?;
     let (gateway_request_id, source_ip) = match request.request_context_ref() {
-        Some(RequestContext::ApiGatewayV2(ctx)) => (ctx.request_id.clone(), ctx.http.source_ip.clone()),
-        Some(RequestContext::ApiGatewayV1(ctx)) => (ctx.request_id.clone(), ctx.identity.source_ip.clone()),
+        Some(RequestContext::ApiGatewayV2(ctx)) => {
+            (ctx.request_id.clone(), ctx.http.source_ip.clone())
+        }
+        Some(RequestContext::ApiGatewayV1(ctx)) => {
+            (ctx.request_id.clone(), ctx.identity.source_ip.clone())
+        }
         _ => (None, None),
     };
     Some(Invocation {
@@ -83,7 +90,11 @@ fn invocation(request: &Request) -> Option<Invocation> {
 
 fn forwarded_for(headers: &HeaderMap) -> Option<String> {
     let value = headers.get("x-forwarded-for")?.to_str().ok()?;
-    value.split(',').next().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
+    value
+        .split(',')
+        .next()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
 }
 
 /// Axum middleware that wraps every request in its span. Runs outermost.
@@ -169,12 +180,17 @@ pub async fn trace_requests(
     let mut response = next.run(request).instrument(span.clone()).await;
 
     let status = response.status();
-    let route = response.extensions().get::<MatchedRoute>().map(|r| r.0.clone());
+    let route = response
+        .extensions()
+        .get::<MatchedRoute>()
+        .map(|r| r.0.clone());
     span.record("http.response.status_code", i64::from(status.as_u16()));
     if let Some(route) = &route {
         span.record("http.route", route.as_ref());
         // The span has started (its trace id was read above), so rename it through OpenTelemetry.
-        span.context().span().update_name(format!("{method} {route}"));
+        span.context()
+            .span()
+            .update_name(format!("{method} {route}"));
     }
     if status.is_server_error() {
         span.record("otel.status_description", format!("HTTP {status}"));

@@ -41,7 +41,10 @@ impl<S> Layer<S> for FlushLayer {
     type Service = FlushService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        FlushService { inner, telemetry: self.telemetry.clone() }
+        FlushService {
+            inner,
+            telemetry: self.telemetry.clone(),
+        }
     }
 }
 

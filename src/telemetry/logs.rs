@@ -86,9 +86,18 @@ impl Visit for LambdaKeys {
 /// Field names whose values never reach a log line.
 fn is_sensitive(name: &str) -> bool {
     let name = name.to_ascii_lowercase();
-    ["secret", "token", "password", "authorization", "api_key", "apikey", "verifier", "cookie"]
-        .iter()
-        .any(|s| name.contains(s))
+    [
+        "secret",
+        "token",
+        "password",
+        "authorization",
+        "api_key",
+        "apikey",
+        "verifier",
+        "cookie",
+    ]
+    .iter()
+    .any(|s| name.contains(s))
         || name == "code"
 }
 
@@ -106,7 +115,8 @@ impl EventFields {
                 other => other.to_string(),
             });
         } else if is_sensitive(field.name()) {
-            self.fields.push((field.name(), serde_json::Value::from("[redacted]")));
+            self.fields
+                .push((field.name(), serde_json::Value::from("[redacted]")));
         } else {
             self.fields.push((field.name(), value));
         }
@@ -226,27 +236,41 @@ mod tests {
     use std::collections::HashMap;
 
     fn lookup(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> =
-            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         move |name| map.get(name).cloned()
     }
 
     #[test]
     fn format_prefers_log_format_then_lambda() {
         assert_eq!(LogFormat::from_env(&lookup(&[])), LogFormat::Json);
-        assert_eq!(LogFormat::from_env(&lookup(&[("AWS_LAMBDA_LOG_FORMAT", "Text")])), LogFormat::Human);
         assert_eq!(
-            LogFormat::from_env(&lookup(&[("LOG_FORMAT", "json"), ("AWS_LAMBDA_LOG_FORMAT", "Text")])),
+            LogFormat::from_env(&lookup(&[("AWS_LAMBDA_LOG_FORMAT", "Text")])),
+            LogFormat::Human
+        );
+        assert_eq!(
+            LogFormat::from_env(&lookup(&[
+                ("LOG_FORMAT", "json"),
+                ("AWS_LAMBDA_LOG_FORMAT", "Text")
+            ])),
             LogFormat::Json
         );
     }
 
     #[test]
     fn level_comes_from_rust_log_then_lambda_then_log_level() {
-        assert_eq!(filter_directives(&lookup(&[("RUST_LOG", "debug")])), "debug");
+        assert_eq!(
+            filter_directives(&lookup(&[("RUST_LOG", "debug")])),
+            "debug"
+        );
         assert!(
-            filter_directives(&lookup(&[("AWS_LAMBDA_LOG_LEVEL", "WARN"), ("LOG_LEVEL", "debug")]))
-                .starts_with("warn,")
+            filter_directives(&lookup(&[
+                ("AWS_LAMBDA_LOG_LEVEL", "WARN"),
+                ("LOG_LEVEL", "debug")
+            ]))
+            .starts_with("warn,")
         );
         assert!(filter_directives(&lookup(&[("LOG_LEVEL", "FATAL")])).starts_with("error,"));
         assert!(filter_directives(&lookup(&[("LOG_LEVEL", "loud")])).starts_with("info,"));
@@ -254,7 +278,14 @@ mod tests {
 
     #[test]
     fn credential_fields_are_redacted() {
-        for name in ["client_secret", "access_token", "Authorization", "code_verifier", "code", "api_key"] {
+        for name in [
+            "client_secret",
+            "access_token",
+            "Authorization",
+            "code_verifier",
+            "code",
+            "api_key",
+        ] {
             assert!(is_sensitive(name), "{name}");
         }
         for name in ["method", "route", "status", "duration_ms", "provider"] {

@@ -47,7 +47,11 @@ pub const DEFAULT_EXPORT_TIMEOUT: Duration = Duration::from_millis(1000);
 #[derive(Debug, Error)]
 pub enum TelemetryError {
     #[error("{name}={value:?} is not supported; use one of: {allowed}")]
-    Unsupported { name: &'static str, value: String, allowed: &'static str },
+    Unsupported {
+        name: &'static str,
+        value: String,
+        allowed: &'static str,
+    },
     #[error("could not build the OTLP exporter: {0}")]
     Exporter(String),
     #[error("a global tracing subscriber is already installed")]
@@ -90,7 +94,11 @@ pub struct TelemetrySettings {
 
 impl TelemetrySettings {
     pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Self, TelemetryError> {
-        let get = |name: &str| env(name).map(|v| v.trim().to_ascii_lowercase()).filter(|v| !v.is_empty());
+        let get = |name: &str| {
+            env(name)
+                .map(|v| v.trim().to_ascii_lowercase())
+                .filter(|v| !v.is_empty())
+        };
         let protocol = match get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
             .or_else(|| get("OTEL_EXPORTER_OTLP_PROTOCOL"))
             .as_deref()
@@ -117,8 +125,14 @@ impl TelemetrySettings {
                 });
             }
         };
-        let mut propagators = Propagators { xray: false, tracecontext: false };
-        for name in get("OTEL_PROPAGATORS").unwrap_or_else(|| "xray".to_owned()).split(',') {
+        let mut propagators = Propagators {
+            xray: false,
+            tracecontext: false,
+        };
+        for name in get("OTEL_PROPAGATORS")
+            .unwrap_or_else(|| "xray".to_owned())
+            .split(',')
+        {
             match name.trim() {
                 "xray" => propagators.xray = true,
                 "tracecontext" => propagators.tracecontext = true,
@@ -132,9 +146,12 @@ impl TelemetrySettings {
                 }
             }
         }
-        let timeout_set = ["OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT"]
-            .iter()
-            .any(|n| get(n).is_some());
+        let timeout_set = [
+            "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+            "OTEL_EXPORTER_OTLP_TIMEOUT",
+        ]
+        .iter()
+        .any(|n| get(n).is_some());
         Ok(Self {
             sink,
             propagators,
@@ -236,7 +253,8 @@ pub fn init(
         .with_resource(resource(environment, env));
     builder = match &settings.sink {
         SpanSink::Otlp { protocol } => {
-            let exporter = exporter::Resilient::new(otlp_exporter(*protocol, settings.default_timeout)?);
+            let exporter =
+                exporter::Resilient::new(otlp_exporter(*protocol, settings.default_timeout)?);
             builder.with_span_processor(BatchSpanProcessor::builder(exporter).build())
         }
         SpanSink::Console => {
@@ -266,8 +284,8 @@ pub fn init(
         .with_location(false)
         .with_tracked_inactivity(false)
         .with_filter(Targets::new().with_target(TRACE_TARGET, LevelFilter::INFO));
-    let log_filter = EnvFilter::try_new(&settings.log_filter)
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let log_filter =
+        EnvFilter::try_new(&settings.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let log_layer = match settings.log_format {
         logs::LogFormat::Json => logs::JsonLines::default().with_filter(log_filter).boxed(),
         logs::LogFormat::Human => tracing_subscriber::fmt::layer()
@@ -295,16 +313,29 @@ mod tests {
     use std::collections::HashMap;
 
     fn settings(vars: &[(&str, &str)]) -> Result<TelemetrySettings, TelemetryError> {
-        let map: HashMap<String, String> =
-            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         TelemetrySettings::from_env(&move |n| map.get(n).cloned())
     }
 
     #[test]
     fn defaults_are_otlp_http_xray_and_a_short_timeout() {
         let s = settings(&[]).unwrap();
-        assert_eq!(s.sink, SpanSink::Otlp { protocol: OtlpProtocol::HttpProtobuf });
-        assert_eq!(s.propagators, Propagators { xray: true, tracecontext: false });
+        assert_eq!(
+            s.sink,
+            SpanSink::Otlp {
+                protocol: OtlpProtocol::HttpProtobuf
+            }
+        );
+        assert_eq!(
+            s.propagators,
+            Propagators {
+                xray: true,
+                tracecontext: false
+            }
+        );
         assert_eq!(s.default_timeout, Some(DEFAULT_EXPORT_TIMEOUT));
     }
 
@@ -316,11 +347,33 @@ mod tests {
             ("OTEL_EXPORTER_OTLP_TIMEOUT", "250"),
         ])
         .unwrap();
-        assert_eq!(s.sink, SpanSink::Otlp { protocol: OtlpProtocol::Grpc });
-        assert_eq!(s.propagators, Propagators { xray: true, tracecontext: true });
-        assert_eq!(s.default_timeout, None, "the exporter reads the user's timeout itself");
-        assert_eq!(settings(&[("OTEL_TRACES_EXPORTER", "console")]).unwrap().sink, SpanSink::Console);
-        assert_eq!(settings(&[("OTEL_TRACES_EXPORTER", "none")]).unwrap().sink, SpanSink::None);
+        assert_eq!(
+            s.sink,
+            SpanSink::Otlp {
+                protocol: OtlpProtocol::Grpc
+            }
+        );
+        assert_eq!(
+            s.propagators,
+            Propagators {
+                xray: true,
+                tracecontext: true
+            }
+        );
+        assert_eq!(
+            s.default_timeout, None,
+            "the exporter reads the user's timeout itself"
+        );
+        assert_eq!(
+            settings(&[("OTEL_TRACES_EXPORTER", "console")])
+                .unwrap()
+                .sink,
+            SpanSink::Console
+        );
+        assert_eq!(
+            settings(&[("OTEL_TRACES_EXPORTER", "none")]).unwrap().sink,
+            SpanSink::None
+        );
     }
 
     #[test]
@@ -335,10 +388,22 @@ mod tests {
     fn resource_names_the_service_and_environment() {
         let map: HashMap<&str, &str> = HashMap::from([("OTEL_SERVICE_NAME", "teleprompter")]);
         let r = resource("staging", &|n| map.get(n).map(|v| v.to_string()));
-        assert_eq!(r.get(&"service.name".into()).unwrap().as_str(), "teleprompter");
-        assert_eq!(r.get(&"service.version".into()).unwrap().as_str(), APP_VERSION);
-        assert_eq!(r.get(&"deployment.environment".into()).unwrap().as_str(), "staging");
+        assert_eq!(
+            r.get(&"service.name".into()).unwrap().as_str(),
+            "teleprompter"
+        );
+        assert_eq!(
+            r.get(&"service.version".into()).unwrap().as_str(),
+            APP_VERSION
+        );
+        assert_eq!(
+            r.get(&"deployment.environment".into()).unwrap().as_str(),
+            "staging"
+        );
         let r = resource("local", &|_| None);
-        assert_eq!(r.get(&"service.name".into()).unwrap().as_str(), DEFAULT_SERVICE_NAME);
+        assert_eq!(
+            r.get(&"service.name".into()).unwrap().as_str(),
+            DEFAULT_SERVICE_NAME
+        );
     }
 }

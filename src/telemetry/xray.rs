@@ -3,9 +3,9 @@
 
 use opentelemetry::Context;
 use opentelemetry::trace::{TraceContextExt, TraceId};
-use opentelemetry_sdk::trace::IdGenerator;
 use opentelemetry_aws::trace::XrayIdGenerator;
 use opentelemetry_aws::trace::xray_propagator::span_context_from_str;
+use opentelemetry_sdk::trace::IdGenerator;
 
 /// `1-` + the first 8 hex digits (epoch seconds) + `-` + the remaining 24.
 pub fn xray_trace_id(trace_id: TraceId) -> String {
@@ -33,8 +33,7 @@ pub fn new_trace_id() -> TraceId {
 mod tests {
     use super::*;
 
-    const HEADER: &str =
-        "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1;Lineage=a87bd80c:1";
+    const HEADER: &str = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1;Lineage=a87bd80c:1";
 
     #[test]
     fn formats_trace_ids_the_x_ray_way() {
@@ -47,7 +46,10 @@ mod tests {
         let cx = parent_from_header(HEADER).unwrap();
         let span = cx.span();
         let sc = span.span_context();
-        assert_eq!(xray_trace_id(sc.trace_id()), "1-5759e988-bd862e3fe1be46a994272793");
+        assert_eq!(
+            xray_trace_id(sc.trace_id()),
+            "1-5759e988-bd862e3fe1be46a994272793"
+        );
         assert_eq!(sc.span_id().to_string(), "53995c3f42cd8ad8");
         assert!(sc.is_sampled());
         assert!(sc.is_remote());

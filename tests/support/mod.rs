@@ -63,7 +63,10 @@ impl Process {
         let lines = Arc::new(Mutex::new(Vec::new()));
         let stdout = child.stdout.take().unwrap();
         let stderr = child.stderr.take().unwrap();
-        for reader in [Box::new(stdout) as Box<dyn std::io::Read + Send>, Box::new(stderr)] {
+        for reader in [
+            Box::new(stdout) as Box<dyn std::io::Read + Send>,
+            Box::new(stderr),
+        ] {
             let lines = lines.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(reader).lines().map_while(Result::ok) {
@@ -107,7 +110,10 @@ impl Process {
 
     /// Sends SIGTERM and waits (bounded) for the exit status.
     pub fn terminate(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         let deadline = Instant::now() + timeout;
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -138,7 +144,9 @@ pub fn closed_port() -> u16 {
 /// or `None`. The test script sets it (and `APUNTADOR_REQUIRE_RIE=1`, which makes a missing
 /// emulator a failure instead of a skip).
 pub fn rie() -> Option<PathBuf> {
-    let path = std::env::var_os("AWS_LAMBDA_RIE").map(PathBuf::from).filter(|p| p.exists());
+    let path = std::env::var_os("AWS_LAMBDA_RIE")
+        .map(PathBuf::from)
+        .filter(|p| p.exists());
     if path.is_none() && std::env::var("APUNTADOR_REQUIRE_RIE").as_deref() == Ok("1") {
         panic!("AWS_LAMBDA_RIE does not name the emulator binary; run scripts/test.sh");
     }

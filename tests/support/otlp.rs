@@ -9,8 +9,12 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use axum::http::StatusCode;
 use axum::routing::post;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
@@ -41,10 +45,16 @@ pub struct ReceivedSpan {
 
 impl ReceivedSpan {
     pub fn attr(&self, key: &str) -> Option<&str> {
-        self.attributes.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.attributes
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
     pub fn resource_attr(&self, key: &str) -> Option<&str> {
-        self.resource.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.resource
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
     /// The trace id in X-Ray form.
     pub fn xray_trace_id(&self) -> String {
@@ -80,7 +90,12 @@ fn flatten(request: ExportTraceServiceRequest, at: Instant) -> Vec<ReceivedSpan>
     for rs in request.resource_spans {
         let resource: Vec<(String, String)> = rs
             .resource
-            .map(|r| r.attributes.into_iter().map(|kv| (kv.key, value_text(&kv.value))).collect())
+            .map(|r| {
+                r.attributes
+                    .into_iter()
+                    .map(|kv| (kv.key, value_text(&kv.value)))
+                    .collect()
+            })
             .unwrap_or_default();
         for ss in rs.scope_spans {
             for span in ss.spans {
@@ -102,7 +117,11 @@ fn convert(span: Span, resource: &[(String, String)], at: Instant) -> ReceivedSp
         parent_span_id: hex(&span.parent_span_id),
         trace_state: span.trace_state,
         status_code: span.status.map(|s| s.code).unwrap_or(0),
-        attributes: span.attributes.into_iter().map(|kv| (kv.key, value_text(&kv.value))).collect(),
+        attributes: span
+            .attributes
+            .into_iter()
+            .map(|kv| (kv.key, value_text(&kv.value)))
+            .collect(),
         resource: resource.to_vec(),
     }
 }
@@ -135,7 +154,9 @@ impl TraceService for Grpc {
         }
         let spans = flatten(request.into_inner(), Instant::now());
         self.0.spans.lock().unwrap().extend(spans);
-        Ok(tonic::Response::new(ExportTraceServiceResponse { partial_success: None }))
+        Ok(tonic::Response::new(ExportTraceServiceResponse {
+            partial_success: None,
+        }))
     }
 }
 
@@ -155,7 +176,13 @@ impl OtlpReceiver {
                         Ok(request) => {
                             let spans = flatten(request, Instant::now());
                             shared.spans.lock().unwrap().extend(spans);
-                            (StatusCode::OK, ExportTraceServiceResponse { partial_success: None }.encode_to_vec())
+                            (
+                                StatusCode::OK,
+                                ExportTraceServiceResponse {
+                                    partial_success: None,
+                                }
+                                .encode_to_vec(),
+                            )
                         }
                         Err(_) => (StatusCode::BAD_REQUEST, Vec::new()),
                     }
@@ -177,11 +204,17 @@ impl OtlpReceiver {
                 .serve_with_incoming(incoming)
                 .await;
         });
-        Self { http_addr, grpc_addr, shared }
+        Self {
+            http_addr,
+            grpc_addr,
+            shared,
+        }
     }
 
     pub fn set_behaviour(&self, behaviour: Behaviour) {
-        self.shared.behaviour.store(behaviour as u8, Ordering::SeqCst);
+        self.shared
+            .behaviour
+            .store(behaviour as u8, Ordering::SeqCst);
     }
 
     pub fn spans(&self) -> Vec<ReceivedSpan> {

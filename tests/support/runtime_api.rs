@@ -65,21 +65,35 @@ async fn next(State(shared): State<Shared>) -> Response {
     let Some((id, event)) = received else {
         return StatusCode::GONE.into_response();
     };
-    shared.book.lock().unwrap().handed.insert(id.clone(), Instant::now());
+    shared
+        .book
+        .lock()
+        .unwrap()
+        .handed
+        .insert(id.clone(), Instant::now());
     let mut headers = HeaderMap::new();
     let deadline = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis()
         + 30_000;
-    headers.insert("lambda-runtime-aws-request-id", HeaderValue::from_str(&id).unwrap());
-    headers.insert("lambda-runtime-deadline-ms", HeaderValue::from_str(&deadline.to_string()).unwrap());
+    headers.insert(
+        "lambda-runtime-aws-request-id",
+        HeaderValue::from_str(&id).unwrap(),
+    );
+    headers.insert(
+        "lambda-runtime-deadline-ms",
+        HeaderValue::from_str(&deadline.to_string()).unwrap(),
+    );
     headers.insert(
         "lambda-runtime-invoked-function-arn",
         HeaderValue::from_static("arn:aws:lambda:eu-west-1:123456789012:function:apuntador-test"),
     );
     if let Some(trace) = &event.trace_header {
-        headers.insert("lambda-runtime-trace-id", HeaderValue::from_str(trace).unwrap());
+        headers.insert(
+            "lambda-runtime-trace-id",
+            HeaderValue::from_str(trace).unwrap(),
+        );
     }
     headers.insert("content-type", HeaderValue::from_static("application/json"));
     (StatusCode::OK, headers, event.body).into_response()
@@ -109,7 +123,12 @@ async fn error(State(shared): State<Shared>, Path(id): Path<String>, body: Bytes
 }
 
 async fn init_error(State(shared): State<Shared>, body: Bytes) -> StatusCode {
-    shared.book.lock().unwrap().init_errors.push(String::from_utf8_lossy(&body).into_owned());
+    shared
+        .book
+        .lock()
+        .unwrap()
+        .init_errors
+        .push(String::from_utf8_lossy(&body).into_owned());
     StatusCode::ACCEPTED
 }
 
@@ -122,7 +141,10 @@ impl RuntimeApi {
         };
         let app = Router::new()
             .route("/2018-06-01/runtime/invocation/next", get(next))
-            .route("/2018-06-01/runtime/invocation/{id}/response", post(response))
+            .route(
+                "/2018-06-01/runtime/invocation/{id}/response",
+                post(response),
+            )
             .route("/2018-06-01/runtime/invocation/{id}/error", post(error))
             .route("/2018-06-01/runtime/init/error", post(init_error))
             .with_state(shared.clone());
@@ -131,7 +153,12 @@ impl RuntimeApi {
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Self { addr, sender, shared, counter: Mutex::new(0) }
+        Self {
+            addr,
+            sender,
+            shared,
+            counter: Mutex::new(0),
+        }
     }
 
     /// Hands `event` to the function and waits for its answer.
@@ -142,7 +169,12 @@ impl RuntimeApi {
             format!("00000000-0000-4000-8000-{:012}", *counter)
         };
         let (tx, rx) = oneshot::channel();
-        self.shared.book.lock().unwrap().waiting.insert(id.clone(), tx);
+        self.shared
+            .book
+            .lock()
+            .unwrap()
+            .waiting
+            .insert(id.clone(), tx);
         self.sender.send((id.clone(), event)).unwrap();
         tokio::time::timeout(Duration::from_secs(20), rx)
             .await
@@ -154,7 +186,15 @@ impl RuntimeApi {
     pub async fn poll_after(&self, after: Instant, timeout: Duration) -> Option<Instant> {
         let deadline = Instant::now() + timeout;
         loop {
-            let found = self.shared.book.lock().unwrap().polls.iter().copied().find(|p| *p >= after);
+            let found = self
+                .shared
+                .book
+                .lock()
+                .unwrap()
+                .polls
+                .iter()
+                .copied()
+                .find(|p| *p >= after);
             if found.is_some() || Instant::now() > deadline {
                 return found;
             }

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Runs every check of the project on a fresh machine or a warm one:
+#   formatting, clippy, unit + router + end-to-end tests (release binary under the AWS Lambda
+#   Runtime Interface Emulator and under a Runtime API double, with an OTLP receiver), and the
+#   SAM template lint. Installs what it needs: a Python virtualenv with aws-sam-cli (which ships
+#   the emulator), cfn-lint and cargo-lambda.
+#
+# Caches live outside the clone so repeated runs (and CI on the same machine) are fast:
+#   APUNTADOR_CACHE (default ~/.cache/apuntador-backend) holds target/ and venv/.
+# Set APUNTADOR_SAM_BUILD=1 to also run `sam build` (cargo-lambda + zig, a few minutes cold).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cache="${APUNTADOR_CACHE:-$HOME/.cache/apuntador-backend}"
+mkdir -p "$cache"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$cache/target}"
+export SAM_CLI_TELEMETRY=0
+venv="$cache/venv"
+requirements="scripts/requirements-tools.txt"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+if ! cmp -s "$requirements" "$venv/.requirements" 2>/dev/null; then
+  step "installing test tools into $venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
+  cp "$requirements" "$venv/.requirements"
+fi
+export PATH="$venv/bin:$PATH"
+
+case "$(uname -m)" in
+  x86_64) rie_arch=x86_64 ;;
+  aarch64 | arm64) rie_arch=arm64 ;;
+  *) echo "no Lambda emulator for $(uname -m)" >&2; exit 1 ;;
+esac
+rie=$("$venv/bin/python" -c 'import os, samcli; print(os.path.join(os.path.dirname(samcli.__file__), "local", "rapid"))')/aws-lambda-rie-$rie_arch
+export AWS_LAMBDA_RIE="$rie" APUNTADOR_REQUIRE_RIE=1
+
+step "cargo fmt --check"
+cargo fmt --check
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --locked --all-targets -- -D warnings
+
+step "cargo build --release (the binary the end-to-end tests run)"
+cargo build --locked --release --bin apuntador-backend
+export APUNTADOR_BIN="$CARGO_TARGET_DIR/release/apuntador-backend"
+
+step "cargo test"
+test_log="$cache/last-test.log"
+cargo test --locked 2>&1 | tee "$test_log"
+
+step "template lint (cfn-lint, sam validate --lint)"
+cfn-lint template.yaml
+sam validate --lint --region eu-west-1
+
+if [ "${APUNTADOR_SAM_BUILD:-0}" = "1" ]; then
+  step "sam build"
+  sam build --build-dir "$cache/sam-build"
+  test -x "$cache/sam-build/BackendFunction/bootstrap"
+fi
+
+step "all checks passed"
+awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "%d passed, %d failed, %d skipped\n", p, f, i }' "$test_log"
