@@ -7,7 +7,7 @@
 //! `TRACE_HEALTH_CHECKS=true`; they still get an `X-Trace-ID`.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
@@ -33,9 +33,10 @@ pub const TRACE_ID_HEADER: HeaderName = HeaderName::from_static("x-trace-id");
 /// Paths that load balancers and uptime checks poll.
 const HEALTH_PATHS: [&str; 2] = ["/health", "/health/public"];
 
-/// The route template that served a request, handed from the router to this layer.
-#[derive(Debug, Clone)]
-pub struct MatchedRoute(pub Arc<str>);
+/// Where the router leaves the matched route template for [`trace_requests`]. Filled on the
+/// way in, so the route is known even when the handler panics.
+#[derive(Debug, Clone, Default)]
+struct RouteSlot(Arc<OnceLock<Arc<str>>>);
 
 /// Shared state of the request layer.
 #[derive(Clone)]
@@ -100,7 +101,7 @@ fn forwarded_for(headers: &HeaderMap) -> Option<String> {
 /// Axum middleware that wraps every request in its span. Runs outermost.
 pub async fn trace_requests(
     State(tracing_state): State<RequestTracing>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
     let started = Instant::now();
@@ -143,6 +144,8 @@ pub async fn trace_requests(
                 .map(|c| c.0.ip().to_string())
         });
     let cold_start = lambda.as_ref().map(|_| take_cold_start());
+    let route_slot = RouteSlot::default();
+    request.extensions_mut().insert(route_slot.clone());
 
     let span = tracing::info_span!(
         "request",
@@ -180,10 +183,7 @@ pub async fn trace_requests(
     let mut response = next.run(request).instrument(span.clone()).await;
 
     let status = response.status();
-    let route = response
-        .extensions()
-        .get::<MatchedRoute>()
-        .map(|r| r.0.clone());
+    let route = route_slot.0.get().cloned();
     span.record("http.response.status_code", i64::from(status.as_u16()));
     if let Some(route) = &route {
         span.record("http.route", route.as_ref());
@@ -217,11 +217,8 @@ fn set_trace_header(response: &mut Response, trace_id: TraceId) {
 
 /// Route-level middleware: hands the matched route template to [`trace_requests`].
 pub async fn record_route(matched: Option<MatchedPath>, request: Request, next: Next) -> Response {
-    let mut response = next.run(request).await;
-    if let Some(matched) = matched {
-        response
-            .extensions_mut()
-            .insert(MatchedRoute(Arc::from(matched.as_str())));
+    if let (Some(matched), Some(slot)) = (matched, request.extensions().get::<RouteSlot>()) {
+        let _ = slot.0.set(Arc::from(matched.as_str()));
     }
-    response
+    next.run(request).await
 }
