@@ -19,6 +19,7 @@ use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, CorsLayer};
 use crate::config::{Config, CorsConfig};
 use crate::error::{ApiError, method_not_allowed, not_found, render_problems};
 use crate::extract::BodyLimit;
+use crate::oauth::broker::Broker;
 use crate::routes;
 use crate::telemetry::http::{RequestTracing, TRACE_ID_HEADER, record_route, trace_requests};
 
@@ -26,25 +27,38 @@ use crate::telemetry::http::{RequestTracing, TRACE_ID_HEADER, record_route, trac
 #[derive(Clone, Debug)]
 pub struct AppState {
     pub config: Arc<Config>,
+    pub oauth: Arc<Broker>,
+}
+
+impl AppState {
+    /// Builds the shared clients once per process (cold start).
+    pub fn new(config: Arc<Config>) -> Result<Self, reqwest::Error> {
+        let oauth = Broker::new(
+            config.oauth.clone(),
+            config.enabled_providers.clone(),
+            config.secret_key.expose().as_bytes(),
+        )?;
+        Ok(Self {
+            config,
+            oauth: Arc::new(oauth),
+        })
+    }
 }
 
 /// The router with every route and layer.
-pub fn router(config: Arc<Config>, tracing: RequestTracing) -> Router {
-    router_with(config, tracing, Router::new())
+pub fn router(state: AppState, tracing: RequestTracing) -> Router {
+    router_with(state, tracing, Router::new())
 }
 
 /// The production router with `extra` routes mounted under the same layers (tests use it to
 /// probe the pipeline with handlers that panic or take bodies).
-pub fn router_with(
-    config: Arc<Config>,
-    tracing: RequestTracing,
-    extra: Router<AppState>,
-) -> Router {
-    let body_limit = config.max_body_bytes;
-    let cors = cors_layer(&config.cors);
+pub fn router_with(state: AppState, tracing: RequestTracing, extra: Router<AppState>) -> Router {
+    let body_limit = state.config.max_body_bytes;
+    let cors = cors_layer(&state.config.cors);
     Router::new()
         .merge(extra)
         .merge(routes::health::router())
+        .merge(routes::oauth::router())
         .merge(routes::provider_config::router())
         .route_layer(from_fn(record_route))
         .fallback(not_found)
@@ -55,7 +69,7 @@ pub fn router_with(
         .layer(from_fn(render_problems))
         .layer(cors)
         .layer(from_fn_with_state(tracing, trace_requests))
-        .with_state(AppState { config })
+        .with_state(state)
 }
 
 fn panic_response(payload: Box<dyn std::any::Any + Send + 'static>) -> Response {

@@ -7,7 +7,15 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
+use std::collections::HashMap;
+use std::time::Duration;
+
 use thiserror::Error;
+
+use crate::oauth::broker::OAuthSettings;
+use crate::oauth::credentials::{CredentialSource, credentials_from};
+use crate::oauth::provider::{Endpoints, ProviderId, callback_uri};
+use crate::oauth::redirect::RedirectAllowlist;
 
 /// The application version reported by `/`, `/health` and `/config/providers`.
 pub const APP_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -129,6 +137,7 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Whether `/health` and `/health/public` get spans and access-log lines.
     pub trace_health_checks: bool,
+    pub oauth: OAuthSettings,
     /// Warnings to log once logging is up (for example a generated local secret).
     pub warnings: Vec<String>,
 }
@@ -216,6 +225,8 @@ impl Config {
             })?,
         };
 
+        let oauth = oauth_settings(env)?;
+
         Ok(Self {
             environment,
             listen_addr,
@@ -225,9 +236,72 @@ impl Config {
             cors,
             max_body_bytes,
             trace_health_checks,
+            oauth,
             warnings,
         })
     }
+}
+
+fn millis(
+    env: &dyn Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: u64,
+) -> Result<Duration, ConfigError> {
+    match env(name).filter(|v| !v.trim().is_empty()) {
+        None => Ok(Duration::from_millis(default)),
+        Some(v) => v
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|n| (1..=60_000).contains(n))
+            .map(Duration::from_millis)
+            .ok_or(ConfigError::Invalid {
+                name,
+                value: v,
+                reason: "expected milliseconds from 1 to 60000".to_owned(),
+            }),
+    }
+}
+
+fn oauth_settings(env: &dyn Fn(&str) -> Option<String>) -> Result<OAuthSettings, ConfigError> {
+    let get = |name: &str| env(name).filter(|v| !v.trim().is_empty());
+    let mut endpoints = HashMap::new();
+    let mut callbacks = HashMap::new();
+    for provider in ProviderId::ALL {
+        endpoints.insert(provider, Endpoints::from_env(provider, env)?);
+        if let Some(url) = callback_uri(provider, env)? {
+            callbacks.insert(provider, url);
+        }
+    }
+    let allowlist = RedirectAllowlist::parse(
+        get("ALLOWED_REDIRECT_URIS")
+            .as_deref()
+            .unwrap_or("apuntador://"),
+    )?;
+    let fallback_redirect = get("OAUTH_FALLBACK_REDIRECT_URI")
+        .unwrap_or_else(|| "apuntador://oauth-callback".to_owned());
+    if url::Url::parse(&fallback_redirect).is_err() {
+        return Err(ConfigError::Invalid {
+            name: "OAUTH_FALLBACK_REDIRECT_URI",
+            value: fallback_redirect,
+            reason: "expected an absolute URI".to_owned(),
+        });
+    }
+    let credentials = match get("OAUTH_CREDENTIALS_SECRET") {
+        Some(secret_id) => CredentialSource::SecretsManager {
+            secret_id: secret_id.trim().to_owned(),
+        },
+        None => CredentialSource::Environment(credentials_from(env)),
+    };
+    Ok(OAuthSettings {
+        endpoints,
+        callbacks,
+        allowlist,
+        fallback_redirect,
+        credentials,
+        connect_timeout: millis(env, "OAUTH_CONNECT_TIMEOUT_MS", 2_000)?,
+        timeout: millis(env, "OAUTH_TIMEOUT_MS", 5_000)?,
+    })
 }
 
 fn parse_listen_addr(host: &str, port: &str) -> Result<SocketAddr, ConfigError> {

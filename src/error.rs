@@ -54,6 +54,13 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     #[error("{0}")]
     ServiceUnavailable(String),
+    /// An OAuth failure with its machine-readable code (`invalid_state`, `invalid_grant`, …).
+    #[error("{detail}")]
+    OAuth {
+        status: StatusCode,
+        code: Option<String>,
+        detail: String,
+    },
     /// The message is logged, never sent: clients get a generic detail.
     #[error("internal error: {0}")]
     Internal(String),
@@ -70,6 +77,7 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::ServiceUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::OAuth { status, .. } => *status,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -103,6 +111,9 @@ pub struct Problem {
     pub instance: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
+    /// OAuth error code (RFC 6749 style), on OAuth failures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// Problem type URIs: the RFC section that defines each status (kept from the spec's table).
@@ -143,6 +154,10 @@ impl From<&ApiError> for Problem {
             errors: match error {
                 ApiError::Validation(errors) => errors.clone(),
                 _ => Vec::new(),
+            },
+            error: match error {
+                ApiError::OAuth { code, .. } => code.clone(),
+                _ => None,
             },
         }
     }

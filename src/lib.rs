@@ -9,6 +9,7 @@ pub mod config;
 pub mod error;
 pub mod extract;
 pub mod lambda;
+pub mod oauth;
 pub mod routes;
 pub mod server;
 pub mod telemetry;
@@ -50,7 +51,15 @@ pub async fn run() -> ExitCode {
         tracing::warn!("{warning}");
     }
     let tracing_state = RequestTracing::new(telemetry.propagator(), config.trace_health_checks);
-    let app = app::router(config.clone(), tracing_state);
+    let state = match app::AppState::new(config.clone()) {
+        Ok(state) => state,
+        Err(error) => {
+            tracing::error!(error = %error, "start-up failed: could not build the HTTP client");
+            telemetry.shutdown().await;
+            return ExitCode::FAILURE;
+        }
+    };
+    let app = app::router(state, tracing_state);
 
     let outcome = if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
         tracing::info!(

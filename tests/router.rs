@@ -38,7 +38,7 @@ fn tracing() -> RequestTracing {
 }
 
 fn app() -> Router {
-    router(config(&[]), tracing())
+    router(AppState::new(config(&[])).unwrap(), tracing())
 }
 
 async fn send(app: Router, request: Request<Body>) -> (Response<Body>, Value) {
@@ -198,10 +198,8 @@ async fn config_needs_the_bearer_key() {
 
 #[tokio::test]
 async fn config_lists_providers_with_the_app_version() {
-    let app = router(
-        config(&[("ENABLED_CLOUD_PROVIDERS", "dropbox,onedrive")]),
-        tracing(),
-    );
+    let state = AppState::new(config(&[("ENABLED_CLOUD_PROVIDERS", "dropbox,onedrive")])).unwrap();
+    let app = router(state, tracing());
     let request = Request::get("/config/providers")
         .header(header::AUTHORIZATION, format!("bearer {API_KEY}"))
         .body(Body::empty())
@@ -226,7 +224,7 @@ async fn config_without_a_key_configured_is_unavailable() {
         .header(header::AUTHORIZATION, "Bearer anything")
         .body(Body::empty())
         .unwrap();
-    let (res, body) = send(router(cfg, tracing()), request).await;
+    let (res, body) = send(router(AppState::new(cfg).unwrap(), tracing()), request).await;
     assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(body["detail"].as_str().unwrap().contains("CONFIG_API_KEY"));
 }
@@ -322,7 +320,7 @@ fn probe_app(vars: &[(&str, &str)]) -> Router {
     let extra: Router<AppState> = Router::new()
         .route("/probe/greet", post(greet))
         .route("/probe/panic", get(explode));
-    router_with(config(vars), tracing(), extra)
+    router_with(AppState::new(config(vars)).unwrap(), tracing(), extra)
 }
 
 fn post_json(path: &str, content_type: &str, body: &str) -> Request<Body> {

@@ -27,7 +27,7 @@ fn app() -> Router {
     let config = Arc::new(Config::from_lookup(&|n| map.get(n).map(|v| v.to_string())).unwrap());
     let tracing = RequestTracing::new(Arc::new(XrayPropagator::default()), false);
     let extra: Router<AppState> = Router::new().route("/probe/panic", get(explode));
-    router_with(config, tracing, extra)
+    router_with(AppState::new(config).unwrap(), tracing, extra)
 }
 
 #[tokio::test]

@@ -1,0 +1,430 @@
+//! The OAuth broker: what each route does, in domain terms.
+//!
+//! `authorize` checks the app's redirect URI against the allowlist, seals a state (provider,
+//! redirect URI, the app's CSRF value, the PKCE challenge, expiry) and builds the provider's
+//! authorization URL. `callback` turns the provider's redirect into one to the app (always a
+//! redirect, errors included). `token` accepts a code only with a state this backend sealed for
+//! the same provider and a verifier matching its challenge, once. `refresh` and `revoke` pass
+//! through to the provider. Client secrets never leave the backend.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+use url::Url;
+
+use super::client::{CallError, ProviderClient};
+use super::credentials::{ClientCredentials, CredentialSource, CredentialStore, CredentialsError};
+use super::pkce;
+use super::provider::{Endpoints, ProviderId};
+use super::redirect::{RedirectAllowlist, with_query};
+use super::state::{STATE_TTL_SECONDS, StateClaims, StateError, StateSealer};
+
+/// Broker settings, read from the environment by [`crate::config`].
+#[derive(Debug, Clone)]
+pub struct OAuthSettings {
+    pub endpoints: HashMap<ProviderId, Endpoints>,
+    /// Backend callbacks registered with providers that redirect here first.
+    pub callbacks: HashMap<ProviderId, Url>,
+    pub allowlist: RedirectAllowlist,
+    /// Where the callback sends users when it cannot trust the state.
+    pub fallback_redirect: String,
+    pub credentials: CredentialSource,
+    pub connect_timeout: Duration,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum BrokerError {
+    #[error("unknown provider {0:?}; known providers are googledrive, dropbox and onedrive")]
+    UnknownProvider(String),
+    #[error("provider {0} is disabled on this deployment")]
+    Disabled(ProviderId),
+    #[error("provider {0} is not configured on this deployment ({1})")]
+    Unconfigured(ProviderId, &'static str),
+    #[error(transparent)]
+    Credentials(#[from] CredentialsError),
+    #[error("redirect_uri is not in this deployment's allowlist (ALLOWED_REDIRECT_URIS)")]
+    RedirectNotAllowed,
+    #[error("{0}")]
+    State(#[from] StateError),
+    #[error("the state was issued for provider {0}, not this one")]
+    ProviderMismatch(ProviderId),
+    #[error("code_verifier does not match the challenge of this authorization")]
+    VerifierMismatch,
+    #[error("this state was already exchanged for tokens; start the authorization again")]
+    StateReused,
+    #[error(transparent)]
+    Provider(#[from] CallError),
+}
+
+impl BrokerError {
+    /// The OAuth-style error code clients can branch on.
+    pub fn code(&self) -> Option<String> {
+        Some(match self {
+            Self::UnknownProvider(_) => "unknown_provider".to_owned(),
+            Self::Disabled(_) | Self::Unconfigured(..) | Self::Credentials(_) => {
+                "provider_unavailable".to_owned()
+            }
+            Self::RedirectNotAllowed => "invalid_redirect_uri".to_owned(),
+            Self::State(_) | Self::StateReused => "invalid_state".to_owned(),
+            Self::ProviderMismatch(_) => "provider_mismatch".to_owned(),
+            Self::VerifierMismatch => "invalid_grant".to_owned(),
+            Self::Provider(CallError::Rejected { error, .. }) => error
+                .clone()
+                .unwrap_or_else(|| "provider_rejected".to_owned()),
+            Self::Provider(CallError::Timeout) => "provider_timeout".to_owned(),
+            Self::Provider(_) => "provider_error".to_owned(),
+        })
+    }
+}
+
+/// `POST /oauth/authorize` input.
+#[derive(Debug, Clone)]
+pub struct AuthorizeRequest {
+    pub code_verifier: String,
+    pub redirect_uri: String,
+    pub state: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Authorization {
+    pub authorization_url: String,
+    pub state: String,
+}
+
+/// What `/token` and `/refresh` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Tokens {
+    pub access_token: String,
+    pub refresh_token: Option<String>,
+    pub expires_in: u64,
+    pub token_type: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct ProviderTokens {
+    access_token: String,
+    refresh_token: Option<String>,
+    expires_in: Option<serde_json::Value>,
+    token_type: Option<String>,
+}
+
+/// What `/revoke` answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Revocation {
+    pub success: bool,
+    pub message: &'static str,
+}
+
+/// Query of the provider's redirect to `/oauth/callback`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct CallbackQuery {
+    pub code: Option<String>,
+    pub state: Option<String>,
+    pub error: Option<String>,
+    pub error_description: Option<String>,
+}
+
+pub fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The broker, built once per process.
+#[derive(Debug)]
+pub struct Broker {
+    settings: OAuthSettings,
+    enabled: BTreeSet<String>,
+    sealer: StateSealer,
+    credentials: CredentialStore,
+    client: ProviderClient,
+    /// Digests of states already exchanged, with their expiry: a replay within this process is
+    /// refused (across processes the provider's single-use codes and the PKCE binding stop it).
+    exchanged: Mutex<HashMap<[u8; 32], u64>>,
+}
+
+impl Broker {
+    pub fn new(
+        settings: OAuthSettings,
+        enabled: BTreeSet<String>,
+        secret_key: &[u8],
+    ) -> Result<Self, reqwest::Error> {
+        let client = ProviderClient::new(settings.connect_timeout, settings.timeout)?;
+        Ok(Self {
+            credentials: CredentialStore::new(settings.credentials.clone()),
+            sealer: StateSealer::new(secret_key),
+            settings,
+            enabled,
+            client,
+            exchanged: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Resolves a path segment to a usable provider and its credentials, the same way on
+    /// every route.
+    async fn resolve(&self, segment: &str) -> Result<(ProviderId, ClientCredentials), BrokerError> {
+        let provider = ProviderId::parse(segment)
+            .ok_or_else(|| BrokerError::UnknownProvider(segment.chars().take(40).collect()))?;
+        if !self.enabled.contains(provider.as_str()) {
+            return Err(BrokerError::Disabled(provider));
+        }
+        let credentials = self
+            .credentials
+            .get(provider)
+            .await?
+            .ok_or(BrokerError::Unconfigured(provider, "no client id"))?;
+        if provider.requires_secret() && credentials.client_secret.is_none() {
+            return Err(BrokerError::Unconfigured(provider, "no client secret"));
+        }
+        if provider.uses_backend_callback() && !self.settings.callbacks.contains_key(&provider) {
+            return Err(BrokerError::Unconfigured(provider, "no redirect URI"));
+        }
+        Ok((provider, credentials))
+    }
+
+    fn endpoints(&self, provider: ProviderId) -> &Endpoints {
+        &self.settings.endpoints[&provider]
+    }
+
+    /// The redirect URI the provider sees: the backend callback, or (Dropbox) the app's own.
+    fn provider_redirect<'a>(&'a self, provider: ProviderId, app_redirect: &'a str) -> &'a str {
+        self.settings
+            .callbacks
+            .get(&provider)
+            .map_or(app_redirect, Url::as_str)
+    }
+
+    pub async fn authorize(
+        &self,
+        segment: &str,
+        request: AuthorizeRequest,
+    ) -> Result<Authorization, BrokerError> {
+        let (provider, credentials) = self.resolve(segment).await?;
+        if !self.settings.allowlist.allows(&request.redirect_uri) {
+            return Err(BrokerError::RedirectNotAllowed);
+        }
+        let now = now_secs();
+        let challenge = pkce::challenge(&request.code_verifier);
+        let state = self.sealer.seal(&StateClaims {
+            provider,
+            redirect_uri: request.redirect_uri.clone(),
+            client_state: request.state.filter(|s| !s.is_empty()),
+            code_challenge: challenge.clone(),
+            issued_at: now,
+            expires_at: now + STATE_TTL_SECONDS,
+        })?;
+        let mut url = self.endpoints(provider).authorize.clone();
+        {
+            let mut query = url.query_pairs_mut();
+            query
+                .append_pair("client_id", &credentials.client_id)
+                .append_pair("response_type", "code")
+                .append_pair(
+                    "redirect_uri",
+                    self.provider_redirect(provider, &request.redirect_uri),
+                );
+            if let Some(scope) = provider.scope() {
+                query.append_pair("scope", scope);
+            }
+            query
+                .append_pair("code_challenge", &challenge)
+                .append_pair("code_challenge_method", "S256")
+                .append_pair("state", &state);
+            for (key, value) in provider.offline_params() {
+                query.append_pair(key, value);
+            }
+        }
+        Ok(Authorization {
+            authorization_url: url.into(),
+            state,
+        })
+    }
+
+    /// The URL the provider's redirect is answered with (always a redirect).
+    pub fn callback(&self, segment: &str, query: &CallbackQuery) -> String {
+        let fallback = |error: &str| {
+            with_query(
+                &self.settings.fallback_redirect,
+                &[("error", error), ("provider", segment)],
+            )
+            .unwrap_or_else(|| self.settings.fallback_redirect.clone())
+        };
+        let Some(provider) = ProviderId::parse(segment) else {
+            return fallback("unknown_provider");
+        };
+        let claims = match query
+            .state
+            .as_deref()
+            .map(|s| self.sealer.open(s, now_secs()))
+        {
+            Some(Ok(claims)) => claims,
+            _ => return fallback("invalid_state"),
+        };
+        let to_app = |params: &[(&str, &str)]| {
+            with_query(&claims.redirect_uri, params).unwrap_or_else(|| fallback("callback_failed"))
+        };
+        if claims.provider != provider {
+            return to_app(&[
+                ("error", "provider_mismatch"),
+                ("provider", provider.as_str()),
+            ]);
+        }
+        let state = query.state.as_deref().unwrap_or_default();
+        if let Some(error) = &query.error {
+            let error: String = error.chars().take(64).collect();
+            let description: String = query
+                .error_description
+                .as_deref()
+                .unwrap_or_default()
+                .chars()
+                .take(300)
+                .collect();
+            let mut params = vec![
+                ("error", error.as_str()),
+                ("state", state),
+                ("provider", provider.as_str()),
+            ];
+            if !description.is_empty() {
+                params.insert(1, ("error_description", description.as_str()));
+            }
+            return to_app(&params);
+        }
+        match query.code.as_deref().filter(|c| !c.is_empty()) {
+            Some(code) => to_app(&[
+                ("code", code),
+                ("state", state),
+                ("provider", provider.as_str()),
+            ]),
+            None => to_app(&[
+                ("error", "invalid_request"),
+                ("state", state),
+                ("provider", provider.as_str()),
+            ]),
+        }
+    }
+
+    pub async fn token(
+        &self,
+        segment: &str,
+        code: &str,
+        verifier: &str,
+        state: &str,
+    ) -> Result<Tokens, BrokerError> {
+        let (provider, credentials) = self.resolve(segment).await?;
+        let claims = self.sealer.open(state, now_secs())?;
+        if claims.provider != provider {
+            return Err(BrokerError::ProviderMismatch(claims.provider));
+        }
+        if !pkce::matches(verifier, &claims.code_challenge) {
+            return Err(BrokerError::VerifierMismatch);
+        }
+        let digest: [u8; 32] = Sha256::digest(state.as_bytes()).into();
+        if self.was_exchanged(&digest) {
+            return Err(BrokerError::StateReused);
+        }
+        let redirect_uri = self
+            .provider_redirect(provider, &claims.redirect_uri)
+            .to_owned();
+        let mut form = vec![
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", redirect_uri.as_str()),
+            ("code_verifier", verifier),
+        ];
+        let tokens = self.token_call(provider, &credentials, &mut form).await?;
+        self.mark_exchanged(digest, claims.expires_at);
+        Ok(tokens)
+    }
+
+    pub async fn refresh(&self, segment: &str, refresh_token: &str) -> Result<Tokens, BrokerError> {
+        let (provider, credentials) = self.resolve(segment).await?;
+        let mut form = vec![
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+        ];
+        if let Some(scope) = provider
+            .scope()
+            .filter(|_| provider == ProviderId::OneDrive)
+        {
+            form.push(("scope", scope));
+        }
+        self.token_call(provider, &credentials, &mut form).await
+    }
+
+    /// Revokes a token. Google and Dropbox have revocation endpoints; the Microsoft identity
+    /// platform has none, so for OneDrive nothing is sent and `success` is false with a message
+    /// saying so (the refresh token stays valid until it expires or the user withdraws consent).
+    pub async fn revoke(&self, segment: &str, token: &str) -> Result<Revocation, BrokerError> {
+        let (provider, _credentials) = self.resolve(segment).await?;
+        let Some(url) = self.endpoints(provider).revoke.clone() else {
+            return Ok(Revocation {
+                success: false,
+                message: "OneDrive has no token revocation endpoint; the user withdraws access in their Microsoft account",
+            });
+        };
+        let result = match provider {
+            ProviderId::Dropbox => self.client.post_form(&url, &[], Some(token)).await,
+            _ => self.client.post_form(&url, &[("token", token)], None).await,
+        };
+        match result {
+            Ok(_) => Ok(Revocation {
+                success: true,
+                message: "Token revoked successfully",
+            }),
+            // An unknown, expired or already revoked token: nothing left to revoke.
+            Err(CallError::Rejected { .. }) => Ok(Revocation {
+                success: false,
+                message: "Failed to revoke token",
+            }),
+            Err(other) => Err(other.into()),
+        }
+    }
+
+    async fn token_call<'a>(
+        &self,
+        provider: ProviderId,
+        credentials: &'a ClientCredentials,
+        form: &mut Vec<(&'a str, &'a str)>,
+    ) -> Result<Tokens, BrokerError> {
+        form.push(("client_id", credentials.client_id.as_str()));
+        if let Some(secret) = &credentials.client_secret {
+            form.push(("client_secret", secret.expose()));
+        }
+        let answer = self
+            .client
+            .post_form(&self.endpoints(provider).token, form, None)
+            .await?;
+        let parsed: ProviderTokens = serde_json::from_slice(&answer.body)
+            .map_err(|_| CallError::Upstream("the token answer is not OAuth JSON".to_owned()))?;
+        let expires_in = match parsed.expires_in {
+            Some(serde_json::Value::Number(n)) => n.as_u64(),
+            Some(serde_json::Value::String(s)) => s.parse().ok(),
+            _ => None,
+        };
+        Ok(Tokens {
+            access_token: parsed.access_token,
+            refresh_token: parsed.refresh_token,
+            expires_in: expires_in.unwrap_or(3600),
+            token_type: parsed.token_type.unwrap_or_else(|| "Bearer".to_owned()),
+        })
+    }
+
+    fn was_exchanged(&self, digest: &[u8; 32]) -> bool {
+        let mut exchanged = self.exchanged.lock().unwrap_or_else(|p| p.into_inner());
+        let now = now_secs();
+        exchanged.retain(|_, expires| *expires >= now);
+        exchanged.contains_key(digest)
+    }
+
+    fn mark_exchanged(&self, digest: [u8; 32], expires_at: u64) {
+        self.exchanged
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(digest, expires_at);
+    }
+}

@@ -1,0 +1,196 @@
+//! OAuth client ids and secrets: from the environment (`GOOGLE_CLIENT_ID`, `GOOGLE_CLIENT_SECRET`,
+//! `DROPBOX_…`, `ONEDRIVE_…`) or from one JSON secret in AWS Secrets Manager
+//! (`OAUTH_CREDENTIALS_SECRET`, holding the same keys).
+//!
+//! The secret is read at the first OAuth request of a process (not at start, so health checks
+//! and cold starts never wait for it) and cached for the life of the process. If Secrets Manager
+//! cannot be reached the OAuth routes answer 503 and the read is tried again after a short pause;
+//! every other route keeps working.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use aws_sdk_secretsmanager::operation::RequestId;
+use thiserror::Error;
+use tokio::sync::OnceCell;
+use tracing::Instrument;
+use tracing::field::Empty;
+
+use super::provider::ProviderId;
+use crate::config::Secret;
+
+/// Pause before Secrets Manager is asked again after a failed read.
+const RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// One provider's client credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCredentials {
+    pub client_id: String,
+    pub client_secret: Option<Secret>,
+}
+
+/// `<PREFIX>_CLIENT_ID` / `<PREFIX>_CLIENT_SECRET` for every provider, from `lookup`.
+pub fn credentials_from(
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> HashMap<ProviderId, ClientCredentials> {
+    let get = |name: String| {
+        lookup(&name)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    };
+    ProviderId::ALL
+        .into_iter()
+        .filter_map(|provider| {
+            let prefix = provider.credential_prefix();
+            let client_id = get(format!("{prefix}_CLIENT_ID"))?;
+            let client_secret = get(format!("{prefix}_CLIENT_SECRET")).map(Secret::new);
+            Some((
+                provider,
+                ClientCredentials {
+                    client_id,
+                    client_secret,
+                },
+            ))
+        })
+        .collect()
+}
+
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum CredentialsError {
+    #[error("OAuth client credentials are unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Where credentials come from.
+#[derive(Debug, Clone)]
+pub enum CredentialSource {
+    Environment(HashMap<ProviderId, ClientCredentials>),
+    SecretsManager { secret_id: String },
+}
+
+/// Credentials, loaded once per process.
+#[derive(Debug)]
+pub struct CredentialStore {
+    source: CredentialSource,
+    loaded: OnceCell<HashMap<ProviderId, ClientCredentials>>,
+    last_failure: Mutex<Option<(Instant, String)>>,
+}
+
+impl CredentialStore {
+    pub fn new(source: CredentialSource) -> Self {
+        Self {
+            source,
+            loaded: OnceCell::new(),
+            last_failure: Mutex::new(None),
+        }
+    }
+
+    /// The provider's credentials, `Ok(None)` when it has none configured.
+    pub async fn get(
+        &self,
+        provider: ProviderId,
+    ) -> Result<Option<ClientCredentials>, CredentialsError> {
+        let all = match &self.source {
+            CredentialSource::Environment(map) => return Ok(map.get(&provider).cloned()),
+            CredentialSource::SecretsManager { secret_id } => {
+                if let Some((at, error)) = self
+                    .last_failure
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .as_ref()
+                    && at.elapsed() < RETRY_AFTER
+                {
+                    return Err(CredentialsError::Unavailable(error.clone()));
+                }
+                self.loaded
+                    .get_or_try_init(|| read_secret(secret_id))
+                    .await
+                    .inspect_err(|e| {
+                        let message = e.to_string();
+                        tracing::warn!(error = %message, "could not read OAuth credentials from Secrets Manager");
+                        *self.last_failure.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), message));
+                    })?
+            }
+        };
+        Ok(all.get(&provider).cloned())
+    }
+}
+
+/// One `GetSecretValue` call, as a CLIENT span X-Ray shows as a Secrets Manager node.
+async fn read_secret(
+    secret_id: &str,
+) -> Result<HashMap<ProviderId, ClientCredentials>, CredentialsError> {
+    let span = tracing::info_span!(
+        "SecretsManager.GetSecretValue",
+        otel.kind = "client",
+        otel.status_description = Empty,
+        "rpc.system" = "aws-api",
+        "rpc.service" = "SecretsManager",
+        "rpc.method" = "GetSecretValue",
+        "aws.request_id" = Empty,
+    );
+    async {
+        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .timeout_config(
+                aws_config::timeout::TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(1))
+                    .operation_timeout(Duration::from_secs(3))
+                    .build(),
+            )
+            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(2))
+            .load()
+            .await;
+        let client = aws_sdk_secretsmanager::Client::new(&config);
+        let output = client.get_secret_value().secret_id(secret_id).send().await;
+        let span = tracing::Span::current();
+        let output = output.map_err(|e| {
+            let message = aws_sdk_secretsmanager::error::DisplayErrorContext(&e).to_string();
+            span.record("otel.status_description", message.as_str());
+            CredentialsError::Unavailable(format!("GetSecretValue failed: {message}"))
+        })?;
+        if let Some(id) = output.request_id() {
+            span.record("aws.request_id", id);
+        }
+        let text = output.secret_string().ok_or_else(|| {
+            CredentialsError::Unavailable("the secret has no SecretString".to_owned())
+        })?;
+        let values: HashMap<String, serde_json::Value> =
+            serde_json::from_str(text).map_err(|_| {
+                CredentialsError::Unavailable(
+                    "the secret is not a JSON object of strings".to_owned(),
+                )
+            })?;
+        Ok(credentials_from(&|name| {
+            values.get(name).and_then(|v| v.as_str()).map(str::to_owned)
+        }))
+    }
+    .instrument(span)
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_each_provider_and_skips_the_unconfigured() {
+        let vars: HashMap<&str, &str> = HashMap::from([
+            ("GOOGLE_CLIENT_ID", "g-id"),
+            ("GOOGLE_CLIENT_SECRET", "g-secret"),
+            ("DROPBOX_CLIENT_ID", "d-id"),
+            ("ONEDRIVE_CLIENT_ID", " "),
+        ]);
+        let creds = credentials_from(&|n| vars.get(n).map(|v| v.to_string()));
+        assert_eq!(
+            creds[&ProviderId::GoogleDrive]
+                .client_secret
+                .as_ref()
+                .unwrap()
+                .expose(),
+            "g-secret"
+        );
+        assert_eq!(creds[&ProviderId::Dropbox].client_secret, None);
+        assert!(!creds.contains_key(&ProviderId::OneDrive));
+    }
+}

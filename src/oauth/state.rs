@@ -1,0 +1,203 @@
+//! The sealed OAuth state: what `/authorize` hands out and `/callback` and `/token` accept.
+//!
+//! Format: `v1.` + base64url (no padding) of `nonce (24 bytes) ‖ XChaCha20-Poly1305 ciphertext`
+//! of the JSON [`StateClaims`], with `apuntador-oauth-state-v1` as associated data. The key is
+//! HKDF-SHA256 of `SECRET_KEY` (info `apuntador oauth state key v1`). Nobody without the key can
+//! read it (the PKCE challenge and redirect URI inside stay private) or forge it; any change to
+//! a byte fails authentication. It expires 600 s after issue. The PKCE verifier is never inside:
+//! only its S256 challenge, against which `/token` checks the verifier the client sends.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use hkdf::Hkdf;
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use thiserror::Error;
+
+use super::provider::ProviderId;
+
+/// How long a state is accepted after it was issued.
+pub const STATE_TTL_SECONDS: u64 = 600;
+
+const PREFIX: &str = "v1.";
+const AAD: &[u8] = b"apuntador-oauth-state-v1";
+const NONCE_LEN: usize = 24;
+
+/// What the state binds together.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateClaims {
+    /// Provider the authorization was started for.
+    #[serde(rename = "p")]
+    pub provider: ProviderId,
+    /// The app's redirect URI (already checked against the allowlist).
+    #[serde(rename = "r")]
+    pub redirect_uri: String,
+    /// The app's own CSRF value, if it sent one.
+    #[serde(rename = "s", default, skip_serializing_if = "Option::is_none")]
+    pub client_state: Option<String>,
+    /// S256 challenge of the app's PKCE verifier.
+    #[serde(rename = "c")]
+    pub code_challenge: String,
+    /// Issue time, Unix seconds.
+    #[serde(rename = "i")]
+    pub issued_at: u64,
+    /// Expiry, Unix seconds.
+    #[serde(rename = "e")]
+    pub expires_at: u64,
+}
+
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum StateError {
+    #[error("the state is not one this backend issued, or it was altered")]
+    Invalid,
+    #[error("the state expired; start the authorization again")]
+    Expired,
+    #[error("the operating system's random generator failed")]
+    Entropy,
+}
+
+/// Seals and opens states with a key derived from `SECRET_KEY`.
+#[derive(Clone)]
+pub struct StateSealer {
+    cipher: XChaCha20Poly1305,
+}
+
+impl std::fmt::Debug for StateSealer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StateSealer(<key>)")
+    }
+}
+
+impl StateSealer {
+    pub fn new(secret_key: &[u8]) -> Self {
+        let hkdf = Hkdf::<Sha256>::new(Some(b"apuntador-backend"), secret_key);
+        let mut key = [0u8; 32];
+        // 32 bytes is far below HKDF-SHA256's 8160-byte limit: expand cannot fail.
+        let _ = hkdf.expand(b"apuntador oauth state key v1", &mut key);
+        Self {
+            cipher: XChaCha20Poly1305::new(&key.into()),
+        }
+    }
+
+    pub fn seal(&self, claims: &StateClaims) -> Result<String, StateError> {
+        let mut nonce = [0u8; NONCE_LEN];
+        getrandom::fill(&mut nonce).map_err(|_| StateError::Entropy)?;
+        let plaintext = serde_json::to_vec(claims).map_err(|_| StateError::Invalid)?;
+        let ciphertext = self
+            .cipher
+            .encrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: &plaintext,
+                    aad: AAD,
+                },
+            )
+            .map_err(|_| StateError::Invalid)?;
+        let mut bytes = Vec::with_capacity(NONCE_LEN + ciphertext.len());
+        bytes.extend_from_slice(&nonce);
+        bytes.extend_from_slice(&ciphertext);
+        Ok(format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes)))
+    }
+
+    /// Opens a state issued by [`seal`](Self::seal) and not yet expired at `now` (Unix seconds).
+    pub fn open(&self, token: &str, now: u64) -> Result<StateClaims, StateError> {
+        let encoded = token.strip_prefix(PREFIX).ok_or(StateError::Invalid)?;
+        if encoded.len() > 4096 {
+            return Err(StateError::Invalid);
+        }
+        let bytes = URL_SAFE_NO_PAD
+            .decode(encoded)
+            .map_err(|_| StateError::Invalid)?;
+        if bytes.len() <= NONCE_LEN {
+            return Err(StateError::Invalid);
+        }
+        let (nonce, ciphertext) = bytes.split_at(NONCE_LEN);
+        let plaintext = self
+            .cipher
+            .decrypt(
+                XNonce::from_slice(nonce),
+                Payload {
+                    msg: ciphertext,
+                    aad: AAD,
+                },
+            )
+            .map_err(|_| StateError::Invalid)?;
+        let claims: StateClaims =
+            serde_json::from_slice(&plaintext).map_err(|_| StateError::Invalid)?;
+        if now > claims.expires_at || claims.issued_at > now + 60 {
+            return Err(StateError::Expired);
+        }
+        Ok(claims)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(now: u64) -> StateClaims {
+        StateClaims {
+            provider: ProviderId::GoogleDrive,
+            redirect_uri: "apuntador://oauth-callback".into(),
+            client_state: Some("csrf-123".into()),
+            code_challenge: "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM".into(),
+            issued_at: now,
+            expires_at: now + STATE_TTL_SECONDS,
+        }
+    }
+
+    fn sealer() -> StateSealer {
+        StateSealer::new(b"0123456789abcdef0123456789abcdef")
+    }
+
+    #[test]
+    fn round_trips_and_hides_its_content() {
+        let token = sealer().seal(&claims(1_000)).unwrap();
+        assert!(token.starts_with("v1."));
+        assert!(!token.contains("oauth-callback") && !token.contains("E9Mel"));
+        let decoded = URL_SAFE_NO_PAD.decode(&token[3..]).unwrap();
+        assert!(!String::from_utf8_lossy(&decoded).contains("csrf-123"));
+        assert_eq!(sealer().open(&token, 1_100).unwrap(), claims(1_000));
+    }
+
+    #[test]
+    fn two_seals_of_the_same_claims_differ() {
+        assert_ne!(
+            sealer().seal(&claims(1)).unwrap(),
+            sealer().seal(&claims(1)).unwrap()
+        );
+    }
+
+    #[test]
+    fn tampering_another_key_and_garbage_are_invalid() {
+        let token = sealer().seal(&claims(1_000)).unwrap();
+        let mut bytes = URL_SAFE_NO_PAD.decode(&token[3..]).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        let tampered = format!("v1.{}", URL_SAFE_NO_PAD.encode(&bytes));
+        assert_eq!(sealer().open(&tampered, 1_000), Err(StateError::Invalid));
+        let other = StateSealer::new(b"another-secret-key-another-secret-key");
+        assert_eq!(other.open(&token, 1_000), Err(StateError::Invalid));
+        for garbage in ["", "v1.", "v1.!!!", "v2.abc", ".eJwFake.abc.def"] {
+            assert_eq!(
+                sealer().open(garbage, 1_000),
+                Err(StateError::Invalid),
+                "{garbage}"
+            );
+        }
+    }
+
+    #[test]
+    fn expires_after_ten_minutes() {
+        let token = sealer().seal(&claims(1_000)).unwrap();
+        assert!(sealer().open(&token, 1_600).is_ok());
+        assert_eq!(sealer().open(&token, 1_601), Err(StateError::Expired));
+        assert_eq!(
+            sealer().open(&token, 800),
+            Err(StateError::Expired),
+            "issued in the future"
+        );
+    }
+}

@@ -1,0 +1,280 @@
+//! The OAuth routes (spec §2.3–2.7): parse and validate, call the [`Broker`], map its errors.
+//!
+//! | route | success |
+//! |---|---|
+//! | `POST /oauth/authorize/{provider}` `{code_verifier, redirect_uri, state?}` | 200 `{authorization_url, state}` |
+//! | `GET /oauth/callback/{provider}?code&state` (or `?error&error_description&state`) | always 302 to the app |
+//! | `POST /oauth/token/{provider}` `{code, code_verifier, state}` | 200 `{access_token, refresh_token, expires_in, token_type}` |
+//! | `POST /oauth/refresh/{provider}` `{refresh_token}` | 200, same shape |
+//! | `POST /oauth/revoke/{provider}` `{token}` | 200 `{success, message}` |
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+
+use crate::app::AppState;
+use crate::error::{ApiError, FieldError};
+use crate::extract::{ApiJson, Validate};
+use crate::oauth::broker::{AuthorizeRequest, BrokerError, CallbackQuery};
+use crate::oauth::client::CallError;
+use crate::oauth::pkce;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/oauth/authorize/{provider}", post(authorize))
+        .route("/oauth/callback/{provider}", get(callback))
+        .route("/oauth/token/{provider}", post(token))
+        .route("/oauth/refresh/{provider}", post(refresh))
+        .route("/oauth/revoke/{provider}", post(revoke))
+}
+
+/// Maps broker failures to HTTP: unknown provider 404, disabled 403, unconfigured or
+/// credentials unavailable 503, bad client input 400, provider refusal 400 with its code,
+/// provider failure 502, provider timeout 504.
+fn api_error(error: BrokerError) -> ApiError {
+    let status = match &error {
+        BrokerError::UnknownProvider(_) => StatusCode::NOT_FOUND,
+        BrokerError::Disabled(_) => StatusCode::FORBIDDEN,
+        BrokerError::Unconfigured(..) | BrokerError::Credentials(_) => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        BrokerError::Provider(CallError::Timeout) => StatusCode::GATEWAY_TIMEOUT,
+        BrokerError::Provider(CallError::Upstream(_) | CallError::Unreachable) => {
+            StatusCode::BAD_GATEWAY
+        }
+        _ => StatusCode::BAD_REQUEST,
+    };
+    if status.is_server_error() {
+        tracing::warn!(error = %error, "OAuth request failed");
+    }
+    let detail = match &error {
+        BrokerError::Provider(CallError::Rejected { status, .. }) => {
+            format!("The provider rejected the request (HTTP {status}); see `error` for its code.")
+        }
+        BrokerError::Credentials(_) => {
+            "OAuth client credentials cannot be loaded right now; try again shortly.".to_owned()
+        }
+        other => {
+            let text = other.to_string();
+            let mut chars = text.chars();
+            chars
+                .next()
+                .map(|c| c.to_uppercase().chain(chars).collect::<String>() + ".")
+                .unwrap_or_default()
+        }
+    };
+    ApiError::OAuth {
+        status,
+        code: error.code(),
+        detail,
+    }
+}
+
+/// Token answers must not be cached (RFC 6749 §5.1).
+fn no_store(body: impl serde::Serialize) -> Response {
+    let mut response = Json(body).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+fn length_error(field: &str, value: &str, min: usize, max: usize) -> Option<FieldError> {
+    let len = value.chars().count();
+    if len < min {
+        Some(FieldError::new(
+            "string_too_short",
+            &["body", field],
+            format!("String should have at least {min} characters"),
+        ))
+    } else if len > max {
+        Some(FieldError::new(
+            "string_too_long",
+            &["body", field],
+            format!("String should have at most {max} characters"),
+        ))
+    } else {
+        None
+    }
+}
+
+fn verifier_error(verifier: &str) -> Option<FieldError> {
+    pkce::verifier_problem(verifier).map(|msg| {
+        FieldError::new(
+            "value_error",
+            &["body", "code_verifier"],
+            format!("Value error, {msg}"),
+        )
+    })
+}
+
+#[derive(Debug, Deserialize)]
+struct AuthorizeBody {
+    code_verifier: String,
+    redirect_uri: String,
+    state: Option<String>,
+}
+
+impl Validate for AuthorizeBody {
+    fn validate(&self) -> Vec<FieldError> {
+        [
+            verifier_error(&self.code_verifier),
+            length_error("redirect_uri", &self.redirect_uri, 1, 2048),
+            self.state
+                .as_deref()
+                .and_then(|s| length_error("state", s, 0, 512)),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+}
+
+async fn authorize(
+    State(state): State<AppState>,
+    Path(provider): Path<String>,
+    ApiJson(body): ApiJson<AuthorizeBody>,
+) -> Result<Response, ApiError> {
+    let request = AuthorizeRequest {
+        code_verifier: body.code_verifier,
+        redirect_uri: body.redirect_uri,
+        state: body.state,
+    };
+    let authorization = state
+        .oauth
+        .authorize(&provider, request)
+        .await
+        .map_err(api_error)?;
+    Ok(no_store(authorization))
+}
+
+async fn callback(
+    State(state): State<AppState>,
+    Path(provider): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let mut query = CallbackQuery::default();
+    for (key, value) in url::form_urlencoded::parse(raw.as_deref().unwrap_or_default().as_bytes()) {
+        let slot = match key.as_ref() {
+            "code" => &mut query.code,
+            "state" => &mut query.state,
+            "error" => &mut query.error,
+            "error_description" => &mut query.error_description,
+            _ => continue,
+        };
+        slot.get_or_insert_with(|| value.into_owned());
+    }
+    let location = state.oauth.callback(&provider, &query);
+    let mut response = StatusCode::FOUND.into_response();
+    let headers = response.headers_mut();
+    match HeaderValue::from_str(&location) {
+        Ok(value) => headers.insert(header::LOCATION, value),
+        Err(_) => headers.insert(
+            header::LOCATION,
+            HeaderValue::from_static("apuntador://oauth-callback?error=callback_failed"),
+        ),
+    };
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    response
+}
+
+#[derive(Debug, Deserialize)]
+struct TokenBody {
+    code: String,
+    code_verifier: String,
+    state: Option<String>,
+}
+
+impl Validate for TokenBody {
+    fn validate(&self) -> Vec<FieldError> {
+        let state = match &self.state {
+            None => Some(FieldError::new(
+                "missing",
+                &["body", "state"],
+                "Field required",
+            )),
+            Some(s) => length_error("state", s, 1, 4096),
+        };
+        [
+            length_error("code", &self.code, 1, 4096),
+            verifier_error(&self.code_verifier),
+            state,
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+}
+
+async fn token(
+    State(state): State<AppState>,
+    Path(provider): Path<String>,
+    ApiJson(body): ApiJson<TokenBody>,
+) -> Result<Response, ApiError> {
+    let sealed = body.state.unwrap_or_default();
+    let tokens = state
+        .oauth
+        .token(&provider, &body.code, &body.code_verifier, &sealed)
+        .await
+        .map_err(api_error)?;
+    Ok(no_store(tokens))
+}
+
+#[derive(Debug, Deserialize)]
+struct RefreshBody {
+    refresh_token: String,
+}
+
+impl Validate for RefreshBody {
+    fn validate(&self) -> Vec<FieldError> {
+        length_error("refresh_token", &self.refresh_token, 1, 8192)
+            .into_iter()
+            .collect()
+    }
+}
+
+async fn refresh(
+    State(state): State<AppState>,
+    Path(provider): Path<String>,
+    ApiJson(body): ApiJson<RefreshBody>,
+) -> Result<Response, ApiError> {
+    let tokens = state
+        .oauth
+        .refresh(&provider, &body.refresh_token)
+        .await
+        .map_err(api_error)?;
+    Ok(no_store(tokens))
+}
+
+#[derive(Debug, Deserialize)]
+struct RevokeBody {
+    token: String,
+}
+
+impl Validate for RevokeBody {
+    fn validate(&self) -> Vec<FieldError> {
+        length_error("token", &self.token, 1, 8192)
+            .into_iter()
+            .collect()
+    }
+}
+
+async fn revoke(
+    State(state): State<AppState>,
+    Path(provider): Path<String>,
+    ApiJson(body): ApiJson<RevokeBody>,
+) -> Result<Response, ApiError> {
+    let revocation = state
+        .oauth
+        .revoke(&provider, &body.token)
+        .await
+        .map_err(api_error)?;
+    Ok(no_store(revocation))
+}
