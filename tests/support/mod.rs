@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod otlp;
+pub mod provider_double;
 pub mod runtime_api;
 
 use std::io::{BufRead, BufReader};
