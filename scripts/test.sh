@@ -3,7 +3,7 @@
 #   formatting, clippy, unit + router + end-to-end tests (release binary under the AWS Lambda
 #   Runtime Interface Emulator and under a Runtime API double, with an OTLP receiver), and the
 #   SAM template lint. Installs what it needs: a Python virtualenv with aws-sam-cli (which ships
-#   the emulator), cfn-lint and cargo-lambda.
+#   the emulator), cfn-lint, cargo-lambda and moto (Secrets Manager on 127.0.0.1).
 #
 # Caches live outside the clone so repeated runs (and CI on the same machine) are fast:
 #   APUNTADOR_CACHE (default ~/.cache/apuntador-backend) holds target/ and venv/.
@@ -34,7 +34,7 @@ case "$(uname -m)" in
   *) echo "no Lambda emulator for $(uname -m)" >&2; exit 1 ;;
 esac
 rie=$("$venv/bin/python" -c 'import os, samcli; print(os.path.join(os.path.dirname(samcli.__file__), "local", "rapid"))')/aws-lambda-rie-$rie_arch
-export AWS_LAMBDA_RIE="$rie" APUNTADOR_REQUIRE_RIE=1
+export AWS_LAMBDA_RIE="$rie" APUNTADOR_REQUIRE_RIE=1 MOTO_SERVER="$venv/bin/moto_server"
 
 step "cargo fmt --check"
 cargo fmt --check

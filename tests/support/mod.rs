@@ -153,3 +153,41 @@ pub fn rie() -> Option<PathBuf> {
     }
     path
 }
+
+/// An API Gateway HTTP API (v2) event for `method path?query` with an optional JSON body.
+pub fn http_api_event(
+    method: &str,
+    path: &str,
+    query: &str,
+    body: Option<&serde_json::Value>,
+) -> String {
+    let mut headers = serde_json::json!({
+        "host": "a1b2c3d4e5.execute-api.eu-west-1.amazonaws.com",
+        "user-agent": "apuntador-e2e",
+        "x-forwarded-for": "203.0.113.10",
+    });
+    if body.is_some() {
+        headers["content-type"] = "application/json".into();
+    }
+    serde_json::json!({
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": path,
+        "rawQueryString": query,
+        "headers": headers,
+        "requestContext": {
+            "accountId": "123456789012",
+            "apiId": "a1b2c3d4e5",
+            "domainName": "a1b2c3d4e5.execute-api.eu-west-1.amazonaws.com",
+            "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "203.0.113.10", "userAgent": "apuntador-e2e"},
+            "requestId": "e2e-request",
+            "routeKey": "$default",
+            "stage": "$default",
+            "time": "23/Nov/2026:20:04:14 +0000",
+            "timeEpoch": 1795464254906u64
+        },
+        "body": body.map(|b| b.to_string()),
+        "isBase64Encoded": false
+    })
+    .to_string()
+}
