@@ -20,6 +20,7 @@ use crate::config::{Config, CorsConfig};
 use crate::error::{ApiError, method_not_allowed, not_found, render_problems};
 use crate::extract::BodyLimit;
 use crate::oauth::broker::Broker;
+use crate::oauth::client::ClientBuildError;
 use crate::routes;
 use crate::telemetry::http::{RequestTracing, TRACE_ID_HEADER, record_route, trace_requests};
 
@@ -32,7 +33,7 @@ pub struct AppState {
 
 impl AppState {
     /// Builds the shared clients once per process (cold start).
-    pub fn new(config: Arc<Config>) -> Result<Self, reqwest::Error> {
+    pub fn new(config: Arc<Config>) -> Result<Self, ClientBuildError> {
         let oauth = Broker::new(
             config.oauth.clone(),
             config.enabled_providers.clone(),

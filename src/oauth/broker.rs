@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use thiserror::Error;
 use url::Url;
 
-use super::client::{CallError, ProviderClient};
+use super::client::{CallError, ClientBuildError, ProviderClient};
 use super::credentials::{ClientCredentials, CredentialSource, CredentialStore, CredentialsError};
 use super::pkce;
 use super::provider::{Endpoints, ProviderId};
@@ -153,7 +153,7 @@ impl Broker {
         settings: OAuthSettings,
         enabled: BTreeSet<String>,
         secret_key: &[u8],
-    ) -> Result<Self, reqwest::Error> {
+    ) -> Result<Self, ClientBuildError> {
         let client = ProviderClient::new(settings.connect_timeout, settings.timeout)?;
         Ok(Self {
             credentials: CredentialStore::new(settings.credentials.clone()),
