@@ -295,7 +295,15 @@ async fn the_exchange_is_bound_to_the_authorization() {
     .await;
     assert_eq!(
         (dropbox.status, dropbox.body["error"].as_str()),
-        (StatusCode::BAD_REQUEST, Some("provider_mismatch"))
+        (StatusCode::BAD_REQUEST, Some("invalid_state"))
+    );
+    assert!(
+        dropbox.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("googledrive"),
+        "the detail names the provider the state belongs to: {}",
+        dropbox.text
     );
 
     let mut tampered = state.clone();
@@ -458,7 +466,7 @@ async fn callback_always_redirects_with_encoded_values() {
     let back = query_of(mismatch.headers[header::LOCATION].to_str().unwrap());
     assert_eq!(
         (back["error"].as_str(), back["provider"].as_str()),
-        ("provider_mismatch", "dropbox")
+        ("invalid_state", "dropbox")
     );
 
     let with_query = post(

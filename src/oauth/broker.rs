@@ -70,8 +70,9 @@ impl BrokerError {
                 "provider_unavailable".to_owned()
             }
             Self::RedirectNotAllowed => "invalid_redirect_uri".to_owned(),
-            Self::State(_) | Self::StateReused => "invalid_state".to_owned(),
-            Self::ProviderMismatch(_) => "provider_mismatch".to_owned(),
+            Self::State(_) | Self::StateReused | Self::ProviderMismatch(_) => {
+                "invalid_state".to_owned()
+            }
             Self::VerifierMismatch => "invalid_grant".to_owned(),
             Self::Provider(CallError::Rejected { error, .. }) => error
                 .clone()
@@ -269,10 +270,7 @@ impl Broker {
             with_query(&claims.redirect_uri, params).unwrap_or_else(|| fallback("callback_failed"))
         };
         if claims.provider != provider {
-            return to_app(&[
-                ("error", "provider_mismatch"),
-                ("provider", provider.as_str()),
-            ]);
+            return to_app(&[("error", "invalid_state"), ("provider", provider.as_str())]);
         }
         let state = query.state.as_deref().unwrap_or_default();
         if let Some(error) = &query.error {
