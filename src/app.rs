@@ -16,7 +16,12 @@ use axum::{Extension, Router};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, CorsLayer};
 
-use crate::config::{Config, CorsConfig};
+use crate::config::{Config, CorsConfig, Infrastructure};
+use crate::device::material::{CaProvider, CaSource};
+use crate::device::service::DeviceService;
+use crate::device::store::CertificateStore;
+use crate::device::store::dynamo::DynamoStore;
+use crate::device::store::local::LocalStore;
 use crate::error::{ApiError, method_not_allowed, not_found, render_problems};
 use crate::extract::BodyLimit;
 use crate::oauth::broker::Broker;
@@ -29,19 +34,46 @@ use crate::telemetry::http::{RequestTracing, TRACE_ID_HEADER, record_route, trac
 pub struct AppState {
     pub config: Arc<Config>,
     pub oauth: Arc<Broker>,
+    pub devices: Arc<DeviceService>,
 }
 
 impl AppState {
-    /// Builds the shared clients once per process (cold start).
-    pub fn new(config: Arc<Config>) -> Result<Self, ClientBuildError> {
+    /// Builds the shared clients once per process (cold start). AWS clients are configured here
+    /// only when the AWS backend is chosen; nothing is fetched until a request needs it.
+    pub async fn new(config: Arc<Config>) -> Result<Self, ClientBuildError> {
         let oauth = Broker::new(
             config.oauth.clone(),
             config.enabled_providers.clone(),
             config.secret_key.expose().as_bytes(),
         )?;
+        let (ca_source, store): (CaSource, Arc<dyn CertificateStore>) =
+            match &config.devices.infrastructure {
+                Infrastructure::Local { base_dir } => (
+                    CaSource::Files {
+                        dir: base_dir.clone(),
+                        create_if_missing: config.devices.create_dev_ca,
+                    },
+                    Arc::new(LocalStore::new(base_dir.clone())),
+                ),
+                Infrastructure::Aws {
+                    table,
+                    secrets_prefix,
+                    auto_create,
+                } => {
+                    let client = aws_sdk_dynamodb::Client::new(&crate::aws::sdk_config().await);
+                    (
+                        CaSource::SecretsManager {
+                            prefix: secrets_prefix.clone(),
+                        },
+                        Arc::new(DynamoStore::new(client, table.clone(), *auto_create)),
+                    )
+                }
+            };
+        let devices = DeviceService::new(CaProvider::new(ca_source), store);
         Ok(Self {
             config,
             oauth: Arc::new(oauth),
+            devices: Arc::new(devices),
         })
     }
 }
@@ -60,6 +92,7 @@ pub fn router_with(state: AppState, tracing: RequestTracing, extra: Router<AppSt
         .merge(extra)
         .merge(routes::health::router())
         .merge(routes::oauth::router())
+        .merge(routes::device::router())
         .merge(routes::provider_config::router())
         .route_layer(from_fn(record_route))
         .fallback(not_found)

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+use crate::device::guard::TrustedHeader;
 use crate::oauth::broker::OAuthSettings;
 use crate::oauth::credentials::{CredentialSource, credentials_from};
 use crate::oauth::provider::{Endpoints, ProviderId, callback_uri};
@@ -123,6 +124,29 @@ pub struct CorsConfig {
     pub allowed_headers: Vec<String>,
 }
 
+/// Where CA material and certificate records live (`INFRASTRUCTURE_PROVIDER`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Infrastructure {
+    /// Files under `INFRASTRUCTURE_BASE_DIR`.
+    Local { base_dir: std::path::PathBuf },
+    /// Secrets Manager (`AWS_SECRETS_PREFIX`) and DynamoDB (`AWS_DYNAMODB_TABLE`).
+    Aws {
+        table: String,
+        secrets_prefix: String,
+        auto_create: bool,
+    },
+}
+
+/// Device CA settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceSettings {
+    pub infrastructure: Infrastructure,
+    /// Create a development CA when none exists (local environment with local files only).
+    pub create_dev_ca: bool,
+    /// Server mode only: the proxy header that carries the verified client certificate.
+    pub trusted_cert_header: Option<TrustedHeader>,
+}
+
 /// Everything the routes need, validated.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -138,6 +162,7 @@ pub struct Config {
     /// Whether `/health` and `/health/public` get spans and access-log lines.
     pub trace_health_checks: bool,
     pub oauth: OAuthSettings,
+    pub devices: DeviceSettings,
     /// Warnings to log once logging is up (for example a generated local secret).
     pub warnings: Vec<String>,
 }
@@ -226,6 +251,7 @@ impl Config {
         };
 
         let oauth = oauth_settings(env)?;
+        let devices = device_settings(env, &environment)?;
 
         Ok(Self {
             environment,
@@ -237,6 +263,7 @@ impl Config {
             max_body_bytes,
             trace_health_checks,
             oauth,
+            devices,
             warnings,
         })
     }
@@ -261,6 +288,64 @@ fn millis(
                 reason: "expected milliseconds from 1 to 60000".to_owned(),
             }),
     }
+}
+
+fn device_settings(
+    env: &dyn Fn(&str) -> Option<String>,
+    environment: &Environment,
+) -> Result<DeviceSettings, ConfigError> {
+    let get = |name: &str| {
+        env(name)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    };
+    let flag = |name: &'static str| match get(name) {
+        None => Ok(false),
+        Some(v) => parse_bool(&v).ok_or(ConfigError::Invalid {
+            name,
+            value: v,
+            reason: "expected true or false".to_owned(),
+        }),
+    };
+    let infrastructure = match get("INFRASTRUCTURE_PROVIDER")
+        .map(|v| v.to_ascii_lowercase())
+        .as_deref()
+    {
+        None | Some("local") => Infrastructure::Local {
+            base_dir: get("INFRASTRUCTURE_BASE_DIR")
+                .unwrap_or_else(|| "./.credentials".to_owned())
+                .into(),
+        },
+        Some("aws") => Infrastructure::Aws {
+            table: get("AWS_DYNAMODB_TABLE").unwrap_or_else(|| "apuntador-certificates".to_owned()),
+            secrets_prefix: get("AWS_SECRETS_PREFIX").unwrap_or_else(|| "apuntador".to_owned()),
+            auto_create: flag("AUTO_CREATE_RESOURCES")?,
+        },
+        Some(other) => {
+            return Err(ConfigError::Invalid {
+                name: "INFRASTRUCTURE_PROVIDER",
+                value: other.to_owned(),
+                reason: "expected local or aws".to_owned(),
+            });
+        }
+    };
+    let trusted_cert_header = match get("TRUSTED_CLIENT_CERT_HEADER") {
+        None => None,
+        Some(v) => Some(
+            TrustedHeader::parse(&v).ok_or(ConfigError::Invalid {
+                name: "TRUSTED_CLIENT_CERT_HEADER",
+                value: v,
+                reason: "expected X-Amzn-Mtls-Clientcert, X-Client-Cert or X-Forwarded-Client-Cert"
+                    .to_owned(),
+            })?,
+        ),
+    };
+    Ok(DeviceSettings {
+        create_dev_ca: environment.is_local()
+            && matches!(infrastructure, Infrastructure::Local { .. }),
+        infrastructure,
+        trusted_cert_header,
+    })
 }
 
 fn oauth_settings(env: &dyn Fn(&str) -> Option<String>) -> Result<OAuthSettings, ConfigError> {

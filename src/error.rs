@@ -54,9 +54,9 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     #[error("{0}")]
     ServiceUnavailable(String),
-    /// An OAuth failure with its machine-readable code (`invalid_state`, `invalid_grant`, …).
+    /// A failure with a machine-readable `error` code (`invalid_state`, `invalid_grant`, …).
     #[error("{detail}")]
-    OAuth {
+    Coded {
         status: StatusCode,
         code: Option<String>,
         detail: String,
@@ -77,7 +77,7 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::ServiceUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::OAuth { status, .. } => *status,
+            Self::Coded { status, .. } => *status,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -156,7 +156,7 @@ impl From<&ApiError> for Problem {
                 _ => Vec::new(),
             },
             error: match error {
-                ApiError::OAuth { code, .. } => code.clone(),
+                ApiError::Coded { code, .. } => code.clone(),
                 _ => None,
             },
         }

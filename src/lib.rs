@@ -5,7 +5,9 @@
 //! everything else), then configuration, then the router in the mode the environment asks for.
 
 pub mod app;
+pub mod aws;
 pub mod config;
+pub mod device;
 pub mod error;
 pub mod extract;
 pub mod lambda;
@@ -21,8 +23,47 @@ use config::{Config, Environment};
 use telemetry::TelemetrySettings;
 use telemetry::http::RequestTracing;
 
+/// `apuntador-backend create-ca [--dir DIR] [--days N]`: writes a new device CA for local work.
+async fn create_ca(args: &[String]) -> ExitCode {
+    let mut dir = std::path::PathBuf::from(
+        std::env::var("INFRASTRUCTURE_BASE_DIR").unwrap_or_else(|_| "./.credentials".to_owned()),
+    );
+    let mut days = 1825;
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        match (arg.as_str(), iter.next()) {
+            ("--dir", Some(value)) => dir = value.into(),
+            ("--days", Some(value)) if value.parse::<i64>().is_ok_and(|d| d > 0) => {
+                days = value.parse().unwrap_or(days)
+            }
+            _ => {
+                eprintln!("usage: apuntador-backend create-ca [--dir DIR] [--days N]");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    match device::material::create_files(&dir, days).await {
+        Ok((key, cert)) => {
+            println!(
+                "created CA key {} (mode 0600) and certificate {}",
+                key.display(),
+                cert.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("create-ca failed: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// Runs the backend until it is stopped; the exit code reports start-up failures.
 pub async fn run() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("create-ca") {
+        return create_ca(&args[1..]).await;
+    }
     let env = |name: &str| std::env::var(name).ok();
     let settings = match TelemetrySettings::from_env(&env) {
         Ok(settings) => settings,
@@ -51,7 +92,7 @@ pub async fn run() -> ExitCode {
         tracing::warn!("{warning}");
     }
     let tracing_state = RequestTracing::new(telemetry.propagator(), config.trace_health_checks);
-    let state = match app::AppState::new(config.clone()) {
+    let state = match app::AppState::new(config.clone()).await {
         Ok(state) => state,
         Err(error) => {
             tracing::error!(error = %error, "start-up failed: could not build the HTTP client");

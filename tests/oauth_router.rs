@@ -23,7 +23,7 @@ const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk-abcdefgh";
 const APP_REDIRECT: &str = "apuntador://oauth-callback";
 const PROVIDERS: [&str; 3] = ["googledrive", "dropbox", "onedrive"];
 
-fn app(double: &ProviderDouble, overrides: &[(&str, &str)]) -> Router {
+async fn app(double: &ProviderDouble, overrides: &[(&str, &str)]) -> Router {
     let mut vars: HashMap<String, String> = double.env().into_iter().collect();
     vars.insert(
         "SECRET_KEY".into(),
@@ -38,7 +38,7 @@ fn app(double: &ProviderDouble, overrides: &[(&str, &str)]) -> Router {
     }
     let config = Arc::new(Config::from_lookup(&move |n| vars.get(n).cloned()).expect("config"));
     let tracing = RequestTracing::new(Arc::new(XrayPropagator::default()), false);
-    router(AppState::new(config).unwrap(), tracing)
+    router(AppState::new(config).await.unwrap(), tracing)
 }
 
 struct Answer {
@@ -110,7 +110,7 @@ async fn authorize(app: &Router, provider: &str) -> (String, String) {
 #[tokio::test]
 async fn full_flow_for_every_provider() {
     let double = ProviderDouble::start().await;
-    let app = app(&double, &[]);
+    let app = app(&double, &[]).await;
     for provider in PROVIDERS {
         let (url, state) = authorize(&app, provider).await;
         let params = query_of(&url);
@@ -275,7 +275,7 @@ async fn full_flow_for_every_provider() {
 #[tokio::test]
 async fn the_exchange_is_bound_to_the_authorization() {
     let double = ProviderDouble::start().await;
-    let app = app(&double, &[]);
+    let app = app(&double, &[]).await;
     let (url, state) = authorize(&app, "googledrive").await;
     let code = double.consent(&url);
     let token = |body: Value| post(&app, "/oauth/token/googledrive", body);
@@ -330,7 +330,7 @@ async fn the_exchange_is_bound_to_the_authorization() {
 #[tokio::test]
 async fn redirect_uris_come_from_the_allowlist() {
     let double = ProviderDouble::start().await;
-    let app = app(&double, &[]);
+    let app = app(&double, &[]).await;
     for (uri, allowed) in [
         ("https://app.example/callback", true),
         ("apuntador://anything/here", true),
@@ -360,9 +360,9 @@ async fn redirect_uris_come_from_the_allowlist() {
 #[tokio::test]
 async fn providers_resolve_the_same_way_on_every_route() {
     let double = ProviderDouble::start().await;
-    let full = app(&double, &[]);
-    let google_only = app(&double, &[("ENABLED_CLOUD_PROVIDERS", "googledrive")]);
-    let no_secret = app(&double, &[("GOOGLE_CLIENT_SECRET", "")]);
+    let full = app(&double, &[]).await;
+    let google_only = app(&double, &[("ENABLED_CLOUD_PROVIDERS", "googledrive")]).await;
+    let no_secret = app(&double, &[("GOOGLE_CLIENT_SECRET", "")]).await;
     let bodies = [
         (
             "authorize",
@@ -424,7 +424,7 @@ async fn providers_resolve_the_same_way_on_every_route() {
 #[tokio::test]
 async fn callback_always_redirects_with_encoded_values() {
     let double = ProviderDouble::start().await;
-    let app = app(&double, &[]);
+    let app = app(&double, &[]).await;
     let (_, state) = authorize(&app, "googledrive").await;
 
     let denied = get(&app, &format!("/oauth/callback/googledrive?error=access_denied&error_description=User%20said%20no&state={state}")).await;
@@ -492,7 +492,7 @@ async fn callback_always_redirects_with_encoded_values() {
 #[tokio::test]
 async fn provider_failures_map_to_400_502_504() {
     let double = ProviderDouble::start().await;
-    let app = app(&double, &[("OAUTH_TIMEOUT_MS", "300")]);
+    let app = app(&double, &[("OAUTH_TIMEOUT_MS", "300")]).await;
     let rejected = post(
         &app,
         "/oauth/refresh/googledrive",
@@ -547,13 +547,13 @@ async fn provider_failures_map_to_400_502_504() {
 
 async fn app_with_closed_provider(double: &ProviderDouble) -> Router {
     let url = format!("http://127.0.0.1:{}/token", support::closed_port());
-    app(double, &[("OAUTH_GOOGLEDRIVE_TOKEN_URL", &url)])
+    app(double, &[("OAUTH_GOOGLEDRIVE_TOKEN_URL", &url)]).await
 }
 
 #[tokio::test]
 async fn bodies_are_validated_field_by_field() {
     let double = ProviderDouble::start().await;
-    let app = app(&double, &[]);
+    let app = app(&double, &[]).await;
     let answer = post(
         &app,
         "/oauth/authorize/googledrive",

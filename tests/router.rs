@@ -37,8 +37,8 @@ fn tracing() -> RequestTracing {
     RequestTracing::new(Arc::new(XrayPropagator::default()), false)
 }
 
-fn app() -> Router {
-    router(AppState::new(config(&[])).unwrap(), tracing())
+async fn app() -> Router {
+    router(AppState::new(config(&[])).await.unwrap(), tracing())
 }
 
 async fn send(app: Router, request: Request<Body>) -> (Response<Body>, Value) {
@@ -79,18 +79,18 @@ fn assert_xray_id(value: Option<&str>) -> String {
 
 #[tokio::test]
 async fn root_and_health_answer_with_the_version() {
-    let (res, body) = send(app(), get_req("/")).await;
+    let (res, body) = send(app().await, get_req("/")).await;
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(
         body,
         json!({"message": "Apuntador OAuth Backend", "version": "1.0.41", "docs": null})
     );
-    let (_, body) = send(app(), get_req("/health")).await;
+    let (_, body) = send(app().await, get_req("/health")).await;
     assert_eq!(
         body,
         json!({"status": "ok", "version": "1.0.41", "message": "Service is healthy"})
     );
-    let (res, body) = send(app(), get_req("/health/public")).await;
+    let (res, body) = send(app().await, get_req("/health/public")).await;
     assert_eq!(
         body,
         json!({"status": "ok", "version": "1.0.41", "message": "Public endpoint (no mTLS)"})
@@ -100,8 +100,8 @@ async fn root_and_health_answer_with_the_version() {
 
 #[tokio::test]
 async fn every_response_gets_a_distinct_x_ray_trace_id() {
-    let (a, _) = send(app(), get_req("/")).await;
-    let (b, _) = send(app(), get_req("/nowhere")).await;
+    let (a, _) = send(app().await, get_req("/")).await;
+    let (b, _) = send(app().await, get_req("/nowhere")).await;
     let a = assert_xray_id(header_str(&a, "x-trace-id"));
     let b = assert_xray_id(header_str(&b, "x-trace-id"));
     assert_ne!(a, b);
@@ -116,7 +116,7 @@ async fn incoming_x_ray_header_sets_the_trace_id() {
         )
         .body(Body::empty())
         .unwrap();
-    let (res, _) = send(app(), request).await;
+    let (res, _) = send(app().await, request).await;
     assert_eq!(
         header_str(&res, "x-trace-id"),
         Some("1-5759e988-bd862e3fe1be46a994272793")
@@ -129,7 +129,7 @@ async fn unknown_path_is_a_404_problem_with_cors() {
         .header("origin", "http://localhost:3000")
         .body(Body::empty())
         .unwrap();
-    let (res, body) = send(app(), request).await;
+    let (res, body) = send(app().await, request).await;
     assert_eq!(res.status(), StatusCode::NOT_FOUND);
     assert_eq!(
         header_str(&res, "content-type"),
@@ -153,7 +153,7 @@ async fn wrong_method_is_a_405_problem_with_allow() {
     let request = Request::post("/config/providers")
         .body(Body::empty())
         .unwrap();
-    let (res, body) = send(app(), request).await;
+    let (res, body) = send(app().await, request).await;
     assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED);
     let allow = header_str(&res, "allow").expect("Allow header");
     assert!(allow.split(',').any(|m| m.trim() == "GET"), "{allow}");
@@ -188,7 +188,7 @@ async fn config_needs_the_bearer_key() {
         if let Some(value) = &authorization {
             request = request.header(header::AUTHORIZATION, value);
         }
-        let (res, body) = send(app(), request.body(Body::empty()).unwrap()).await;
+        let (res, body) = send(app().await, request.body(Body::empty()).unwrap()).await;
         assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "{authorization:?}");
         assert_eq!(body["detail"], detail, "{authorization:?}");
         assert!(header_str(&res, "www-authenticate").is_some_and(|v| v.starts_with("Bearer")));
@@ -198,7 +198,9 @@ async fn config_needs_the_bearer_key() {
 
 #[tokio::test]
 async fn config_lists_providers_with_the_app_version() {
-    let state = AppState::new(config(&[("ENABLED_CLOUD_PROVIDERS", "dropbox,onedrive")])).unwrap();
+    let state = AppState::new(config(&[("ENABLED_CLOUD_PROVIDERS", "dropbox,onedrive")]))
+        .await
+        .unwrap();
     let app = router(state, tracing());
     let request = Request::get("/config/providers")
         .header(header::AUTHORIZATION, format!("bearer {API_KEY}"))
@@ -224,7 +226,11 @@ async fn config_without_a_key_configured_is_unavailable() {
         .header(header::AUTHORIZATION, "Bearer anything")
         .body(Body::empty())
         .unwrap();
-    let (res, body) = send(router(AppState::new(cfg).unwrap(), tracing()), request).await;
+    let (res, body) = send(
+        router(AppState::new(cfg).await.unwrap(), tracing()),
+        request,
+    )
+    .await;
     assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(body["detail"].as_str().unwrap().contains("CONFIG_API_KEY"));
 }
@@ -237,7 +243,7 @@ async fn preflight_is_answered_before_any_auth() {
         .header("access-control-request-headers", "authorization")
         .body(Body::empty())
         .unwrap();
-    let (res, _) = send(app(), request).await;
+    let (res, _) = send(app().await, request).await;
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(
         header_str(&res, "access-control-allow-origin"),
@@ -262,7 +268,7 @@ async fn trace_id_is_exposed_to_allowed_origins_only() {
         .header("origin", "tauri://localhost")
         .body(Body::empty())
         .unwrap();
-    let (res, _) = send(app(), allowed).await;
+    let (res, _) = send(app().await, allowed).await;
     assert_eq!(
         header_str(&res, "access-control-allow-origin"),
         Some("tauri://localhost")
@@ -275,7 +281,7 @@ async fn trace_id_is_exposed_to_allowed_origins_only() {
         .header("origin", "https://evil.example")
         .body(Body::empty())
         .unwrap();
-    let (res, _) = send(app(), foreign).await;
+    let (res, _) = send(app().await, foreign).await;
     assert_eq!(header_str(&res, "access-control-allow-origin"), None);
 }
 
@@ -316,11 +322,11 @@ async fn explode() -> &'static str {
     panic!("database password is hunter2")
 }
 
-fn probe_app(vars: &[(&str, &str)]) -> Router {
+async fn probe_app(vars: &[(&str, &str)]) -> Router {
     let extra: Router<AppState> = Router::new()
         .route("/probe/greet", post(greet))
         .route("/probe/panic", get(explode));
-    router_with(AppState::new(config(vars)).unwrap(), tracing(), extra)
+    router_with(AppState::new(config(vars)).await.unwrap(), tracing(), extra)
 }
 
 fn post_json(path: &str, content_type: &str, body: &str) -> Request<Body> {
@@ -334,7 +340,7 @@ fn post_json(path: &str, content_type: &str, body: &str) -> Request<Body> {
 #[tokio::test]
 async fn valid_json_reaches_the_handler() {
     let (res, _) = send(
-        probe_app(&[]),
+        probe_app(&[]).await,
         post_json(
             "/probe/greet",
             "application/json; charset=utf-8",
@@ -348,7 +354,7 @@ async fn valid_json_reaches_the_handler() {
 #[tokio::test]
 async fn malformed_json_is_400() {
     let (res, body) = send(
-        probe_app(&[]),
+        probe_app(&[]).await,
         post_json("/probe/greet", "application/json", r#"{"name": "#),
     )
     .await;
@@ -360,7 +366,7 @@ async fn malformed_json_is_400() {
 #[tokio::test]
 async fn failed_validation_is_422_with_field_errors() {
     let (res, body) = send(
-        probe_app(&[]),
+        probe_app(&[]).await,
         post_json(
             "/probe/greet",
             "application/json",
@@ -373,7 +379,7 @@ async fn failed_validation_is_422_with_field_errors() {
     assert_eq!(body["errors"][0]["loc"], json!(["body", "name"]));
     assert_eq!(body["errors"][1]["loc"], json!(["body", "times"]));
     let (res, body) = send(
-        probe_app(&[]),
+        probe_app(&[]).await,
         post_json("/probe/greet", "application/json", r#"{"name":"abc"}"#),
     )
     .await;
@@ -387,7 +393,7 @@ async fn failed_validation_is_422_with_field_errors() {
 #[tokio::test]
 async fn wrong_media_type_is_415() {
     let (res, body) = send(
-        probe_app(&[]),
+        probe_app(&[]).await,
         post_json("/probe/greet", "text/plain", r#"{"name":"abc","times":1}"#),
     )
     .await;
@@ -408,7 +414,7 @@ async fn wrong_media_type_is_415() {
 async fn body_over_the_limit_is_413() {
     let big = format!(r#"{{"name":"{}","times":1}}"#, "a".repeat(200));
     let (res, body) = send(
-        probe_app(&[("MAX_BODY_BYTES", "100")]),
+        probe_app(&[("MAX_BODY_BYTES", "100")]).await,
         post_json("/probe/greet", "application/json", &big),
     )
     .await;
@@ -416,7 +422,7 @@ async fn body_over_the_limit_is_413() {
     assert_eq!(body["status"], 413);
     let small = r#"{"name":"abc","times":1}"#;
     let (res, _) = send(
-        probe_app(&[("MAX_BODY_BYTES", "100")]),
+        probe_app(&[("MAX_BODY_BYTES", "100")]).await,
         post_json("/probe/greet", "application/json", small),
     )
     .await;
@@ -429,7 +435,7 @@ async fn a_panic_is_a_500_problem_without_internal_detail() {
         .header("origin", "http://localhost:3000")
         .body(Body::empty())
         .unwrap();
-    let (res, body) = send(probe_app(&[]), request).await;
+    let (res, body) = send(probe_app(&[]).await, request).await;
     assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(body["title"], "Internal Server Error");
     assert!(!body.to_string().contains("hunter2"));

@@ -22,12 +22,12 @@ async fn explode() -> &'static str {
     panic!("database password is hunter2")
 }
 
-fn app() -> Router {
+async fn app() -> Router {
     let map: HashMap<&str, &str> = HashMap::new();
     let config = Arc::new(Config::from_lookup(&|n| map.get(n).map(|v| v.to_string())).unwrap());
     let tracing = RequestTracing::new(Arc::new(XrayPropagator::default()), false);
     let extra: Router<AppState> = Router::new().route("/probe/panic", get(explode));
-    router_with(AppState::new(config).unwrap(), tracing, extra)
+    router_with(AppState::new(config).await.unwrap(), tracing, extra)
 }
 
 #[tokio::test]
@@ -41,8 +41,8 @@ async fn server_errors_and_panics_mark_the_span_as_error() {
     let _guard = tracing::subscriber::set_default(subscriber);
 
     let get = |path: &str| Request::get(path).body(Body::empty()).unwrap();
-    let panicked = app().oneshot(get("/probe/panic")).await.unwrap();
-    let missing = app().oneshot(get("/nowhere")).await.unwrap();
+    let panicked = app().await.oneshot(get("/probe/panic")).await.unwrap();
+    let missing = app().await.oneshot(get("/nowhere")).await.unwrap();
     assert_eq!(panicked.status(), StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
     let _ = provider.force_flush();

@@ -11,14 +11,12 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use aws_sdk_secretsmanager::operation::RequestId;
 use thiserror::Error;
 use tokio::sync::OnceCell;
-use tracing::Instrument;
-use tracing::field::Empty;
 
 use super::provider::ProviderId;
 use crate::config::Secret;
+use crate::telemetry::aws::{aws_error_text, traced};
 
 /// Pause before Secrets Manager is asked again after a failed read.
 const RETRY_AFTER: Duration = Duration::from_secs(5);
@@ -121,52 +119,25 @@ impl CredentialStore {
 async fn read_secret(
     secret_id: &str,
 ) -> Result<HashMap<ProviderId, ClientCredentials>, CredentialsError> {
-    let span = tracing::info_span!(
-        "SecretsManager.GetSecretValue",
-        otel.kind = "client",
-        otel.status_description = Empty,
-        "rpc.system" = "aws-api",
-        "rpc.service" = "SecretsManager",
-        "rpc.method" = "GetSecretValue",
-        "aws.request_id" = Empty,
-    );
-    async {
-        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .timeout_config(
-                aws_config::timeout::TimeoutConfig::builder()
-                    .connect_timeout(Duration::from_secs(1))
-                    .operation_timeout(Duration::from_secs(3))
-                    .build(),
-            )
-            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(2))
-            .load()
-            .await;
-        let client = aws_sdk_secretsmanager::Client::new(&config);
-        let output = client.get_secret_value().secret_id(secret_id).send().await;
-        let span = tracing::Span::current();
-        let output = output.map_err(|e| {
-            let message = aws_sdk_secretsmanager::error::DisplayErrorContext(&e).to_string();
-            span.record("otel.status_description", message.as_str());
-            CredentialsError::Unavailable(format!("GetSecretValue failed: {message}"))
-        })?;
-        if let Some(id) = output.request_id() {
-            span.record("aws.request_id", id);
-        }
-        let text = output.secret_string().ok_or_else(|| {
-            CredentialsError::Unavailable("the secret has no SecretString".to_owned())
-        })?;
-        let values: HashMap<String, serde_json::Value> =
-            serde_json::from_str(text).map_err(|_| {
-                CredentialsError::Unavailable(
-                    "the secret is not a JSON object of strings".to_owned(),
-                )
-            })?;
-        Ok(credentials_from(&|name| {
-            values.get(name).and_then(|v| v.as_str()).map(str::to_owned)
-        }))
-    }
-    .instrument(span)
+    let client = aws_sdk_secretsmanager::Client::new(&crate::aws::sdk_config().await);
+    let output = traced(
+        "SecretsManager",
+        "GetSecretValue",
+        client.get_secret_value().secret_id(secret_id).send(),
+    )
     .await
+    .map_err(|e| {
+        CredentialsError::Unavailable(format!("GetSecretValue failed: {}", aws_error_text(&e)))
+    })?;
+    let text = output.secret_string().ok_or_else(|| {
+        CredentialsError::Unavailable("the secret has no SecretString".to_owned())
+    })?;
+    let values: HashMap<String, serde_json::Value> = serde_json::from_str(text).map_err(|_| {
+        CredentialsError::Unavailable("the secret is not a JSON object of strings".to_owned())
+    })?;
+    Ok(credentials_from(&|name| {
+        values.get(name).and_then(|v| v.as_str()).map(str::to_owned)
+    }))
 }
 
 #[cfg(test)]

@@ -66,7 +66,7 @@ fn api_error(error: BrokerError) -> ApiError {
                 .unwrap_or_default()
         }
     };
-    ApiError::OAuth {
+    ApiError::Coded {
         status,
         code: error.code(),
         detail,

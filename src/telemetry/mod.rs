@@ -6,6 +6,7 @@
 //! thread → [`exporter::Resilient`] → OTLP over HTTP/protobuf (default) or gRPC to the ADOT
 //! collector on localhost. Log lines go to stdout through [`logs`].
 
+pub mod aws;
 pub mod exporter;
 pub mod http;
 pub mod lambda;

@@ -1,0 +1,18 @@
+//! The AWS SDK configuration shared by every AWS client (Secrets Manager, DynamoDB): region and
+//! credentials from the environment (Lambda sets them; `AWS_ENDPOINT_URL` points tests at moto),
+//! bounded timeouts and at most two attempts, so a sick AWS endpoint costs seconds, not minutes.
+
+use std::time::Duration;
+
+pub async fn sdk_config() -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(1))
+                .operation_timeout(Duration::from_secs(3))
+                .build(),
+        )
+        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(2))
+        .load()
+        .await
+}

@@ -1,0 +1,145 @@
+//! What the device routes do: enroll (check the CSR before touching the CA, issue, store),
+//! renew (issue a new certificate with the stored platform, then revoke only the old serial),
+//! revoke, status, and the CA certificate and pin.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use thiserror::Error;
+
+use super::ca::{CertificateAuthority, Pin};
+use super::csr::{self, CsrError};
+use super::id::{DeviceId, Platform, Serial};
+use super::material::{CaProvider, MaterialError};
+use super::store::{CertificateRecord, CertificateStore, StoreError};
+
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum DeviceError {
+    #[error("{0}")]
+    Csr(#[from] CsrError),
+    #[error(transparent)]
+    Material(#[from] MaterialError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("signing failed")]
+    Signing,
+    #[error("no certificate found for device {0}")]
+    NotFound(DeviceId),
+    #[error("old_serial is not a current certificate of this device")]
+    SerialMismatch,
+}
+
+/// A freshly issued certificate, as enrollment and renewal answer it.
+#[derive(Debug, Clone)]
+pub struct Enrollment {
+    pub certificate: String,
+    pub serial: Serial,
+    pub issued_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub ca_certificate: String,
+}
+
+#[derive(Debug)]
+pub struct DeviceService {
+    ca: CaProvider,
+    store: Arc<dyn CertificateStore>,
+}
+
+impl DeviceService {
+    pub fn new(ca: CaProvider, store: Arc<dyn CertificateStore>) -> Self {
+        Self { ca, store }
+    }
+
+    pub async fn authority(&self) -> Result<Arc<CertificateAuthority>, DeviceError> {
+        Ok(self.ca.get().await?)
+    }
+
+    pub fn store(&self) -> &dyn CertificateStore {
+        self.store.as_ref()
+    }
+
+    async fn issue(
+        &self,
+        csr_pem: &str,
+        device: &DeviceId,
+        platform: Platform,
+    ) -> Result<Enrollment, DeviceError> {
+        let checked = csr::check(csr_pem)?;
+        let ca = self.authority().await?;
+        let issued = ca
+            .issue(&checked, device, platform, Utc::now())
+            .map_err(|e| {
+                tracing::error!(error = %e, "certificate signing failed");
+                DeviceError::Signing
+            })?;
+        self.store
+            .save(&CertificateRecord {
+                device_id: device.clone(),
+                serial: issued.serial.clone(),
+                platform,
+                issued_at: issued.issued_at,
+                expires_at: issued.expires_at,
+                certificate_pem: issued.pem.clone(),
+                revoked: false,
+                revoked_at: None,
+                revocation_reason: None,
+            })
+            .await?;
+        tracing::info!(device_id = %device, serial = %issued.serial, platform = platform.as_str(), "certificate issued");
+        Ok(Enrollment {
+            certificate: issued.pem,
+            serial: issued.serial,
+            issued_at: issued.issued_at,
+            expires_at: issued.expires_at,
+            ca_certificate: ca.certificate_pem().to_owned(),
+        })
+    }
+
+    pub async fn enroll(
+        &self,
+        csr_pem: &str,
+        device: &DeviceId,
+        platform: Platform,
+    ) -> Result<Enrollment, DeviceError> {
+        self.issue(csr_pem, device, platform).await
+    }
+
+    /// Issues a new certificate for `device` and revokes `old_serial` (only), which must be an
+    /// active certificate of the same device.
+    pub async fn renew(
+        &self,
+        csr_pem: &str,
+        device: &DeviceId,
+        old_serial: &Serial,
+    ) -> Result<Enrollment, DeviceError> {
+        let old = self.store.by_serial(old_serial).await?;
+        let old = match old {
+            Some(record) if &record.device_id == device && !record.revoked => record,
+            Some(_) => return Err(DeviceError::SerialMismatch),
+            None => return Err(DeviceError::NotFound(device.clone())),
+        };
+        let renewed = self.issue(csr_pem, device, old.platform).await?;
+        self.store
+            .revoke_serial(old_serial, "Superseded by renewal")
+            .await?;
+        Ok(renewed)
+    }
+
+    pub async fn revoke(&self, device: &DeviceId, reason: &str) -> Result<bool, DeviceError> {
+        let revoked = self.store.revoke_device(device, reason).await?;
+        tracing::info!(device_id = %device, revoked, "device revocation");
+        Ok(revoked)
+    }
+
+    pub async fn status(&self, device: &DeviceId) -> Result<CertificateRecord, DeviceError> {
+        self.store
+            .current(device)
+            .await?
+            .ok_or_else(|| DeviceError::NotFound(device.clone()))
+    }
+
+    pub async fn pin(&self) -> Result<(Pin, String), DeviceError> {
+        let ca = self.authority().await?;
+        Ok((ca.pin(), ca.certificate_pem().to_owned()))
+    }
+}

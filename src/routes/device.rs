@@ -1,0 +1,395 @@
+//! The device routes (spec §2.9–2.14): enrollment (201), renewal, revocation and status behind
+//! the client-certificate guard, and the public CA certificate and pin.
+
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::app::AppState;
+use crate::device::guard::{DeviceIdentity, GuardError, presented_pem, verify};
+use crate::device::id::{DeviceId, Platform, Serial};
+use crate::device::material::MaterialError;
+use crate::device::service::{DeviceError, Enrollment};
+use crate::error::{ApiError, FieldError};
+use crate::extract::{ApiJson, Validate};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/device/enroll", post(enroll))
+        .route("/device/renew", post(renew))
+        .route("/device/revoke", post(revoke))
+        .route("/device/status/{device_id}", get(status))
+        .route("/device/ca-certificate", get(ca_certificate))
+        .route("/device/ca-certificate-pin", get(ca_certificate_pin))
+}
+
+fn coded(status: StatusCode, code: &str, detail: impl Into<String>) -> ApiError {
+    ApiError::Coded {
+        status,
+        code: Some(code.to_owned()),
+        detail: detail.into(),
+    }
+}
+
+fn api_error(error: DeviceError) -> ApiError {
+    match error {
+        DeviceError::Csr(e) => coded(StatusCode::BAD_REQUEST, "invalid_csr", e.to_string()),
+        DeviceError::NotFound(device) => coded(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("No certificate found for device {device}"),
+        ),
+        DeviceError::SerialMismatch => {
+            coded(StatusCode::CONFLICT, "serial_mismatch", error.to_string())
+        }
+        DeviceError::Material(MaterialError::Invalid(e)) => {
+            ApiError::Internal(format!("CA material: {e}"))
+        }
+        DeviceError::Material(e) => {
+            tracing::error!(error = %e, "device CA unavailable");
+            coded(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ca_unavailable",
+                "The certificate authority is unavailable; try again shortly.",
+            )
+        }
+        DeviceError::Store(e) => {
+            tracing::error!(error = %e, "certificate storage failed");
+            coded(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage_unavailable",
+                "Certificate storage is unavailable; try again shortly.",
+            )
+        }
+        DeviceError::Signing => ApiError::Internal("certificate signing failed".to_owned()),
+    }
+}
+
+/// The caller's verified device certificate (401 when absent, 403 when not acceptable).
+pub struct Authenticated(pub DeviceIdentity);
+
+impl FromRequestParts<AppState> for Authenticated {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let pem = presented_pem(parts, state.config.devices.trusted_cert_header);
+        let result = match pem {
+            None => Err(GuardError::Missing),
+            Some(pem) => verify(&pem, &state.devices).await,
+        };
+        result.map(Authenticated).map_err(|e| {
+            tracing::warn!(reason = %e, "client certificate refused");
+            match e {
+                GuardError::Missing => coded(
+                    StatusCode::UNAUTHORIZED,
+                    "client_certificate_required",
+                    "Client certificate required for this endpoint.",
+                ),
+                GuardError::Rejected(_) => coded(
+                    StatusCode::FORBIDDEN,
+                    "client_certificate_rejected",
+                    e.to_string(),
+                ),
+                GuardError::Unavailable => coded(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ca_unavailable",
+                    e.to_string(),
+                ),
+            }
+        })
+    }
+}
+
+impl Authenticated {
+    /// The certificate must belong to the device the request acts on.
+    fn acting_on(&self, device: &DeviceId) -> Result<(), ApiError> {
+        if &self.0.device_id == device {
+            Ok(())
+        } else {
+            Err(coded(
+                StatusCode::FORBIDDEN,
+                "device_mismatch",
+                "The client certificate belongs to another device.",
+            ))
+        }
+    }
+}
+
+/// Naive UTC ISO-8601 as the spec prints it: microseconds only when non-zero.
+fn naive(t: DateTime<Utc>) -> String {
+    if t.timestamp_subsec_micros() == 0 {
+        t.format("%Y-%m-%dT%H:%M:%S").to_string()
+    } else {
+        t.format("%Y-%m-%dT%H:%M:%S%.6f").to_string()
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct EnrollmentBody {
+    certificate: String,
+    serial: Serial,
+    issued_at: String,
+    expires_at: String,
+    ca_certificate: String,
+}
+
+impl From<Enrollment> for EnrollmentBody {
+    fn from(e: Enrollment) -> Self {
+        Self {
+            certificate: e.certificate,
+            serial: e.serial,
+            issued_at: naive(e.issued_at),
+            expires_at: naive(e.expires_at),
+            ca_certificate: e.ca_certificate,
+        }
+    }
+}
+
+fn csr_error(csr: &str) -> Option<FieldError> {
+    let msg = if csr.chars().count() < 100 {
+        "String should have at least 100 characters"
+    } else if !csr
+        .trim_start()
+        .starts_with("-----BEGIN CERTIFICATE REQUEST-----")
+    {
+        "Value error, CSR must be in PEM format"
+    } else if !csr
+        .trim_end()
+        .ends_with("-----END CERTIFICATE REQUEST-----")
+    {
+        "Value error, CSR must end with PEM footer"
+    } else if csr.len() > 16 * 1024 {
+        "String should have at most 16384 characters"
+    } else {
+        return None;
+    };
+    let kind = if msg.starts_with("Value") {
+        "value_error"
+    } else {
+        "string_length"
+    };
+    Some(FieldError::new(kind, &["body", "csr"], msg))
+}
+
+fn field(kind: &str, name: &str, result: Result<impl Sized, String>) -> Option<FieldError> {
+    result
+        .err()
+        .map(|msg| FieldError::new(kind, &["body", name], msg))
+}
+
+#[derive(Debug, Deserialize)]
+struct EnrollBody {
+    csr: String,
+    device_id: String,
+    platform: String,
+    /// Accepted for compatibility; attestation is verified by the attestation routes.
+    #[allow(dead_code)]
+    attestation: Option<String>,
+}
+
+impl Validate for EnrollBody {
+    fn validate(&self) -> Vec<FieldError> {
+        [
+            csr_error(&self.csr),
+            field("value_error", "device_id", DeviceId::parse(&self.device_id)),
+            field("value_error", "platform", Platform::parse(&self.platform)),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+}
+
+fn parsed<T>(result: Result<T, String>) -> Result<T, ApiError> {
+    result.map_err(|e| ApiError::Validation(vec![FieldError::new("value_error", &["body"], e)]))
+}
+
+async fn enroll(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<EnrollBody>,
+) -> Result<(StatusCode, Json<EnrollmentBody>), ApiError> {
+    let device = parsed(DeviceId::parse(&body.device_id))?;
+    let platform = parsed(Platform::parse(&body.platform))?;
+    let enrollment = state
+        .devices
+        .enroll(&body.csr, &device, platform)
+        .await
+        .map_err(api_error)?;
+    Ok((StatusCode::CREATED, Json(enrollment.into())))
+}
+
+#[derive(Debug, Deserialize)]
+struct RenewBody {
+    csr: String,
+    device_id: String,
+    old_serial: String,
+}
+
+impl Validate for RenewBody {
+    fn validate(&self) -> Vec<FieldError> {
+        [
+            csr_error(&self.csr),
+            field("value_error", "device_id", DeviceId::parse(&self.device_id)),
+            field("value_error", "old_serial", Serial::parse(&self.old_serial)),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+}
+
+async fn renew(
+    State(state): State<AppState>,
+    caller: Authenticated,
+    ApiJson(body): ApiJson<RenewBody>,
+) -> Result<Json<EnrollmentBody>, ApiError> {
+    let device = parsed(DeviceId::parse(&body.device_id))?;
+    let old_serial = parsed(Serial::parse(&body.old_serial))?;
+    caller.acting_on(&device)?;
+    let renewed = state
+        .devices
+        .renew(&body.csr, &device, &old_serial)
+        .await
+        .map_err(api_error)?;
+    Ok(Json(renewed.into()))
+}
+
+#[derive(Debug, Deserialize)]
+struct RevokeBody {
+    device_id: String,
+    reason: Option<String>,
+}
+
+impl Validate for RevokeBody {
+    fn validate(&self) -> Vec<FieldError> {
+        let reason = self
+            .reason
+            .as_deref()
+            .filter(|r| r.chars().count() > 256)
+            .map(|_| {
+                FieldError::new(
+                    "string_too_long",
+                    &["body", "reason"],
+                    "String should have at most 256 characters",
+                )
+            });
+        [
+            field("value_error", "device_id", DeviceId::parse(&self.device_id)),
+            reason,
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct RevokeAnswer {
+    success: bool,
+    device_id: DeviceId,
+    message: String,
+}
+
+async fn revoke(
+    State(state): State<AppState>,
+    caller: Authenticated,
+    ApiJson(body): ApiJson<RevokeBody>,
+) -> Result<Json<RevokeAnswer>, ApiError> {
+    let device = parsed(DeviceId::parse(&body.device_id))?;
+    caller.acting_on(&device)?;
+    let reason = body.reason.as_deref().unwrap_or("Revoked by the device");
+    let success = state
+        .devices
+        .revoke(&device, reason)
+        .await
+        .map_err(api_error)?;
+    let message = if success {
+        format!("Certificate revoked for device {device}")
+    } else {
+        format!("No certificate found for device {device}")
+    };
+    Ok(Json(RevokeAnswer {
+        success,
+        device_id: device,
+        message,
+    }))
+}
+
+#[derive(Debug, Serialize)]
+struct StatusAnswer {
+    device_id: DeviceId,
+    serial: Serial,
+    platform: Platform,
+    issued_at: String,
+    expires_at: String,
+    revoked: bool,
+    days_until_expiry: i64,
+}
+
+async fn status(
+    State(state): State<AppState>,
+    caller: Authenticated,
+    Path(device_id): Path<String>,
+) -> Result<Json<StatusAnswer>, ApiError> {
+    let device = DeviceId::parse(&device_id).map_err(|e| {
+        ApiError::Validation(vec![FieldError::new(
+            "value_error",
+            &["path", "device_id"],
+            e,
+        )])
+    })?;
+    caller.acting_on(&device)?;
+    let record = state.devices.status(&device).await.map_err(api_error)?;
+    let days_until_expiry = (record.expires_at - Utc::now())
+        .num_seconds()
+        .div_euclid(86_400);
+    Ok(Json(StatusAnswer {
+        device_id: record.device_id,
+        serial: record.serial,
+        platform: record.platform,
+        issued_at: naive(record.issued_at),
+        expires_at: naive(record.expires_at),
+        revoked: record.revoked,
+        days_until_expiry,
+    }))
+}
+
+#[derive(Debug, Serialize)]
+struct CaCertificate {
+    certificate: String,
+    format: &'static str,
+    usage: &'static str,
+}
+
+async fn ca_certificate(State(state): State<AppState>) -> Result<Json<CaCertificate>, ApiError> {
+    let ca = state.devices.authority().await.map_err(api_error)?;
+    Ok(Json(CaCertificate {
+        certificate: ca.certificate_pem().to_owned(),
+        format: "PEM",
+        usage: "Add to client truststore for mTLS verification",
+    }))
+}
+
+#[derive(Debug, Serialize)]
+struct PinAnswer {
+    sha256_base64: String,
+    sha256_hex: String,
+    certificate_pem: String,
+    algorithm: &'static str,
+    usage: &'static str,
+}
+
+async fn ca_certificate_pin(State(state): State<AppState>) -> Result<Json<PinAnswer>, ApiError> {
+    let (pin, certificate_pem) = state.devices.pin().await.map_err(api_error)?;
+    Ok(Json(PinAnswer {
+        sha256_base64: pin.sha256_base64,
+        sha256_hex: pin.sha256_hex,
+        certificate_pem,
+        algorithm: "SHA-256",
+        usage: "Use sha256_base64 for iOS/Android certificate pinning",
+    }))
+}

@@ -1,0 +1,622 @@
+//! The device CA in process with the local backend: issuance checked by independent tools
+//! (`openssl verify`, x509-parser), the key policy, and the client-certificate guard, presented
+//! through a trusted proxy header (server mode).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use apuntador_backend::app::{AppState, router};
+use apuntador_backend::config::Config;
+use apuntador_backend::device::ca::CertificateAuthority;
+use apuntador_backend::device::csr;
+use apuntador_backend::device::id::{DeviceId, Platform};
+use apuntador_backend::device::store::local::LocalStore;
+use apuntador_backend::device::store::{CertificateRecord, CertificateStore};
+use apuntador_backend::telemetry::http::RequestTracing;
+use axum::Router;
+use axum::body::{Body, to_bytes};
+use axum::http::{Request, StatusCode, header};
+use opentelemetry_aws::trace::XrayPropagator;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tower::ServiceExt;
+use x509_parser::prelude::*;
+
+struct Fixture {
+    app: Router,
+    dir: PathBuf,
+}
+
+fn temp_dir() -> PathBuf {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).unwrap();
+    let dir = std::env::temp_dir().join(format!("apuntador-device-{}", u64::from_le_bytes(bytes)));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+async fn fixture() -> Fixture {
+    let dir = temp_dir();
+    let vars: HashMap<String, String> = [
+        ("SECRET_KEY", "device-router-secret-0123456789abcdef0123"),
+        ("INFRASTRUCTURE_BASE_DIR", dir.to_str().unwrap()),
+        ("TRUSTED_CLIENT_CERT_HEADER", "X-Client-Cert"),
+    ]
+    .iter()
+    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+    .collect();
+    let config = Arc::new(Config::from_lookup(&move |n| vars.get(n).cloned()).unwrap());
+    let tracing = RequestTracing::new(Arc::new(XrayPropagator::default()), false);
+    Fixture {
+        app: router(AppState::new(config).await.unwrap(), tracing),
+        dir,
+    }
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    body: Value,
+}
+
+async fn send(app: &Router, request: Request<Body>) -> Answer {
+    let response = app.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = to_bytes(response.into_body(), 1 << 20).await.unwrap();
+    Answer {
+        status,
+        headers,
+        body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    }
+}
+
+fn encoded(pem: &str) -> String {
+    percent_encoding::utf8_percent_encode(pem, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+async fn post(app: &Router, path: &str, body: Value, cert: Option<&str>) -> Answer {
+    let mut request = Request::post(path).header(header::CONTENT_TYPE, "application/json");
+    if let Some(pem) = cert {
+        request = request.header("x-client-cert", encoded(pem));
+    }
+    send(app, request.body(Body::from(body.to_string())).unwrap()).await
+}
+
+async fn get(app: &Router, path: &str, cert: Option<&str>) -> Answer {
+    let mut request = Request::get(path).header("origin", "http://localhost:3000");
+    if let Some(pem) = cert {
+        request = request.header("x-client-cert", encoded(pem));
+    }
+    send(app, request.body(Body::empty()).unwrap()).await
+}
+
+/// A CSR made by the `openssl` CLI (an implementation independent of ours).
+fn openssl_csr(dir: &Path, key_args: &[&str], name: &str) -> String {
+    let key = dir.join(format!("{name}.key"));
+    let status = Command::new("openssl")
+        .args(["req", "-new", "-nodes", "-subj", "/CN=ignored-by-the-ca"])
+        .args(key_args)
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(dir.join(format!("{name}.csr")))
+        .output()
+        .expect("openssl is installed");
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    std::fs::read_to_string(dir.join(format!("{name}.csr"))).unwrap()
+}
+
+fn p256_csr(dir: &Path, name: &str) -> String {
+    openssl_csr(
+        dir,
+        &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"],
+        name,
+    )
+}
+
+async fn enroll(app: &Router, csr: &str, device: &str, platform: &str) -> Answer {
+    post(
+        app,
+        "/device/enroll",
+        json!({"csr": csr, "device_id": device, "platform": platform}),
+        None,
+    )
+    .await
+}
+
+fn parse_pem(pem: &str) -> Vec<u8> {
+    x509_parser::pem::parse_x509_pem(pem.as_bytes())
+        .unwrap()
+        .1
+        .contents
+}
+
+#[tokio::test]
+async fn enrollment_issues_certificates_that_check_out_independently() {
+    let f = fixture().await;
+    let csr = p256_csr(&f.dir, "phone");
+    let answer = enroll(&f.app, &csr, "phone-device-01", "Android").await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.body);
+    let pem = answer.body["certificate"].as_str().unwrap();
+    let serial = answer.body["serial"].as_str().unwrap();
+    assert!(
+        serial.len() == 32
+            && serial
+                .chars()
+                .all(|c| c.is_ascii_digit() || ('A'..='F').contains(&c)),
+        "{serial}"
+    );
+    let ca_pem = answer.body["ca_certificate"].as_str().unwrap();
+    assert!(pem.ends_with("-----END CERTIFICATE-----\n"));
+
+    std::fs::write(f.dir.join("issued.pem"), pem).unwrap();
+    std::fs::write(f.dir.join("ca.pem"), ca_pem).unwrap();
+    let verify = Command::new("openssl")
+        .args(["verify", "-purpose", "sslclient", "-CAfile"])
+        .arg(f.dir.join("ca.pem"))
+        .arg(f.dir.join("issued.pem"))
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "openssl verify: {}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+
+    let der = parse_pem(pem);
+    let (_, cert) = X509Certificate::from_der(&der).unwrap();
+    let ca_der = parse_pem(ca_pem);
+    let (_, ca) = X509Certificate::from_der(&ca_der).unwrap();
+    assert_eq!(
+        cert.subject().to_string(),
+        "CN=phone-device-01, O=Apuntador Devices"
+    );
+    assert_eq!(cert.issuer(), ca.subject());
+    assert_eq!(
+        cert.raw_serial_as_string()
+            .replace(':', "")
+            .to_ascii_uppercase()
+            .trim_start_matches('0'),
+        serial.trim_start_matches('0')
+    );
+    let days =
+        (cert.validity().not_after.timestamp() - cert.validity().not_before.timestamp()) / 86_400;
+    assert_eq!(days, 30, "android certificates last 30 days");
+    assert!(cert.verify_signature(Some(ca.public_key())).is_ok());
+    let bc = cert.basic_constraints().unwrap().unwrap();
+    assert!(bc.critical && !bc.value.ca);
+    let ku = cert.key_usage().unwrap().unwrap();
+    assert!(
+        ku.critical
+            && ku.value.digital_signature()
+            && ku.value.key_encipherment()
+            && !ku.value.key_cert_sign()
+    );
+    let eku = cert.extended_key_usage().unwrap().unwrap();
+    assert!(eku.value.client_auth && !eku.value.server_auth);
+    let ski = cert
+        .extensions()
+        .iter()
+        .find_map(|e| match e.parsed_extension() {
+            ParsedExtension::SubjectKeyIdentifier(k) => Some(k.0.to_vec()),
+            _ => None,
+        });
+    assert!(ski.is_some(), "SKI present");
+    let aki = cert
+        .extensions()
+        .iter()
+        .find_map(|e| match e.parsed_extension() {
+            ParsedExtension::AuthorityKeyIdentifier(a) => {
+                a.key_identifier.as_ref().map(|k| k.0.to_vec())
+            }
+            _ => None,
+        });
+    let ca_ski = ca
+        .extensions()
+        .iter()
+        .find_map(|e| match e.parsed_extension() {
+            ParsedExtension::SubjectKeyIdentifier(k) => Some(k.0.to_vec()),
+            _ => None,
+        });
+    assert_eq!(aki, ca_ski, "AKI names the CA key");
+    assert_eq!(
+        cert.public_key().raw,
+        x509_parser::certification_request::X509CertificationRequest::from_der(&parse_pem(&csr))
+            .unwrap()
+            .1
+            .certification_request_info
+            .subject_pki
+            .raw,
+        "the certificate carries the CSR's key"
+    );
+
+    for (platform, expected) in [("desktop", 7), ("web", 1), ("ios", 30)] {
+        let a = enroll(
+            &f.app,
+            &p256_csr(&f.dir, platform),
+            &format!("{platform}-device"),
+            platform,
+        )
+        .await;
+        let der = parse_pem(a.body["certificate"].as_str().unwrap());
+        let (_, c) = X509Certificate::from_der(&der).unwrap();
+        let days =
+            (c.validity().not_after.timestamp() - c.validity().not_before.timestamp()) / 86_400;
+        assert_eq!(days, expected, "{platform}");
+    }
+}
+
+#[tokio::test]
+async fn key_policy_and_csr_checks() {
+    let f = fixture().await;
+    let accepted = [
+        ("rsa2048", vec!["-newkey", "rsa:2048"]),
+        (
+            "p384",
+            vec!["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-384"],
+        ),
+        ("ed25519", vec!["-newkey", "ed25519"]),
+    ];
+    for (name, args) in accepted {
+        let a = enroll(
+            &f.app,
+            &openssl_csr(&f.dir, &args, name),
+            "policy-device",
+            "web",
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::CREATED, "{name}: {}", a.body);
+    }
+    let refused = [
+        (
+            "rsa1024",
+            vec!["-newkey", "rsa:1024"],
+            "RSA key of 1024 bits is too small",
+        ),
+        (
+            "k256",
+            vec!["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:secp256k1"],
+            "EC curve",
+        ),
+    ];
+    for (name, args, why) in refused {
+        let a = enroll(
+            &f.app,
+            &openssl_csr(&f.dir, &args, name),
+            "policy-device",
+            "web",
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{name}");
+        assert_eq!(a.body["error"], "invalid_csr");
+        assert!(
+            a.body["detail"].as_str().unwrap().contains(why),
+            "{name}: {}",
+            a.body
+        );
+    }
+    // A CSR whose signature does not match its content.
+    let good = p256_csr(&f.dir, "tamper");
+    let mut der = parse_pem(&good);
+    let at = der.len() / 2;
+    der[at] ^= 0x01;
+    let tampered = format!(
+        "-----BEGIN CERTIFICATE REQUEST-----\n{}\n-----END CERTIFICATE REQUEST-----\n",
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &der)
+    );
+    assert!(csr::check(&tampered).is_err());
+    let a = enroll(&f.app, &tampered, "policy-device", "web").await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.body);
+
+    let garbage = format!(
+        "-----BEGIN CERTIFICATE REQUEST-----\n{}\n-----END CERTIFICATE REQUEST-----",
+        "A".repeat(120)
+    );
+    assert_eq!(
+        enroll(&f.app, &garbage, "policy-device", "web")
+            .await
+            .status,
+        StatusCode::BAD_REQUEST
+    );
+    let a = enroll(&f.app, &"x".repeat(150), "policy-device", "web").await;
+    assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        a.body["errors"][0]["msg"]
+            .as_str()
+            .unwrap()
+            .contains("PEM format")
+    );
+    let a = enroll(&f.app, &good, "../../etc/passwd", "tv").await;
+    assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let locs: Vec<Value> = a.body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["loc"].clone())
+        .collect();
+    assert_eq!(
+        locs,
+        [json!(["body", "device_id"]), json!(["body", "platform"])]
+    );
+    assert!(
+        !f.dir
+            .join("certificates")
+            .join("..")
+            .join("..")
+            .join("etc")
+            .exists()
+    );
+}
+
+#[tokio::test]
+async fn the_guard_accepts_only_our_live_certificate_for_its_own_device() {
+    let f = fixture().await;
+    let enrolled = enroll(&f.app, &p256_csr(&f.dir, "a"), "device-alpha", "android").await;
+    let cert = enrolled.body["certificate"].as_str().unwrap().to_owned();
+    let serial = enrolled.body["serial"].as_str().unwrap().to_owned();
+    let other = enroll(&f.app, &p256_csr(&f.dir, "b"), "device-bravo", "android").await;
+    let other_cert = other.body["certificate"].as_str().unwrap().to_owned();
+
+    let ok = get(&f.app, "/device/status/device-alpha", Some(&cert)).await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
+    assert_eq!(ok.body["serial"], serial.as_str());
+    assert_eq!(ok.body["platform"], "android");
+    assert_eq!(ok.body["revoked"], false);
+    assert_eq!(ok.body["days_until_expiry"], 29);
+
+    let missing = get(&f.app, "/device/status/device-alpha", None).await;
+    assert_eq!(missing.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        missing.headers[header::CONTENT_TYPE],
+        "application/problem+json"
+    );
+    assert_eq!(
+        missing.headers["access-control-allow-origin"],
+        "http://localhost:3000"
+    );
+
+    let mismatch = get(&f.app, "/device/status/device-alpha", Some(&other_cert)).await;
+    assert_eq!(
+        (mismatch.status, mismatch.body["error"].as_str()),
+        (StatusCode::FORBIDDEN, Some("device_mismatch"))
+    );
+
+    // A certificate from another CA, and a self-signed one that copies our serial and subject.
+    let (foreign_key, foreign_ca) = CertificateAuthority::create(30).unwrap();
+    let foreign = CertificateAuthority::from_pem(&foreign_key, &foreign_ca).unwrap();
+    let checked = csr::check(&p256_csr(&f.dir, "f")).unwrap();
+    let device = DeviceId::parse("device-alpha").unwrap();
+    let foreign_cert = foreign
+        .issue(&checked, &device, Platform::Android, chrono::Utc::now())
+        .unwrap();
+    let a = get(
+        &f.app,
+        "/device/status/device-alpha",
+        Some(&foreign_cert.pem),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN, "foreign CA");
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "device-alpha");
+    params.serial_number = Some(rcgen::SerialNumber::from_slice(&hex(&serial)));
+    let stolen = params
+        .self_signed(&rcgen::KeyPair::generate().unwrap())
+        .unwrap()
+        .pem();
+    let a = get(&f.app, "/device/status/device-alpha", Some(&stolen)).await;
+    assert_eq!(
+        a.status,
+        StatusCode::FORBIDDEN,
+        "self-signed with a stolen serial"
+    );
+
+    // Expired: issued by our CA 40 days ago and registered.
+    let ca = CertificateAuthority::from_pem(
+        &std::fs::read_to_string(f.dir.join("ca_private_key.pem")).unwrap(),
+        &std::fs::read_to_string(f.dir.join("ca_certificate.pem")).unwrap(),
+    )
+    .unwrap();
+    let old = ca
+        .issue(
+            &checked,
+            &device,
+            Platform::Android,
+            chrono::Utc::now() - chrono::Duration::days(40),
+        )
+        .unwrap();
+    LocalStore::new(&f.dir)
+        .save(&CertificateRecord {
+            device_id: device.clone(),
+            serial: old.serial.clone(),
+            platform: Platform::Android,
+            issued_at: old.issued_at,
+            expires_at: old.expires_at,
+            certificate_pem: old.pem.clone(),
+            revoked: false,
+            revoked_at: None,
+            revocation_reason: None,
+        })
+        .await
+        .unwrap();
+    let a = get(&f.app, "/device/status/device-alpha", Some(&old.pem)).await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN, "expired");
+    assert!(a.body["detail"].as_str().unwrap().contains("expired"));
+    // Issued by our CA but never registered.
+    let unregistered = ca
+        .issue(&checked, &device, Platform::Android, chrono::Utc::now())
+        .unwrap();
+    assert_eq!(
+        get(
+            &f.app,
+            "/device/status/device-alpha",
+            Some(&unregistered.pem)
+        )
+        .await
+        .status,
+        StatusCode::FORBIDDEN
+    );
+    // Garbage in the header.
+    assert_eq!(
+        get(
+            &f.app,
+            "/device/status/device-alpha",
+            Some("not a certificate")
+        )
+        .await
+        .status,
+        StatusCode::FORBIDDEN
+    );
+
+    // Revoked: the device revokes itself; its certificate stops working.
+    let revoked = post(
+        &f.app,
+        "/device/revoke",
+        json!({"device_id": "device-alpha", "reason": "lost"}),
+        Some(&cert),
+    )
+    .await;
+    assert_eq!(
+        revoked.body,
+        json!({"success": true, "device_id": "device-alpha", "message": "Certificate revoked for device device-alpha"})
+    );
+    let a = get(&f.app, "/device/status/device-alpha", Some(&cert)).await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
+    assert!(a.body["detail"].as_str().unwrap().contains("revoked"));
+    let cross = post(
+        &f.app,
+        "/device/revoke",
+        json!({"device_id": "device-alpha"}),
+        Some(&other_cert),
+    )
+    .await;
+    assert_eq!(
+        cross.status,
+        StatusCode::FORBIDDEN,
+        "one device cannot revoke another"
+    );
+}
+
+fn hex(serial: &str) -> Vec<u8> {
+    (0..serial.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&serial[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn renewal_revokes_only_the_old_certificate() {
+    let f = fixture().await;
+    let first = enroll(
+        &f.app,
+        &p256_csr(&f.dir, "r1"),
+        "renewing-device",
+        "desktop",
+    )
+    .await;
+    let old_cert = first.body["certificate"].as_str().unwrap().to_owned();
+    let old_serial = first.body["serial"].as_str().unwrap().to_owned();
+    let body = json!({"csr": p256_csr(&f.dir, "r2"), "device_id": "renewing-device", "old_serial": old_serial.to_ascii_lowercase()});
+    let renewed = post(&f.app, "/device/renew", body, Some(&old_cert)).await;
+    assert_eq!(renewed.status, StatusCode::OK, "{}", renewed.body);
+    let new_cert = renewed.body["certificate"].as_str().unwrap().to_owned();
+    let new_serial = renewed.body["serial"].as_str().unwrap().to_owned();
+    assert_ne!(new_serial, old_serial);
+
+    assert_eq!(
+        get(&f.app, "/device/status/renewing-device", Some(&old_cert))
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    let status = get(&f.app, "/device/status/renewing-device", Some(&new_cert)).await;
+    assert_eq!(
+        status.status,
+        StatusCode::OK,
+        "the device keeps working: {}",
+        status.body
+    );
+    assert_eq!(
+        status.body["serial"],
+        new_serial.as_str(),
+        "current = newest"
+    );
+    assert_eq!(
+        status.body["platform"], "desktop",
+        "renewal keeps the stored platform"
+    );
+
+    let again = post(
+        &f.app,
+        "/device/renew",
+        json!({"csr": p256_csr(&f.dir, "r3"), "device_id": "renewing-device", "old_serial": old_serial}),
+        Some(&new_cert),
+    )
+    .await;
+    assert_eq!(
+        again.status,
+        StatusCode::CONFLICT,
+        "a revoked serial cannot be renewed: {}",
+        again.body
+    );
+}
+
+#[tokio::test]
+async fn ca_certificate_and_pin_are_public() {
+    let f = fixture().await;
+    let ca = get(&f.app, "/device/ca-certificate", None).await;
+    assert_eq!(ca.status, StatusCode::OK);
+    assert_eq!(ca.body["format"], "PEM");
+    let pem = ca.body["certificate"].as_str().unwrap();
+    let pin = get(&f.app, "/device/ca-certificate-pin", None).await;
+    assert_eq!(
+        pin.status,
+        StatusCode::OK,
+        "pinning is needed before enrollment"
+    );
+    let der = parse_pem(pem);
+    let (_, cert) = X509Certificate::from_der(&der).unwrap();
+    let digest = Sha256::digest(cert.public_key().raw);
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(pin.body["sha256_hex"], hex.as_str());
+    assert_eq!(
+        pin.body["sha256_base64"],
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, digest).as_str()
+    );
+    assert_eq!(pin.body["certificate_pem"], pem);
+    assert_eq!(pin.body["algorithm"], "SHA-256");
+    // The development CA was created on first use, with a private key only its owner can read.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(f.dir.join("ca_private_key.pem"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}
+
+#[tokio::test]
+async fn preflights_to_guarded_paths_pass() {
+    let f = fixture().await;
+    let request = Request::options("/device/renew")
+        .header("origin", "http://localhost:3000")
+        .header("access-control-request-method", "POST")
+        .body(Body::empty())
+        .unwrap();
+    let a = send(&f.app, request).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(
+        a.headers["access-control-allow-origin"],
+        "http://localhost:3000"
+    );
+}
