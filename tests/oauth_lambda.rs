@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use support::otlp::{OtlpReceiver, ReceivedSpan};
 use support::provider_double::{CLIENT_SECRET, ProviderDouble};
 use support::runtime_api::{Event, Outcome, RuntimeApi};
-use support::{Process, binary, closed_port, http_api_event, lambda_env};
+use support::{Process, binary, closed_port, http_api_event, lambda_env, moto};
 
 const ROOT: &str = "1-6b04aa01-0a0a0a0a0a0a0a0a0a0a0a0a";
 const VERIFIER: &str = "e2e-verifier-e2e-verifier-e2e-verifier-e2e-verifier";
@@ -197,42 +197,6 @@ async fn full_flows_trace_every_provider_call() {
             );
         }
     }
-}
-
-/// `moto_server` from the test tools (`MOTO_SERVER`), on a free loopback port.
-fn moto() -> Option<(Process, String)> {
-    let path = std::env::var_os("MOTO_SERVER")
-        .map(std::path::PathBuf::from)
-        .filter(|p| p.exists());
-    let Some(path) = path else {
-        assert!(
-            std::env::var("APUNTADOR_REQUIRE_RIE").as_deref() != Ok("1"),
-            "MOTO_SERVER is not set; run scripts/test.sh"
-        );
-        return None;
-    };
-    let port = closed_port();
-    let process = Process::spawn(
-        &path,
-        &[
-            "-H".into(),
-            "127.0.0.1".into(),
-            "-p".into(),
-            port.to_string(),
-        ],
-        &[],
-    );
-    let endpoint = format!("http://127.0.0.1:{port}");
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "moto_server did not start: {:?}",
-            process.lines()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Some((process, endpoint))
 }
 
 fn aws_env(endpoint: &str) -> Vec<(String, String)> {

@@ -135,6 +135,43 @@ impl Drop for Process {
     }
 }
 
+/// `moto_server` from the test tools (`MOTO_SERVER`) on a free loopback port, with its
+/// endpoint; `None` (a skip) only outside `scripts/test.sh`.
+pub fn moto() -> Option<(Process, String)> {
+    let path = std::env::var_os("MOTO_SERVER")
+        .map(PathBuf::from)
+        .filter(|p| p.exists());
+    let Some(path) = path else {
+        assert!(
+            std::env::var("APUNTADOR_REQUIRE_RIE").as_deref() != Ok("1"),
+            "MOTO_SERVER is not set; run scripts/test.sh"
+        );
+        return None;
+    };
+    let port = closed_port();
+    let process = Process::spawn(
+        &path,
+        &[
+            "-H".into(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            port.to_string(),
+        ],
+        &[],
+    );
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "moto_server did not start: {:?}",
+            process.lines()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Some((process, endpoint))
+}
+
 /// A loopback port that nothing listens on (bound, then released).
 pub fn closed_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -161,6 +198,18 @@ pub fn http_api_event(
     query: &str,
     body: Option<&serde_json::Value>,
 ) -> String {
+    http_api_event_with_cert(method, path, query, body, None)
+}
+
+/// The same event, with a client certificate in the mutual-TLS context, as API Gateway passes
+/// it after a custom domain's mutual-TLS handshake.
+pub fn http_api_event_with_cert(
+    method: &str,
+    path: &str,
+    query: &str,
+    body: Option<&serde_json::Value>,
+    client_cert_pem: Option<&str>,
+) -> String {
     let mut headers = serde_json::json!({
         "host": "a1b2c3d4e5.execute-api.eu-west-1.amazonaws.com",
         "user-agent": "apuntador-e2e",
@@ -169,7 +218,7 @@ pub fn http_api_event(
     if body.is_some() {
         headers["content-type"] = "application/json".into();
     }
-    serde_json::json!({
+    let mut event = serde_json::json!({
         "version": "2.0",
         "routeKey": "$default",
         "rawPath": path,
@@ -188,6 +237,17 @@ pub fn http_api_event(
         },
         "body": body.map(|b| b.to_string()),
         "isBase64Encoded": false
-    })
-    .to_string()
+    });
+    if let Some(pem) = client_cert_pem {
+        event["requestContext"]["authentication"] = serde_json::json!({
+            "clientCert": {
+                "clientCertPem": pem,
+                "subjectDN": "CN=device",
+                "issuerDN": "CN=Apuntador Certificate Authority,O=Apuntador,C=ES",
+                "serialNumber": "00",
+                "validity": {"notBefore": "Nov 23 20:04:14 2026 GMT", "notAfter": "Dec 23 20:04:14 2026 GMT"}
+            }
+        });
+    }
+    event.to_string()
 }

@@ -1,0 +1,270 @@
+//! The device CA as deployed: certificate records in DynamoDB and the CA in Secrets Manager
+//! (both on moto), client certificates in API Gateway's mutual-TLS context, under the Runtime API
+//! double; every AWS call a CLIENT span under the invocation span.
+
+mod support;
+
+use std::time::Duration;
+
+use apuntador_backend::device::ca::CertificateAuthority;
+use aws_sdk_secretsmanager::config::{BehaviorVersion, Credentials, Region};
+use serde_json::{Value, json};
+use support::otlp::{OtlpReceiver, ReceivedSpan};
+use support::runtime_api::{Event, Outcome, RuntimeApi};
+use support::{Process, binary, http_api_event_with_cert, lambda_env, moto};
+
+const ROOT: &str = "1-6b04aa01-0d0d0d0d0d0d0d0d0d0d0d0d";
+
+fn csr() -> String {
+    let key = rcgen::KeyPair::generate().unwrap();
+    rcgen::CertificateParams::new(Vec::<String>::new())
+        .unwrap()
+        .serialize_request(&key)
+        .unwrap()
+        .pem()
+        .unwrap()
+}
+
+async fn create_ca_secrets(endpoint: &str) -> String {
+    let config = aws_sdk_secretsmanager::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("eu-west-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
+        .build();
+    let client = aws_sdk_secretsmanager::Client::from_conf(config);
+    let (key, cert) = CertificateAuthority::create(365).unwrap();
+    for (name, value) in [
+        ("apuntador-e2e/ca-private-key", key),
+        ("apuntador-e2e/ca-certificate", cert.clone()),
+    ] {
+        client
+            .create_secret()
+            .name(name)
+            .secret_string(value)
+            .send()
+            .await
+            .expect("secret created");
+    }
+    cert
+}
+
+async fn invoke(
+    api: &RuntimeApi,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+    cert: Option<&str>,
+) -> (Outcome, u16, Value) {
+    let event = http_api_event_with_cert(method, path, "", body.as_ref(), cert);
+    let trace_header = Some(format!("Root={ROOT};Parent=53995c3f42cd8ad8;Sampled=1"));
+    let outcome = api
+        .invoke(Event {
+            body: event,
+            trace_header,
+        })
+        .await;
+    assert!(outcome.ok, "{path}: {}", outcome.body);
+    let response = outcome.json();
+    let status = response["statusCode"].as_u64().unwrap() as u16;
+    let body =
+        serde_json::from_str(response["body"].as_str().unwrap_or("null")).unwrap_or(Value::Null);
+    (outcome, status, body)
+}
+
+fn children<'a>(spans: &'a [ReceivedSpan], outcome: &Outcome) -> Vec<&'a ReceivedSpan> {
+    let server = spans
+        .iter()
+        .find(|s| s.attr("faas.invocation_id") == Some(outcome.request_id.as_str()))
+        .expect("server span");
+    spans
+        .iter()
+        .filter(|s| s.parent_span_id == server.span_id)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn enrollment_guard_renewal_and_revocation_on_dynamodb_and_secrets_manager() {
+    let Some((_moto, endpoint)) = moto() else {
+        return;
+    };
+    let ca_pem = create_ca_secrets(&endpoint).await;
+    let receiver = OtlpReceiver::start().await;
+    let api = RuntimeApi::start().await;
+    let mut env = lambda_env(&format!("http://{}", receiver.http_addr));
+    env.extend(
+        [
+            ("AWS_LAMBDA_RUNTIME_API", api.addr.to_string()),
+            ("INFRASTRUCTURE_PROVIDER", "aws".into()),
+            ("AWS_DYNAMODB_TABLE", "apuntador-e2e-certificates".into()),
+            ("AWS_SECRETS_PREFIX", "apuntador-e2e".into()),
+            ("AUTO_CREATE_RESOURCES", "true".into()),
+            ("AWS_ENDPOINT_URL", endpoint.clone()),
+            ("AWS_ACCESS_KEY_ID", "testing".into()),
+            ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+        ]
+        .map(|(k, v)| (k.to_owned(), v)),
+    );
+    let process = Process::spawn(&binary(), &[], &env);
+
+    let (enroll, status, enrolled) = invoke(
+        &api,
+        "POST",
+        "/device/enroll",
+        Some(json!({"csr": csr(), "device_id": "aws-device-1", "platform": "ios"})),
+        None,
+    )
+    .await;
+    assert_eq!(status, 201, "{enrolled}");
+    assert_eq!(enrolled["ca_certificate"], ca_pem.as_str());
+    let cert = enrolled["certificate"].as_str().unwrap().to_owned();
+    let serial = enrolled["serial"].as_str().unwrap().to_owned();
+
+    let spans = receiver.wait_for_spans(5, Duration::from_secs(5)).await;
+    let calls: Vec<(String, String)> = children(&spans, &enroll)
+        .iter()
+        .map(|s| {
+            (
+                s.attr("rpc.service").unwrap_or("").to_owned(),
+                s.attr("rpc.method").unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    for expected in [
+        ("SecretsManager", "GetSecretValue"),
+        ("DynamoDB", "DescribeTable"),
+        ("DynamoDB", "CreateTable"),
+        ("DynamoDB", "PutItem"),
+    ] {
+        assert!(
+            calls.contains(&(expected.0.to_owned(), expected.1.to_owned())),
+            "{expected:?} not in {calls:?}"
+        );
+    }
+    for span in children(&spans, &enroll) {
+        assert_eq!(span.kind, 3, "CLIENT");
+        assert_eq!(span.attr("rpc.system"), Some("aws-api"));
+        assert!(
+            span.attr("aws.request_id").is_some_and(|id| !id.is_empty()),
+            "{:?}",
+            span.attributes
+        );
+        assert_eq!(span.xray_trace_id(), ROOT);
+    }
+
+    let (_, status, _) = invoke(&api, "GET", "/device/status/aws-device-1", None, None).await;
+    assert_eq!(status, 401, "no certificate in the mutual-TLS context");
+    let (status_call, status, body) = invoke(
+        &api,
+        "GET",
+        "/device/status/aws-device-1",
+        None,
+        Some(&cert),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["serial"], serial.as_str());
+    assert_eq!(body["platform"], "ios");
+    assert_eq!(body["days_until_expiry"], 29);
+    let spans = receiver.wait_for_spans(10, Duration::from_secs(5)).await;
+    let lookups: Vec<&ReceivedSpan> = children(&spans, &status_call);
+    assert!(
+        lookups
+            .iter()
+            .all(|s| s.attr("rpc.method") == Some("Query")),
+        "serial lookups query the index, never scan"
+    );
+
+    let (_, status, renewed) = invoke(
+        &api,
+        "POST",
+        "/device/renew",
+        Some(json!({"csr": csr(), "device_id": "aws-device-1", "old_serial": serial})),
+        Some(&cert),
+    )
+    .await;
+    assert_eq!(status, 200, "{renewed}");
+    let new_cert = renewed["certificate"].as_str().unwrap().to_owned();
+    let (_, status, _) = invoke(
+        &api,
+        "GET",
+        "/device/status/aws-device-1",
+        None,
+        Some(&cert),
+    )
+    .await;
+    assert_eq!(status, 403, "the old certificate is revoked");
+    let (_, status, body) = invoke(
+        &api,
+        "GET",
+        "/device/status/aws-device-1",
+        None,
+        Some(&new_cert),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body["serial"], renewed["serial"],
+        "current = newest issued_at"
+    );
+
+    let (_, status, body) = invoke(
+        &api,
+        "POST",
+        "/device/revoke",
+        Some(json!({"device_id": "aws-device-1", "reason": "stolen"})),
+        Some(&new_cert),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["success"], true, "revocation reports success");
+    let (_, status, _) = invoke(
+        &api,
+        "GET",
+        "/device/status/aws-device-1",
+        None,
+        Some(&new_cert),
+    )
+    .await;
+    assert_eq!(status, 403);
+
+    let (_, status, pin) = invoke(&api, "GET", "/device/ca-certificate-pin", None, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(pin["certificate_pem"], ca_pem.as_str());
+    assert!(
+        process.lines().iter().all(|l| !l.contains("PRIVATE KEY")),
+        "the CA key never reaches a log line"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn headers_are_not_trusted_under_lambda() {
+    let api = RuntimeApi::start().await;
+    let receiver = OtlpReceiver::start().await;
+    let dir = std::env::temp_dir().join(format!("apuntador-lambda-{}", std::process::id()));
+    let mut env = lambda_env(&format!("http://{}", receiver.http_addr));
+    env.push(("AWS_LAMBDA_RUNTIME_API".into(), api.addr.to_string()));
+    env.push(("INFRASTRUCTURE_BASE_DIR".into(), dir.display().to_string()));
+    env.push(("TRUSTED_CLIENT_CERT_HEADER".into(), "X-Client-Cert".into()));
+    let _process = Process::spawn(&binary(), &[], &env);
+    let mut event: Value = serde_json::from_str(&http_api_event_with_cert(
+        "GET",
+        "/device/status/aws-device-1",
+        "",
+        None,
+        None,
+    ))
+    .unwrap();
+    event["headers"]["x-client-cert"] = "-----BEGIN%20CERTIFICATE-----".into();
+    let outcome = api
+        .invoke(Event {
+            body: event.to_string(),
+            trace_header: None,
+        })
+        .await;
+    assert_eq!(
+        outcome.json()["statusCode"],
+        401,
+        "under Lambda only the mutual-TLS context counts"
+    );
+}
