@@ -57,6 +57,33 @@ fn expectations() -> BTreeMap<&'static str, Expect> {
             "http-api-root.json",
             e(200, "message", "Apuntador OAuth Backend", true),
         ),
+        // Device samples: the CSR is real; the client certificate in the mutual-TLS samples comes
+        // from another CA, so the guard refuses it (403), and without one it asks for it (401).
+        ("http-api-device-enroll.json", e(201, "serial", "", true)),
+        (
+            "http-api-device-renew-mtls.json",
+            e(403, "error", "client_certificate_rejected", true),
+        ),
+        (
+            "http-api-device-revoke-mtls.json",
+            e(403, "error", "client_certificate_rejected", true),
+        ),
+        (
+            "http-api-device-status-mtls.json",
+            e(403, "error", "client_certificate_rejected", true),
+        ),
+        (
+            "http-api-device-status-no-certificate.json",
+            e(401, "error", "client_certificate_required", true),
+        ),
+        (
+            "http-api-device-ca-certificate.json",
+            e(200, "format", "PEM", true),
+        ),
+        (
+            "http-api-device-ca-certificate-pin.json",
+            e(200, "algorithm", "SHA-256", true),
+        ),
         // OAuth samples: their states are long expired and their codes and tokens unknown to
         // the provider double, as they would be to a real provider.
         (
@@ -135,6 +162,23 @@ async fn every_sample_event_is_served_under_the_emulator() {
     let provider = ProviderDouble::start().await;
     let mut env = lambda_env(&format!("http://{}", receiver.http_addr));
     env.extend(provider.env());
+    // A CA made by the binary's own command, as an operator would for a local deployment.
+    let ca_dir = std::env::temp_dir().join(format!("apuntador-rie-ca-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&ca_dir);
+    let created = std::process::Command::new(binary())
+        .args(["create-ca", "--dir"])
+        .arg(&ca_dir)
+        .output()
+        .expect("create-ca runs");
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    env.push((
+        "INFRASTRUCTURE_BASE_DIR".into(),
+        ca_dir.display().to_string(),
+    ));
     let args = vec![
         "--runtime-interface-emulator-address".to_owned(),
         format!("127.0.0.1:{port}"),

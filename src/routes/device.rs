@@ -2,8 +2,9 @@
 //! the client-certificate guard, and the public CA certificate and pin.
 
 use axum::extract::{FromRequestParts, Path, State};
-use axum::http::StatusCode;
 use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
@@ -73,9 +74,9 @@ fn api_error(error: DeviceError) -> ApiError {
 pub struct Authenticated(pub DeviceIdentity);
 
 impl FromRequestParts<AppState> for Authenticated {
-    type Rejection = ApiError;
+    type Rejection = Response;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
         let pem = presented_pem(parts, state.config.devices.trusted_cert_header);
         let result = match pem {
             None => Err(GuardError::Missing),
@@ -84,21 +85,32 @@ impl FromRequestParts<AppState> for Authenticated {
         result.map(Authenticated).map_err(|e| {
             tracing::warn!(reason = %e, "client certificate refused");
             match e {
-                GuardError::Missing => coded(
-                    StatusCode::UNAUTHORIZED,
-                    "client_certificate_required",
-                    "Client certificate required for this endpoint.",
-                ),
+                GuardError::Missing => {
+                    let mut response = coded(
+                        StatusCode::UNAUTHORIZED,
+                        "client_certificate_required",
+                        "Client certificate required for this endpoint.",
+                    )
+                    .into_response();
+                    // RFC 9110 asks every 401 for a challenge; this one names the mechanism.
+                    response.headers_mut().insert(
+                        header::WWW_AUTHENTICATE,
+                        HeaderValue::from_static(r#"MutualTLS realm="apuntador-devices""#),
+                    );
+                    response
+                }
                 GuardError::Rejected(_) => coded(
                     StatusCode::FORBIDDEN,
                     "client_certificate_rejected",
                     e.to_string(),
-                ),
+                )
+                .into_response(),
                 GuardError::Unavailable => coded(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "ca_unavailable",
                     e.to_string(),
-                ),
+                )
+                .into_response(),
             }
         })
     }
