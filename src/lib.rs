@@ -11,6 +11,7 @@ pub mod device;
 pub mod error;
 pub mod extract;
 pub mod lambda;
+pub mod load_once;
 pub mod oauth;
 pub mod routes;
 pub mod server;

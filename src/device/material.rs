@@ -6,13 +6,13 @@
 //! user's first run works; `apuntador-backend create-ca` creates one deliberately.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use thiserror::Error;
-use tokio::sync::OnceCell;
 
 use super::ca::{CaError, CertificateAuthority};
+use crate::load_once::LoadOnce;
 use crate::telemetry::aws::{aws_error_text, traced};
 
 pub const KEY_FILE: &str = "ca_private_key.pem";
@@ -43,50 +43,37 @@ pub enum CaSource {
 #[derive(Debug)]
 pub struct CaProvider {
     source: CaSource,
-    ca: OnceCell<Arc<CertificateAuthority>>,
-    last_failure: Mutex<Option<(Instant, MaterialError)>>,
+    ca: LoadOnce<Arc<CertificateAuthority>, MaterialError>,
 }
 
 impl CaProvider {
     pub fn new(source: CaSource) -> Self {
         Self {
             source,
-            ca: OnceCell::new(),
-            last_failure: Mutex::new(None),
+            ca: LoadOnce::new(RETRY_AFTER),
         }
     }
 
     pub async fn get(&self) -> Result<Arc<CertificateAuthority>, MaterialError> {
-        if let Some(ca) = self.ca.get() {
-            return Ok(ca.clone());
-        }
-        if let Some((at, error)) = self
-            .last_failure
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            && at.elapsed() < RETRY_AFTER
-        {
-            return Err(error.clone());
-        }
         self.ca
-            .get_or_try_init(|| async {
-                let (key, cert) = match &self.source {
-                    CaSource::Files {
-                        dir,
-                        create_if_missing,
-                    } => read_files(dir, *create_if_missing).await?,
-                    CaSource::SecretsManager { prefix } => read_secrets(prefix).await?,
-                };
-                Ok(Arc::new(CertificateAuthority::from_pem(&key, &cert)?))
+            .get(|| async {
+                self.load()
+                    .await
+                    .inspect_err(|e| tracing::error!(error = %e, "the device CA is unavailable"))
             })
             .await
             .cloned()
-            .inspect_err(|e: &MaterialError| {
-                tracing::error!(error = %e, "the device CA is unavailable");
-                *self.last_failure.lock().unwrap_or_else(|p| p.into_inner()) =
-                    Some((Instant::now(), e.clone()));
-            })
+    }
+
+    async fn load(&self) -> Result<Arc<CertificateAuthority>, MaterialError> {
+        let (key, cert) = match &self.source {
+            CaSource::Files {
+                dir,
+                create_if_missing,
+            } => read_files(dir, *create_if_missing).await?,
+            CaSource::SecretsManager { prefix } => read_secrets(prefix).await?,
+        };
+        Ok(Arc::new(CertificateAuthority::from_pem(&key, &cert)?))
     }
 }
 

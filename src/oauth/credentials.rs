@@ -8,14 +8,13 @@
 //! every other route keeps working.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use thiserror::Error;
-use tokio::sync::OnceCell;
 
 use super::provider::ProviderId;
 use crate::config::Secret;
+use crate::load_once::LoadOnce;
 use crate::telemetry::aws::{aws_error_text, traced};
 
 /// Pause before Secrets Manager is asked again after a failed read.
@@ -71,16 +70,14 @@ pub enum CredentialSource {
 #[derive(Debug)]
 pub struct CredentialStore {
     source: CredentialSource,
-    loaded: OnceCell<HashMap<ProviderId, ClientCredentials>>,
-    last_failure: Mutex<Option<(Instant, String)>>,
+    loaded: LoadOnce<HashMap<ProviderId, ClientCredentials>, CredentialsError>,
 }
 
 impl CredentialStore {
     pub fn new(source: CredentialSource) -> Self {
         Self {
             source,
-            loaded: OnceCell::new(),
-            last_failure: Mutex::new(None),
+            loaded: LoadOnce::new(RETRY_AFTER),
         }
     }
 
@@ -90,25 +87,15 @@ impl CredentialStore {
         provider: ProviderId,
     ) -> Result<Option<ClientCredentials>, CredentialsError> {
         let all = match &self.source {
-            CredentialSource::Environment(map) => return Ok(map.get(&provider).cloned()),
+            CredentialSource::Environment(map) => map,
             CredentialSource::SecretsManager { secret_id } => {
-                if let Some((at, error)) = self
-                    .last_failure
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .as_ref()
-                    && at.elapsed() < RETRY_AFTER
-                {
-                    return Err(CredentialsError::Unavailable(error.clone()));
-                }
                 self.loaded
-                    .get_or_try_init(|| read_secret(secret_id))
-                    .await
-                    .inspect_err(|e| {
-                        let message = e.to_string();
-                        tracing::warn!(error = %message, "could not read OAuth credentials from Secrets Manager");
-                        *self.last_failure.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), message));
-                    })?
+                    .get(|| async {
+                        read_secret(secret_id).await.inspect_err(|e| {
+                            tracing::warn!(error = %e, "could not read OAuth credentials from Secrets Manager")
+                        })
+                    })
+                    .await?
             }
         };
         Ok(all.get(&provider).cloned())
