@@ -268,7 +268,7 @@ async fn key_policy_and_csr_checks() {
         let a = enroll(
             &f.app,
             &openssl_csr(&f.dir, &args, name),
-            "policy-device",
+            &format!("policy-{name}"),
             "web",
         )
         .await;
@@ -290,7 +290,7 @@ async fn key_policy_and_csr_checks() {
         let a = enroll(
             &f.app,
             &openssl_csr(&f.dir, &args, name),
-            "policy-device",
+            &format!("policy-{name}"),
             "web",
         )
         .await;
@@ -312,7 +312,7 @@ async fn key_policy_and_csr_checks() {
         base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &der)
     );
     assert!(csr::check(&tampered).is_err());
-    let a = enroll(&f.app, &tampered, "policy-device", "web").await;
+    let a = enroll(&f.app, &tampered, "policy-tampered", "web").await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.body);
 
     let garbage = format!(
@@ -320,7 +320,7 @@ async fn key_policy_and_csr_checks() {
         "A".repeat(120)
     );
     assert_eq!(
-        enroll(&f.app, &garbage, "policy-device", "web")
+        enroll(&f.app, &garbage, "policy-garbage", "web")
             .await
             .status,
         StatusCode::BAD_REQUEST
@@ -474,6 +474,13 @@ async fn the_guard_accepts_only_our_live_certificate_for_its_own_device() {
         .await
         .status,
         StatusCode::FORBIDDEN
+    );
+
+    // Nobody can enroll an active device's id to impersonate it.
+    let takeover = enroll(&f.app, &p256_csr(&f.dir, "t"), "device-alpha", "android").await;
+    assert_eq!(
+        (takeover.status, takeover.body["error"].as_str()),
+        (StatusCode::CONFLICT, Some("already_enrolled"))
     );
 
     // Revoked: the device revokes itself; its certificate stops working.

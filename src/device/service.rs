@@ -27,6 +27,10 @@ pub enum DeviceError {
     NotFound(DeviceId),
     #[error("old_serial is not a current certificate of this device")]
     SerialMismatch,
+    #[error(
+        "device {0} already has an active certificate; renew it with that certificate, or revoke it first"
+    )]
+    AlreadyEnrolled(DeviceId),
 }
 
 /// A freshly issued certificate, as enrollment and renewal answer it.
@@ -58,16 +62,15 @@ impl DeviceService {
         self.store.as_ref()
     }
 
-    async fn issue(
+    async fn issue_checked(
         &self,
-        csr_pem: &str,
+        checked: &csr::CheckedCsr,
         device: &DeviceId,
         platform: Platform,
     ) -> Result<Enrollment, DeviceError> {
-        let checked = csr::check(csr_pem)?;
         let ca = self.authority().await?;
         let issued = ca
-            .issue(&checked, device, platform, Utc::now())
+            .issue(checked, device, platform, Utc::now())
             .map_err(|e| {
                 tracing::error!(error = %e, "certificate signing failed");
                 DeviceError::Signing
@@ -95,13 +98,23 @@ impl DeviceService {
         })
     }
 
+    /// First enrollment of a device. A device with an active certificate cannot be enrolled
+    /// again: otherwise anyone could obtain a certificate for another device's id and act as
+    /// it (revoke it, read its status). It renews with its certificate instead.
     pub async fn enroll(
         &self,
         csr_pem: &str,
         device: &DeviceId,
         platform: Platform,
     ) -> Result<Enrollment, DeviceError> {
-        self.issue(csr_pem, device, platform).await
+        let checked = csr::check(csr_pem)?;
+        if let Some(current) = self.store.current(device).await?
+            && !current.revoked
+            && current.expires_at > Utc::now()
+        {
+            return Err(DeviceError::AlreadyEnrolled(device.clone()));
+        }
+        self.issue_checked(&checked, device, platform).await
     }
 
     /// Issues a new certificate for `device` and revokes `old_serial` (only), which must be an
@@ -118,7 +131,8 @@ impl DeviceService {
             Some(_) => return Err(DeviceError::SerialMismatch),
             None => return Err(DeviceError::NotFound(device.clone())),
         };
-        let renewed = self.issue(csr_pem, device, old.platform).await?;
+        let checked = csr::check(csr_pem)?;
+        let renewed = self.issue_checked(&checked, device, old.platform).await?;
         self.store
             .revoke_serial(old_serial, "Superseded by renewal")
             .await?;

@@ -47,6 +47,9 @@ fn api_error(error: DeviceError) -> ApiError {
         DeviceError::SerialMismatch => {
             coded(StatusCode::CONFLICT, "serial_mismatch", error.to_string())
         }
+        DeviceError::AlreadyEnrolled(_) => {
+            coded(StatusCode::CONFLICT, "already_enrolled", error.to_string())
+        }
         DeviceError::Material(MaterialError::Invalid(e)) => {
             ApiError::Internal(format!("CA material: {e}"))
         }
