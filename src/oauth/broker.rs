@@ -188,8 +188,11 @@ impl Broker {
         Ok((provider, credentials))
     }
 
-    fn endpoints(&self, provider: ProviderId) -> &Endpoints {
-        &self.settings.endpoints[&provider]
+    fn endpoints(&self, provider: ProviderId) -> Result<&Endpoints, BrokerError> {
+        self.settings
+            .endpoints
+            .get(&provider)
+            .ok_or(BrokerError::Unconfigured(provider, "no endpoints"))
     }
 
     /// The redirect URI the provider sees: the backend callback, or (Dropbox) the app's own.
@@ -219,7 +222,7 @@ impl Broker {
             issued_at: now,
             expires_at: now + STATE_TTL_SECONDS,
         })?;
-        let mut url = self.endpoints(provider).authorize.clone();
+        let mut url = self.endpoints(provider)?.authorize.clone();
         {
             let mut query = url.query_pairs_mut();
             query
@@ -359,7 +362,7 @@ impl Broker {
     /// saying so (the refresh token stays valid until it expires or the user withdraws consent).
     pub async fn revoke(&self, segment: &str, token: &str) -> Result<Revocation, BrokerError> {
         let (provider, _credentials) = self.resolve(segment).await?;
-        let Some(url) = self.endpoints(provider).revoke.clone() else {
+        let Some(url) = self.endpoints(provider)?.revoke.clone() else {
             return Ok(Revocation {
                 success: false,
                 message: "OneDrive has no token revocation endpoint; the user withdraws access in their Microsoft account",
@@ -395,7 +398,7 @@ impl Broker {
         }
         let answer = self
             .client
-            .post_form(&self.endpoints(provider).token, form, None)
+            .post_form(&self.endpoints(provider)?.token, form, None)
             .await?;
         let parsed: ProviderTokens = serde_json::from_slice(&answer.body)
             .map_err(|_| CallError::Upstream("the token answer is not OAuth JSON".to_owned()))?;
