@@ -627,3 +627,65 @@ async fn preflights_to_guarded_paths_pass() {
         "http://localhost:3000"
     );
 }
+
+#[tokio::test]
+async fn an_existing_rsa_ca_made_by_openssl_signs_too() {
+    let dir = temp_dir();
+    let made = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:3072", "-nodes", "-days", "30", "-sha256",
+        ])
+        .args([
+            "-subj",
+            "/C=ES/O=Apuntador/CN=Apuntador Certificate Authority",
+        ])
+        .args([
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ])
+        .arg("-keyout")
+        .arg(dir.join("ca_private_key.pem"))
+        .arg("-out")
+        .arg(dir.join("ca_certificate.pem"))
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let ca = CertificateAuthority::from_pem(
+        &std::fs::read_to_string(dir.join("ca_private_key.pem")).unwrap(),
+        &std::fs::read_to_string(dir.join("ca_certificate.pem")).unwrap(),
+    )
+    .expect("an RSA CA loads");
+    let checked = csr::check(&p256_csr(&dir, "rsa-ca-client")).unwrap();
+    let issued = ca
+        .issue(
+            &checked,
+            &DeviceId::parse("rsa-ca-device").unwrap(),
+            Platform::Desktop,
+            chrono::Utc::now(),
+        )
+        .unwrap();
+    std::fs::write(dir.join("issued.pem"), &issued.pem).unwrap();
+    let verify = Command::new("openssl")
+        .args(["verify", "-CAfile"])
+        .arg(dir.join("ca_certificate.pem"))
+        .arg(dir.join("issued.pem"))
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+    let der = parse_pem(&issued.pem);
+    let (_, cert) = X509Certificate::from_der(&der).unwrap();
+    assert_eq!(
+        cert.signature_algorithm.algorithm,
+        x509_parser::oid_registry::OID_PKCS1_SHA256WITHRSA
+    );
+}
