@@ -16,6 +16,7 @@ pub mod oauth;
 pub mod routes;
 pub mod server;
 pub mod telemetry;
+pub mod tls;
 
 use std::process::ExitCode;
 use std::sync::Arc;

@@ -67,27 +67,10 @@ pub struct ProviderClient {
     http: reqwest::Client,
 }
 
-/// TLS for provider calls: Mozilla's roots compiled in (`webpki-roots`), aws-lc-rs crypto (the
-/// provider the AWS SDK uses too). Reading the system store instead costs ~15 ms of cold start
-/// (one file per certificate); the price is that roots update with this crate, not the OS.
-fn tls_config() -> Result<rustls::ClientConfig, rustls::Error> {
-    let roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    };
-    Ok(
-        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth(),
-    )
-}
-
 impl ProviderClient {
     pub fn new(connect_timeout: Duration, timeout: Duration) -> Result<Self, ClientBuildError> {
         let http = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls_config()?)
+            .tls_backend_preconfigured(crate::tls::client_config()?)
             .connect_timeout(connect_timeout)
             .timeout(timeout)
             .user_agent(concat!("apuntador-backend/", env!("CARGO_PKG_VERSION")))
@@ -226,11 +209,8 @@ mod tests {
     }
 
     #[test]
-    fn the_client_builds_with_compiled_in_roots() {
-        let config = tls_config().unwrap();
-        assert!(config.alpn_protocols.is_empty(), "HTTP/1.1 only");
+    fn the_client_builds() {
         assert!(ProviderClient::new(Duration::from_secs(1), Duration::from_secs(2)).is_ok());
-        assert!(webpki_roots::TLS_SERVER_ROOTS.len() > 100);
     }
 
     #[test]

@@ -89,8 +89,9 @@ pub struct TelemetrySettings {
     pub propagators: Propagators,
     pub log_format: logs::LogFormat,
     pub log_filter: String,
-    /// Set only when the user gave no timeout variable.
-    pub default_timeout: Option<Duration>,
+    /// Per export: `OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`, else `OTEL_EXPORTER_OTLP_TIMEOUT`
+    /// (milliseconds), else [`DEFAULT_EXPORT_TIMEOUT`].
+    pub export_timeout: Duration,
 }
 
 impl TelemetrySettings {
@@ -147,18 +148,29 @@ impl TelemetrySettings {
                 }
             }
         }
-        let timeout_set = [
+        let export_timeout = [
             "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
             "OTEL_EXPORTER_OTLP_TIMEOUT",
         ]
         .iter()
-        .any(|n| get(n).is_some());
+        .find_map(|n| get(n))
+        .map(|v| {
+            v.parse::<u64>()
+                .map(Duration::from_millis)
+                .map_err(|_| TelemetryError::Unsupported {
+                    name: "OTEL_EXPORTER_OTLP_TIMEOUT",
+                    value: v.clone(),
+                    allowed: "a number of milliseconds",
+                })
+        })
+        .transpose()?
+        .unwrap_or(DEFAULT_EXPORT_TIMEOUT);
         Ok(Self {
             sink,
             propagators,
             log_format: logs::LogFormat::from_env(env),
             log_filter: logs::filter_directives(env),
-            default_timeout: (!timeout_set).then_some(DEFAULT_EXPORT_TIMEOUT),
+            export_timeout,
         })
     }
 }
@@ -213,31 +225,42 @@ fn resource(environment: &str, env: &dyn Fn(&str) -> Option<String>) -> Resource
     builder.build()
 }
 
+/// The OTLP/HTTP exporter's blocking client, built on its own thread (a blocking client may
+/// not be built inside the async runtime) with the shared TLS config: the exporter's default
+/// client would load the system root store at every cold start.
+fn blocking_http_client(timeout: Duration) -> Result<reqwest::blocking::Client, TelemetryError> {
+    let build = move || -> Result<reqwest::blocking::Client, String> {
+        let tls = crate::tls::client_config().map_err(|e| e.to_string())?;
+        reqwest::blocking::Client::builder()
+            .timeout(timeout)
+            .tls_backend_preconfigured(tls)
+            .build()
+            .map_err(|e| e.to_string())
+    };
+    std::thread::spawn(build)
+        .join()
+        .map_err(|_| TelemetryError::Exporter("building the HTTP client panicked".to_owned()))?
+        .map_err(TelemetryError::Exporter)
+}
+
 fn otlp_exporter(
     protocol: OtlpProtocol,
-    default_timeout: Option<Duration>,
+    timeout: Duration,
 ) -> Result<opentelemetry_otlp::SpanExporter, TelemetryError> {
     let no_retry = opentelemetry_otlp::RetryPolicy::disabled();
     let built = match protocol {
-        OtlpProtocol::HttpProtobuf => {
-            let mut b = opentelemetry_otlp::SpanExporter::builder()
-                .with_http()
-                .with_protocol(Protocol::HttpBinary)
-                .with_retry_policy(no_retry);
-            if let Some(timeout) = default_timeout {
-                b = b.with_timeout(timeout);
-            }
-            b.build()
-        }
-        OtlpProtocol::Grpc => {
-            let mut b = opentelemetry_otlp::SpanExporter::builder()
-                .with_tonic()
-                .with_retry_policy(no_retry);
-            if let Some(timeout) = default_timeout {
-                b = b.with_timeout(timeout);
-            }
-            b.build()
-        }
+        OtlpProtocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_protocol(Protocol::HttpBinary)
+            .with_http_client(blocking_http_client(timeout)?)
+            .with_retry_policy(no_retry)
+            .with_timeout(timeout)
+            .build(),
+        OtlpProtocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_retry_policy(no_retry)
+            .with_timeout(timeout)
+            .build(),
     };
     built.map_err(|e| TelemetryError::Exporter(e.to_string()))
 }
@@ -255,7 +278,7 @@ pub fn init(
     builder = match &settings.sink {
         SpanSink::Otlp { protocol } => {
             let exporter =
-                exporter::Resilient::new(otlp_exporter(*protocol, settings.default_timeout)?);
+                exporter::Resilient::new(otlp_exporter(*protocol, settings.export_timeout)?);
             builder.with_span_processor(BatchSpanProcessor::builder(exporter).build())
         }
         SpanSink::Console => {
@@ -337,7 +360,7 @@ mod tests {
                 tracecontext: false
             }
         );
-        assert_eq!(s.default_timeout, Some(DEFAULT_EXPORT_TIMEOUT));
+        assert_eq!(s.export_timeout, DEFAULT_EXPORT_TIMEOUT);
     }
 
     #[test]
@@ -362,8 +385,9 @@ mod tests {
             }
         );
         assert_eq!(
-            s.default_timeout, None,
-            "the exporter reads the user's timeout itself"
+            s.export_timeout,
+            Duration::from_millis(250),
+            "the user's timeout applies to the client and the exporter"
         );
         assert_eq!(
             settings(&[("OTEL_TRACES_EXPORTER", "console")])
@@ -379,6 +403,7 @@ mod tests {
 
     #[test]
     fn unknown_values_are_start_up_errors() {
+        assert!(settings(&[("OTEL_EXPORTER_OTLP_TIMEOUT", "soon")]).is_err());
         let err = settings(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")]).unwrap_err();
         assert!(err.to_string().contains("http/protobuf, grpc"), "{err}");
         assert!(settings(&[("OTEL_TRACES_EXPORTER", "zipkin")]).is_err());

@@ -202,6 +202,11 @@ impl RuntimeApi {
         }
     }
 
+    /// Every `/next` poll so far.
+    pub fn polls(&self) -> Vec<Instant> {
+        self.shared.book.lock().unwrap().polls.clone()
+    }
+
     pub fn init_errors(&self) -> Vec<String> {
         self.shared.book.lock().unwrap().init_errors.clone()
     }

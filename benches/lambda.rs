@@ -1,0 +1,309 @@
+//! What a Lambda user pays, measured on the release binary as Lambda runs it: under the
+//! project's Runtime API double with a local OTLP receiver. Run through `bench/run.sh`
+//! (`cargo bench --bench lambda`), which also measures sizes and writes the report.
+//!
+//! Measures, per telemetry setting (OTLP to a live collector, exporter `none`, collector down,
+//! collector hanging): cold start (process start → first `/next`), client-visible duration
+//! (event handed over → response posted) and post-response time (response posted → next
+//! `/next`, i.e. the flush) at p50/p99 over a mix of routes, and resident memory (peak, and
+//! after 100 vs after all invocations). Then server mode requests per second with `wrk`.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use support::otlp::{Behaviour, OtlpReceiver};
+use support::provider_double::ProviderDouble;
+use support::runtime_api::{Event, RuntimeApi};
+use support::{Process, binary, closed_port, lambda_env};
+
+const INVOCATIONS: usize = 1000;
+const WARMUP: usize = 50;
+const COLD_STARTS: usize = 15;
+const MIX: [&str; 5] = [
+    "http-api-health.json",
+    "http-api-config-providers.json",
+    "http-api-oauth-authorize-googledrive.json",
+    "http-api-device-ca-certificate-pin.json",
+    "http-api-not-found.json",
+];
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn pct(sorted: &[Duration], p: f64) -> f64 {
+    ms(sorted[((sorted.len() as f64 - 1.0) * p).round() as usize])
+}
+
+fn status_kib(pid: u32, key: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+struct Setting {
+    name: &'static str,
+    env: Vec<(String, String)>,
+}
+
+struct Row {
+    name: &'static str,
+    cold_p50: f64,
+    cold_p99: f64,
+    visible_p50: f64,
+    visible_p99: f64,
+    post_p50: f64,
+    post_p99: f64,
+    post_max: f64,
+    rss_100_kib: u64,
+    rss_end_kib: u64,
+    hwm_kib: u64,
+}
+
+fn base_env(ca_dir: &Path, double: &ProviderDouble, otlp: &str) -> Vec<(String, String)> {
+    let mut env = lambda_env(otlp);
+    env.extend(double.env());
+    env.push((
+        "INFRASTRUCTURE_BASE_DIR".into(),
+        ca_dir.display().to_string(),
+    ));
+    env
+}
+
+async fn cold_starts(env: &[(String, String)]) -> Vec<Duration> {
+    let mut samples = Vec::new();
+    for _ in 0..COLD_STARTS {
+        let api = RuntimeApi::start().await;
+        let mut env = env.to_vec();
+        env.push(("AWS_LAMBDA_RUNTIME_API".into(), api.addr.to_string()));
+        let started = Instant::now();
+        let _process = Process::spawn(&binary(), &[], &env);
+        let first = api
+            .poll_after(started, Duration::from_secs(10))
+            .await
+            .expect("first /next");
+        samples.push(first - started);
+    }
+    samples.sort();
+    samples
+}
+
+async fn run(setting: &Setting) -> Row {
+    let cold = cold_starts(&setting.env).await;
+    let api = RuntimeApi::start().await;
+    let mut env = setting.env.clone();
+    env.push(("AWS_LAMBDA_RUNTIME_API".into(), api.addr.to_string()));
+    let process = Process::spawn(&binary(), &[], &env);
+    let events: Vec<String> = MIX
+        .iter()
+        .map(|f| std::fs::read_to_string(format!("events/{f}")).unwrap())
+        .collect();
+    let mut outcomes = Vec::with_capacity(INVOCATIONS);
+    let mut rss_100 = 0;
+    for i in 0..INVOCATIONS + WARMUP {
+        let trace_header = Some(format!(
+            "Root=1-6b04aa01-{i:024x};Parent=53995c3f42cd8ad8;Sampled=1"
+        ));
+        let outcome = api
+            .invoke(Event {
+                body: events[i % events.len()].clone(),
+                trace_header,
+            })
+            .await;
+        assert!(outcome.ok, "{}", outcome.body);
+        if i >= WARMUP {
+            outcomes.push(outcome);
+        }
+        if i == WARMUP + 100 {
+            rss_100 = status_kib(process.pid(), "VmRSS:");
+        }
+    }
+    let mut visible: Vec<Duration> = outcomes
+        .iter()
+        .map(|o| o.answered_at - o.handed_at)
+        .collect();
+    let polls = api.polls();
+    let mut post: Vec<Duration> = outcomes
+        .iter()
+        .filter_map(|o| {
+            polls
+                .iter()
+                .find(|p| **p >= o.answered_at)
+                .map(|p| *p - o.answered_at)
+        })
+        .collect();
+    visible.sort();
+    post.sort();
+    Row {
+        name: setting.name,
+        cold_p50: pct(&cold, 0.5),
+        cold_p99: pct(&cold, 0.99),
+        visible_p50: pct(&visible, 0.5),
+        visible_p99: pct(&visible, 0.99),
+        post_p50: pct(&post, 0.5),
+        post_p99: pct(&post, 0.99),
+        post_max: ms(*post.last().unwrap()),
+        rss_100_kib: rss_100,
+        rss_end_kib: status_kib(process.pid(), "VmRSS:"),
+        hwm_kib: status_kib(process.pid(), "VmHWM:"),
+    }
+}
+
+/// Requests per second at 32 connections for 10 s, from `wrk`'s summary.
+fn wrk(url: &str, script: Option<&Path>) -> String {
+    let mut command = std::process::Command::new("wrk");
+    command.args(["-t2", "-c32", "-d10s", "--latency"]);
+    if let Some(script) = script {
+        command.arg("-s").arg(script);
+    }
+    let output = command
+        .arg(url)
+        .output()
+        .expect("wrk is installed (bench/run.sh installs it)");
+    let text = String::from_utf8_lossy(&output.stdout);
+    let rps = text
+        .lines()
+        .find(|l| l.starts_with("Requests/sec:"))
+        .map(|l| l[13..].trim().to_owned());
+    let p50 = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("50%"))
+        .map(|l| l.split_whitespace().nth(1).unwrap_or("").to_owned());
+    let p99 = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("99%"))
+        .map(|l| l.split_whitespace().nth(1).unwrap_or("").to_owned());
+    format!(
+        "{} req/s (p50 {}, p99 {})",
+        rps.unwrap_or_default(),
+        p50.unwrap_or_default(),
+        p99.unwrap_or_default()
+    )
+}
+
+fn server_mode(
+    base: &[(String, String)],
+    tracing: bool,
+    otlp: &str,
+    post_script: &Path,
+) -> (String, String) {
+    let mut env: Vec<(String, String)> = base
+        .iter()
+        .filter(|(k, _)| !k.starts_with("AWS_LAMBDA"))
+        .cloned()
+        .collect();
+    env.push(("PORT".into(), "0".into()));
+    env.push(("OTEL_EXPORTER_OTLP_ENDPOINT".into(), otlp.to_owned()));
+    env.push((
+        "OTEL_TRACES_EXPORTER".into(),
+        if tracing { "otlp" } else { "none" }.into(),
+    ));
+    env.push(("TRACE_HEALTH_CHECKS".into(), tracing.to_string()));
+    let process = Process::spawn(&binary(), &[], &env);
+    let line = process
+        .wait_for_line("listening on http://", Duration::from_secs(10))
+        .expect("server reports its address");
+    let url: String = line[line.find("http://").unwrap_or(0)..]
+        .chars()
+        .take_while(|c| *c != '"' && !c.is_whitespace())
+        .collect();
+    let health = wrk(&format!("{url}/health"), None);
+    let authorize = wrk(
+        &format!("{url}/oauth/authorize/googledrive"),
+        Some(post_script),
+    );
+    (health, authorize)
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    let receiver = OtlpReceiver::start().await;
+    let hanging = OtlpReceiver::start().await;
+    hanging.set_behaviour(Behaviour::Hang);
+    let double = ProviderDouble::start().await;
+    let ca_dir = std::env::temp_dir().join(format!("apuntador-bench-ca-{}", std::process::id()));
+    let created = std::process::Command::new(binary())
+        .args(["create-ca", "--dir"])
+        .arg(&ca_dir)
+        .output()
+        .unwrap();
+    assert!(created.status.success());
+
+    let live = format!("http://{}", receiver.http_addr);
+    let settings = [
+        Setting {
+            name: "OTLP http/protobuf, live collector",
+            env: base_env(&ca_dir, &double, &live),
+        },
+        Setting {
+            name: "OTEL_TRACES_EXPORTER=none",
+            env: [
+                base_env(&ca_dir, &double, &live),
+                vec![("OTEL_TRACES_EXPORTER".into(), "none".into())],
+            ]
+            .concat(),
+        },
+        Setting {
+            name: "collector down",
+            env: base_env(
+                &ca_dir,
+                &double,
+                &format!("http://127.0.0.1:{}", closed_port()),
+            ),
+        },
+        Setting {
+            name: "collector hanging (timeout 1000 ms)",
+            env: base_env(&ca_dir, &double, &format!("http://{}", hanging.http_addr)),
+        },
+    ];
+    println!(
+        "| setting | cold start p50 / p99 | client-visible p50 / p99 | post-response p50 / p99 / max | RSS after 100 → {INVOCATIONS} | peak RSS |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for setting in &settings {
+        let r = run(setting).await;
+        println!(
+            "| {} | {:.1} / {:.1} ms | {:.3} / {:.3} ms | {:.3} / {:.3} / {:.1} ms | {:.1} → {:.1} MB | {:.1} MB |",
+            r.name,
+            r.cold_p50,
+            r.cold_p99,
+            r.visible_p50,
+            r.visible_p99,
+            r.post_p50,
+            r.post_p99,
+            r.post_max,
+            r.rss_100_kib as f64 / 1024.0,
+            r.rss_end_kib as f64 / 1024.0,
+            r.hwm_kib as f64 / 1024.0
+        );
+    }
+
+    let script = ca_dir.join("authorize.lua");
+    std::fs::write(
+        &script,
+        r#"wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"code_verifier":"dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk","redirect_uri":"apuntador://oauth-callback"}'
+"#,
+    )
+    .unwrap();
+    let base = base_env(&ca_dir, &double, &live);
+    println!();
+    println!("| server mode, 32 connections | GET /health | POST /oauth/authorize/googledrive |");
+    println!("|---|---|---|");
+    for tracing in [true, false] {
+        let (health, authorize) = server_mode(&base, tracing, &live, &script);
+        println!(
+            "| tracing {} | {health} | {authorize} |",
+            if tracing { "on" } else { "off" }
+        );
+    }
+    let _ = std::fs::remove_dir_all(&ca_dir);
+}
