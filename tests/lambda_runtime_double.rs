@@ -381,7 +381,12 @@ async fn health_checks_are_not_traced_or_logged_by_default() {
         .invoke(event("http-api-root.json", Some(header(ROOT, 1))))
         .await;
     let spans = receiver.wait_for_spans(1, Duration::from_secs(5)).await;
-    assert!(span_of(&spans, &root).is_some());
+    let span = span_of(&spans, &root).expect("span of the traced invocation");
+    assert_eq!(
+        span.attr("faas.coldstart"),
+        Some("false"),
+        "the untraced health check was the cold invocation"
+    );
     assert!(span_of(&spans, &health).is_none());
     assert!(!process.json_logs().iter().any(|l| l["route"] == "/health"));
 }

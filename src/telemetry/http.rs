@@ -118,6 +118,9 @@ pub async fn trace_requests(
         }
     };
 
+    // Consumed by every invocation, traced or not: only the sandbox's first one is cold.
+    let cold_start = lambda.as_ref().map(|_| take_cold_start());
+
     if !tracing_state.trace_health_checks && HEALTH_PATHS.contains(&path.as_str()) {
         let trace_id = parent
             .as_ref()
@@ -143,7 +146,6 @@ pub async fn trace_requests(
                 .get::<ConnectInfo<SocketAddr>>()
                 .map(|c| c.0.ip().to_string())
         });
-    let cold_start = lambda.as_ref().map(|_| take_cold_start());
     let route_slot = RouteSlot::default();
     request.extensions_mut().insert(route_slot.clone());
 
