@@ -20,6 +20,12 @@ requirements="scripts/requirements-tools.txt"
 
 step() { printf '\n==> %s\n' "$*"; }
 
+# The device tests check certificates with an independent implementation: the openssl CLI.
+if ! command -v openssl >/dev/null; then
+  step "installing openssl"
+  apt-get update -qq && apt-get install -y -qq openssl
+fi
+
 if ! cmp -s "$requirements" "$venv/.requirements" 2>/dev/null; then
   step "installing test tools into $venv"
   python3 -m venv "$venv"
