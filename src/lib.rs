@@ -60,6 +60,13 @@ async fn create_ca(args: &[String]) -> ExitCode {
     }
 }
 
+/// A start-up error before logging exists, as one JSON line like every other log line.
+fn early_error(error: &dyn std::fmt::Display) {
+    let line =
+        serde_json::json!({"level": "ERROR", "message": format!("start-up failed: {error}")});
+    eprintln!("{line}");
+}
+
 /// Runs the backend until it is stopped; the exit code reports start-up failures.
 pub async fn run() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -70,7 +77,7 @@ pub async fn run() -> ExitCode {
     let settings = match TelemetrySettings::from_env(&env) {
         Ok(settings) => settings,
         Err(error) => {
-            eprintln!("{{\"level\":\"ERROR\",\"message\":\"start-up failed: {error}\"}}");
+            early_error(&error);
             return ExitCode::FAILURE;
         }
     };
@@ -78,7 +85,7 @@ pub async fn run() -> ExitCode {
     let telemetry = match telemetry::init(&settings, environment.name(), &env) {
         Ok(telemetry) => telemetry,
         Err(error) => {
-            eprintln!("{{\"level\":\"ERROR\",\"message\":\"start-up failed: {error}\"}}");
+            early_error(&error);
             return ExitCode::FAILURE;
         }
     };
