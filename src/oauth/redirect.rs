@@ -45,10 +45,6 @@ impl RedirectAllowlist {
         Ok(list)
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.exact.is_empty() && self.schemes.is_empty()
-    }
-
     pub fn allows(&self, uri: &str) -> bool {
         if self.exact.iter().any(|e| e == uri) {
             return true;
