@@ -1,10 +1,20 @@
 //! The AWS SDK configuration shared by every AWS client (Secrets Manager, DynamoDB): region and
 //! credentials from the environment (Lambda sets them; `AWS_ENDPOINT_URL` points tests at moto),
 //! bounded timeouts and at most two attempts, so a sick AWS endpoint costs seconds, not minutes.
+//! Loaded once per process and shared, so every client reuses one credentials provider and one
+//! HTTP connection pool.
 
 use std::time::Duration;
 
-pub async fn sdk_config() -> aws_config::SdkConfig {
+use tokio::sync::OnceCell;
+
+static CONFIG: OnceCell<aws_config::SdkConfig> = OnceCell::const_new();
+
+pub async fn sdk_config() -> &'static aws_config::SdkConfig {
+    CONFIG.get_or_init(load).await
+}
+
+async fn load() -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
         .timeout_config(
             aws_config::timeout::TimeoutConfig::builder()
