@@ -45,8 +45,9 @@ export AWS_LAMBDA_RIE="$rie" APUNTADOR_REQUIRE_RIE=1 MOTO_SERVER="$venv/bin/moto
 step "cargo fmt --check"
 cargo fmt --check
 
-step "cargo clippy --all-targets -- -D warnings"
-cargo clippy --locked --all-targets -- -D warnings
+# --all-features also lints the optional mimalloc allocator the benchmark compares.
+step "cargo clippy --all-targets --all-features -- -D warnings"
+cargo clippy --locked --all-targets --all-features -- -D warnings
 
 step "cargo build --release (the binary the end-to-end tests run)"
 cargo build --locked --release --bin apuntador-backend
