@@ -5,7 +5,8 @@
 # A variant of the release profile is measured by overriding it from the environment, e.g.
 #   CARGO_PROFILE_RELEASE_LTO=thin CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
 #   BENCH_NAME=thin-cu16 bench/run.sh
-# BENCH_ZIP=0 skips the arm64 zip (a second full build).
+# BENCH_ZIP=0 skips the arm64 zip (a second full build); BENCH_INVOCATIONS (default 1000) sets
+# the measured invocations per setting.
 # BENCH_NAME names the report (bench/results/<name>.md) and keeps the variant's build in its own
 # target directories; BENCH_FEATURES passes cargo features (e.g. mimalloc).
 # bench/profiles.sh runs every variant the README compares.
@@ -44,7 +45,7 @@ fi
 cargo build --locked --release --bin apuntador-backend "${features[@]}"
 bin="$CARGO_TARGET_DIR/release/apuntador-backend"
 echo "Stripped release binary ($(uname -m)): $(stat -c %s "$bin") bytes" >> "$out"
-# The same binary deflated as a Lambda zip is: compares variants without an arm64 build each.
+# The binary deflated as a Lambda zip stores it: compares variants without an arm64 build each.
 zipped=$(python3 - "$bin" <<'PY'
 import io, sys, zipfile
 buf = io.BytesIO()

@@ -19,7 +19,15 @@ use support::provider_double::ProviderDouble;
 use support::runtime_api::{Event, RuntimeApi};
 use support::{Process, binary, closed_port, lambda_env};
 
-const INVOCATIONS: usize = 1000;
+/// Measured invocations per setting; `BENCH_INVOCATIONS` overrides it (a longer run shows
+/// whether resident memory keeps growing).
+fn invocations() -> usize {
+    std::env::var("BENCH_INVOCATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 100)
+        .unwrap_or(1000)
+}
 const WARMUP: usize = 50;
 const COLD_STARTS: usize = 15;
 const MIX: [&str; 5] = [
@@ -105,9 +113,10 @@ async fn run(setting: &Setting) -> Row {
         .iter()
         .map(|f| std::fs::read_to_string(format!("events/{f}")).unwrap())
         .collect();
-    let mut outcomes = Vec::with_capacity(INVOCATIONS);
+    let invocations = invocations();
+    let mut outcomes = Vec::with_capacity(invocations);
     let mut rss_100 = 0;
-    for i in 0..INVOCATIONS + WARMUP {
+    for i in 0..invocations + WARMUP {
         let trace_header = Some(format!(
             "Root=1-6b04aa01-{i:024x};Parent=53995c3f42cd8ad8;Sampled=1"
         ));
@@ -264,7 +273,8 @@ async fn main() {
         },
     ];
     println!(
-        "| setting | cold start p50 / p99 | client-visible p50 / p99 | post-response p50 / p99 / max | RSS after 100 → {INVOCATIONS} | peak RSS |"
+        "| setting | cold start p50 / p99 | client-visible p50 / p99 | post-response p50 / p99 / max | RSS after 100 → {} | peak RSS |",
+        invocations()
     );
     println!("|---|---|---|---|---|---|");
     for setting in &settings {
