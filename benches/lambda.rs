@@ -19,14 +19,16 @@ use support::provider_double::ProviderDouble;
 use support::runtime_api::{Event, RuntimeApi};
 use support::{Process, binary, closed_port, lambda_env};
 
-/// Measured invocations per setting; `BENCH_INVOCATIONS` overrides it (a longer run shows
-/// whether resident memory keeps growing).
+/// Measured invocations per setting: 1000, or `BENCH_INVOCATIONS` (a longer run shows whether
+/// resident memory keeps growing). Above 100, because RSS is also read after the first 100.
 fn invocations() -> usize {
-    std::env::var("BENCH_INVOCATIONS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|&n| n > 100)
-        .unwrap_or(1000)
+    let Ok(text) = std::env::var("BENCH_INVOCATIONS") else {
+        return 1000;
+    };
+    match text.parse() {
+        Ok(n) if n > 100 => n,
+        _ => panic!("BENCH_INVOCATIONS must be a whole number above 100, got {text:?}"),
+    }
 }
 const WARMUP: usize = 50;
 const COLD_STARTS: usize = 15;
@@ -103,7 +105,7 @@ async fn cold_starts(env: &[(String, String)]) -> Vec<Duration> {
     samples
 }
 
-async fn run(setting: &Setting) -> Row {
+async fn run(setting: &Setting, invocations: usize) -> Row {
     let cold = cold_starts(&setting.env).await;
     let api = RuntimeApi::start().await;
     let mut env = setting.env.clone();
@@ -113,7 +115,6 @@ async fn run(setting: &Setting) -> Row {
         .iter()
         .map(|f| std::fs::read_to_string(format!("events/{f}")).unwrap())
         .collect();
-    let invocations = invocations();
     let mut outcomes = Vec::with_capacity(invocations);
     let mut rss_100 = 0;
     for i in 0..invocations + WARMUP {
@@ -233,6 +234,7 @@ fn server_mode(
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
+    let invocations = invocations();
     let receiver = OtlpReceiver::start().await;
     let hanging = OtlpReceiver::start().await;
     hanging.set_behaviour(Behaviour::Hang);
@@ -273,12 +275,11 @@ async fn main() {
         },
     ];
     println!(
-        "| setting | cold start p50 / p99 | client-visible p50 / p99 | post-response p50 / p99 / max | RSS after 100 → {} | peak RSS |",
-        invocations()
+        "| setting | cold start p50 / p99 | client-visible p50 / p99 | post-response p50 / p99 / max | RSS after 100 → {invocations} | peak RSS |"
     );
     println!("|---|---|---|---|---|---|");
     for setting in &settings {
-        let r = run(setting).await;
+        let r = run(setting, invocations).await;
         println!(
             "| {} | {:.1} / {:.1} ms | {:.3} / {:.3} ms | {:.3} / {:.3} / {:.1} ms | {:.1} → {:.1} MB | {:.1} MB |",
             r.name,
