@@ -60,7 +60,7 @@ impl AppState {
                     secrets_prefix,
                     auto_create,
                 } => {
-                    let client = aws_sdk_dynamodb::Client::new(crate::aws::sdk_config().await);
+                    let client = crate::aws::dynamodb().await;
                     (
                         CaSource::SecretsManager {
                             prefix: secrets_prefix.clone(),

@@ -4,6 +4,7 @@
 
 mod support;
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use apuntador_backend::device::ca::CertificateAuthority;
@@ -83,29 +84,40 @@ fn children<'a>(spans: &'a [ReceivedSpan], outcome: &Outcome) -> Vec<&'a Receive
         .collect()
 }
 
+/// The function under the Runtime API double in AWS mode, with AWS at `endpoint`.
+async fn start_in_aws_mode(
+    endpoint: &str,
+    extra: &[(&str, &str)],
+) -> (OtlpReceiver, RuntimeApi, Process) {
+    let receiver = OtlpReceiver::start().await;
+    let api = RuntimeApi::start().await;
+    let mut env = lambda_env(&format!("http://{}", receiver.http_addr));
+    env.extend(
+        [
+            ("AWS_LAMBDA_RUNTIME_API", api.addr.to_string().as_str()),
+            ("INFRASTRUCTURE_PROVIDER", "aws"),
+            ("AWS_DYNAMODB_TABLE", "apuntador-e2e-certificates"),
+            ("AWS_SECRETS_PREFIX", "apuntador-e2e"),
+            ("AWS_ENDPOINT_URL", endpoint),
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ]
+        .iter()
+        .chain(extra)
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
+    let process = Process::spawn(&binary(), &[], &env);
+    (receiver, api, process)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn enrollment_guard_renewal_and_revocation_on_dynamodb_and_secrets_manager() {
     let Some((_moto, endpoint)) = moto() else {
         return;
     };
     let ca_pem = create_ca_secrets(&endpoint).await;
-    let receiver = OtlpReceiver::start().await;
-    let api = RuntimeApi::start().await;
-    let mut env = lambda_env(&format!("http://{}", receiver.http_addr));
-    env.extend(
-        [
-            ("AWS_LAMBDA_RUNTIME_API", api.addr.to_string()),
-            ("INFRASTRUCTURE_PROVIDER", "aws".into()),
-            ("AWS_DYNAMODB_TABLE", "apuntador-e2e-certificates".into()),
-            ("AWS_SECRETS_PREFIX", "apuntador-e2e".into()),
-            ("AUTO_CREATE_RESOURCES", "true".into()),
-            ("AWS_ENDPOINT_URL", endpoint.clone()),
-            ("AWS_ACCESS_KEY_ID", "testing".into()),
-            ("AWS_SECRET_ACCESS_KEY", "testing".into()),
-        ]
-        .map(|(k, v)| (k.to_owned(), v)),
-    );
-    let process = Process::spawn(&binary(), &[], &env);
+    let (receiver, api, process) =
+        start_in_aws_mode(&endpoint, &[("AUTO_CREATE_RESOURCES", "true")]).await;
 
     let (enroll, status, enrolled) = invoke(
         &api,
@@ -267,4 +279,72 @@ async fn headers_are_not_trusted_under_lambda() {
         401,
         "under Lambda only the mutual-TLS context counts"
     );
+}
+
+/// Stands in for an AWS endpoint: records every request's `X-Amzn-Trace-Id` and answers as
+/// Secrets Manager does for a secret that does not exist.
+async fn recording_aws_endpoint() -> (String, Arc<Mutex<Vec<String>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let recorder = seen.clone();
+    let app = axum::Router::new().fallback(move |headers: axum::http::HeaderMap| {
+        let recorder = recorder.clone();
+        async move {
+            let header = headers
+                .get("x-amzn-trace-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("(none)")
+                .to_owned();
+            recorder.lock().unwrap().push(header);
+            (
+                axum::http::StatusCode::BAD_REQUEST,
+                [
+                    ("x-amzn-requestid", "req-0001"),
+                    ("content-type", "application/x-amz-json-1.1"),
+                ],
+                r#"{"__type":"ResourceNotFoundException","Message":"no such secret"}"#,
+            )
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (endpoint, seen)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn aws_calls_carry_their_span_as_the_x_ray_parent() {
+    let (endpoint, seen) = recording_aws_endpoint().await;
+    let (receiver, api, _process) = start_in_aws_mode(&endpoint, &[]).await;
+
+    let event = http_api_event_with_cert("GET", "/device/ca-certificate-pin", "", None, None);
+    let outcome = api
+        .invoke(Event {
+            body: event,
+            trace_header: Some(format!("Root={ROOT};Parent=53995c3f42cd8ad8;Sampled=1")),
+        })
+        .await;
+    assert_eq!(
+        outcome.json()["statusCode"],
+        503,
+        "the CA cannot be read: {}",
+        outcome.body
+    );
+
+    let spans = receiver.wait_for_spans(2, Duration::from_secs(5)).await;
+    let call = children(&spans, &outcome)
+        .into_iter()
+        .find(|s| s.attr("rpc.method") == Some("GetSecretValue"))
+        .expect("a GetSecretValue span under the invocation");
+    assert_eq!(call.attr("aws.request_id"), Some("req-0001"));
+    let headers = seen.lock().unwrap().clone();
+    assert!(!headers.is_empty(), "the endpoint was called");
+    for header in headers {
+        assert_eq!(
+            header,
+            format!("Root={ROOT};Parent={};Sampled=1", call.span_id),
+            "each attempt names the call's span as its parent"
+        );
+    }
 }

@@ -139,7 +139,7 @@ async fn read_files(
 }
 
 async fn read_secrets(prefix: &str) -> Result<(String, String), MaterialError> {
-    let client = aws_sdk_secretsmanager::Client::new(crate::aws::sdk_config().await);
+    let client = crate::aws::secrets_manager().await;
     let mut values = Vec::new();
     for name in ["ca-private-key", "ca-certificate"] {
         let id = format!("{prefix}/{name}");

@@ -106,7 +106,7 @@ impl CredentialStore {
 async fn read_secret(
     secret_id: &str,
 ) -> Result<HashMap<ProviderId, ClientCredentials>, CredentialsError> {
-    let client = aws_sdk_secretsmanager::Client::new(crate::aws::sdk_config().await);
+    let client = crate::aws::secrets_manager().await;
     let output = traced(
         "SecretsManager",
         "GetSecretValue",

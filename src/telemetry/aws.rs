@@ -1,11 +1,61 @@
 //! AWS SDK calls as CLIENT spans (`rpc.system=aws-api`, `rpc.service`, `rpc.method`,
-//! `aws.request_id`), so X-Ray shows DynamoDB and Secrets Manager as downstream nodes.
+//! `aws.request_id`), so X-Ray shows DynamoDB and Secrets Manager as downstream nodes, and
+//! each request carrying its span as `X-Amzn-Trace-Id` ([`TraceHeader`]).
 
+use std::collections::HashMap;
 use std::future::Future;
 
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextMut;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
 use aws_types::request_id::RequestId;
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::trace::TraceContextExt;
+use opentelemetry_aws::trace::XrayPropagator;
 use tracing::Instrument;
 use tracing::field::Empty;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+const TRACE_HEADER: &str = "x-amzn-trace-id";
+
+/// SDK interceptor that sends the current span (the call's CLIENT span from [`traced`]) as the
+/// X-Ray parent of the request, the way the outgoing OAuth calls do.
+///
+/// The SDK's own recursion-detection interceptor would copy `_X_AMZN_TRACE_ID`, which Lambda
+/// runtimes are told to set per invocation; this function's runtime loop does not set it (see
+/// [`crate::lambda`]), and the span is the better parent anyway. This header is the one sent
+/// either way: the recursion-detection interceptor leaves an existing header alone.
+#[derive(Debug, Default)]
+pub struct TraceHeader;
+
+impl Intercept for TraceHeader {
+    fn name(&self) -> &'static str {
+        "TraceHeader"
+    }
+
+    fn modify_before_signing(
+        &self,
+        context: &mut BeforeTransmitInterceptorContextMut<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let span_context = tracing::Span::current().context();
+        if !span_context.span().span_context().is_valid() {
+            return Ok(());
+        }
+        let mut carrier = HashMap::new();
+        XrayPropagator::default().inject_context(&span_context, &mut carrier);
+        if let Some(header) = carrier.remove(TRACE_HEADER) {
+            context
+                .request_mut()
+                .headers_mut()
+                .insert(TRACE_HEADER, header);
+        }
+        Ok(())
+    }
+}
 
 /// Runs one AWS call inside its span and records the request id and any error.
 pub async fn traced<T, E>(

@@ -1,0 +1,143 @@
+//! One invocation: the event handed over by the Runtime API becomes an HTTP request for the
+//! router (through `lambda_http`, which knows API Gateway REST / HTTP APIs, ALB and Function
+//! URLs), and the router's response becomes the JSON the integration expects. Anything that
+//! cannot be answered that way (an event that is not an HTTP request, a panic) becomes a
+//! [`Diagnostic`], which Lambda reports to the caller as a function error.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use axum::Router;
+use futures_util::FutureExt;
+use lambda_http::request::LambdaRequest;
+use lambda_runtime::{Config, Context, Diagnostic, LambdaEvent};
+use tower::{Service, ServiceExt};
+
+use super::runtime_api::NextEvent;
+
+const DEADLINE: &str = "lambda-runtime-deadline-ms";
+
+/// The router behind `lambda_http`'s event adapter.
+pub type Handler = lambda_http::Adapter<'static, axum::response::Response, Router>;
+
+/// Answers one event: the response body to post, or the error to report.
+pub async fn answer(
+    handler: &mut Handler,
+    config: &Arc<Config>,
+    event: &NextEvent,
+) -> Result<Vec<u8>, Diagnostic> {
+    let context = context(config, event)?;
+    let request = parse(&event.body)?;
+    let invoke = async {
+        let ready = handler.ready().await.map_err(|never| match never {})?;
+        ready
+            .call(LambdaEvent::new(request, context))
+            .await
+            .map_err(|never| match never {})
+    };
+    let response = match AssertUnwindSafe(invoke).catch_unwind().await {
+        Ok(Ok(response)) => response,
+        Ok(Err(never)) => match never {},
+        Err(panic) => return Err(panicked(panic.as_ref())),
+    };
+    serde_json::to_vec(&response).map_err(|error| diagnostic("Runtime.SerializationError", error))
+}
+
+/// The invocation context `lambda_http` attaches to the request (request id, deadline, ARN,
+/// X-Ray header), built without the panics `Context::new` has for a missing deadline.
+fn context(config: &Arc<Config>, event: &NextEvent) -> Result<Context, Diagnostic> {
+    let deadline_ok = event
+        .headers
+        .get(DEADLINE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.parse::<u64>().is_ok());
+    if !deadline_ok {
+        return Err(diagnostic(
+            "Runtime.InvalidEvent",
+            format!("the event has no valid {DEADLINE} header"),
+        ));
+    }
+    Context::new(&event.request_id, config.clone(), &event.headers)
+        .map_err(|error| diagnostic("Runtime.InvalidEvent", error))
+}
+
+/// The event as an HTTP request; the error names where the JSON stopped fitting, never its
+/// content (events carry headers and bodies that may hold credentials).
+fn parse(body: &[u8]) -> Result<LambdaRequest, Diagnostic> {
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+        diagnostic(
+            "Runtime.UnsupportedEvent",
+            format!(
+                "the event is not an API Gateway, ALB or Function URL request (at {}): {}",
+                error.path(),
+                json_problem(error.inner())
+            ),
+        )
+    })
+}
+
+/// What is wrong with the JSON, in words that never quote it.
+fn json_problem(error: &serde_json::Error) -> &'static str {
+    match error.classify() {
+        serde_json::error::Category::Io => "could not be read",
+        serde_json::error::Category::Syntax => "is not valid JSON",
+        serde_json::error::Category::Data => "has an unexpected shape",
+        serde_json::error::Category::Eof => "ends too early",
+    }
+}
+
+fn panicked(payload: &(dyn std::any::Any + Send)) -> Diagnostic {
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "the handler panicked".to_owned());
+    tracing::error!(panic = %message, "the invocation panicked");
+    diagnostic("Runtime.Panic", message)
+}
+
+fn diagnostic(error_type: &str, message: impl std::fmt::Display) -> Diagnostic {
+    Diagnostic {
+        error_type: error_type.to_owned(),
+        error_message: message.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_non_http_event_is_named_without_its_content() {
+        let Err(error) = parse(br#"{"detail-type":"Scheduled Event","secret":"hunter2"}"#) else {
+            panic!("a scheduled event parsed as an HTTP request");
+        };
+        assert_eq!(error.error_type, "Runtime.UnsupportedEvent");
+        assert!(
+            !error.error_message.contains("hunter2"),
+            "{}",
+            error.error_message
+        );
+    }
+
+    #[test]
+    fn broken_json_is_reported_as_such() {
+        let Err(error) = parse(b"{ not json") else {
+            panic!("broken JSON parsed");
+        };
+        assert!(
+            error.error_message.contains("is not valid JSON"),
+            "{}",
+            error.error_message
+        );
+    }
+
+    #[test]
+    fn a_panic_message_is_kept() {
+        let payload: Box<dyn std::any::Any + Send> = Box::new("boom");
+        assert_eq!(panicked(payload.as_ref()).error_message, "boom");
+        let payload: Box<dyn std::any::Any + Send> = Box::new(String::from("bang"));
+        assert_eq!(panicked(payload.as_ref()).error_message, "bang");
+    }
+}
