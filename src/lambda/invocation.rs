@@ -93,7 +93,6 @@ fn panicked(payload: &(dyn std::any::Any + Send)) -> Diagnostic {
         .map(|s| (*s).to_owned())
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "the handler panicked".to_owned());
-    tracing::error!(panic = %message, "the invocation panicked");
     diagnostic("Runtime.Panic", message)
 }
 

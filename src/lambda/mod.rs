@@ -80,6 +80,12 @@ impl Sandbox {
 /// sandbox) or SIGTERM arrives (spans are drained and the process exits).
 pub async fn run(app: Router, telemetry: Telemetry) -> Result<(), LambdaError> {
     let sandbox = Sandbox::from_env(&|name| std::env::var(name).ok())?;
+    if let Ok(limit) = std::env::var("AWS_LAMBDA_MAX_CONCURRENCY") {
+        tracing::warn!(
+            max_concurrency = %limit,
+            "AWS_LAMBDA_MAX_CONCURRENCY is set, but this function serves one invocation at a time"
+        );
+    }
     let api = RuntimeApi::new(&sandbox.runtime_api)?;
     let config = Arc::new(sandbox.config);
     let on_sigterm = telemetry.clone();
