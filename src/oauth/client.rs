@@ -6,16 +6,15 @@
 
 use std::time::Duration;
 
-use opentelemetry::propagation::TextMapPropagator;
-use opentelemetry_aws::trace::XrayPropagator;
-use opentelemetry_http::HeaderInjector;
-use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, HeaderValue};
+use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderValue};
 use serde::Deserialize;
 use thiserror::Error;
 use tracing::Instrument;
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use url::Url;
+
+use crate::telemetry::xray::header_of;
 
 /// How a provider call failed.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -121,10 +120,10 @@ impl ProviderClient {
             "url.full" = %redacted(url),
             "http.response.status_code" = Empty,
         );
-        let mut trace_headers = HeaderMap::new();
-        XrayPropagator::default()
-            .inject_context(&span.context(), &mut HeaderInjector(&mut trace_headers));
-        let request = request.headers(trace_headers);
+        let request = match header_of(&span.context()) {
+            Some(header) => request.header("x-amzn-trace-id", header),
+            None => request,
+        };
         async {
             let span = tracing::Span::current();
             let response = request.send().await.map_err(|e| {

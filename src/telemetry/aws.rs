@@ -2,7 +2,6 @@
 //! `aws.request_id`), so X-Ray shows DynamoDB and Secrets Manager as downstream nodes, and
 //! each request carrying its span as `X-Amzn-Trace-Id` ([`TraceHeader`]).
 
-use std::collections::HashMap;
 use std::future::Future;
 
 use aws_smithy_runtime_api::box_error::BoxError;
@@ -11,12 +10,11 @@ use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterce
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
 use aws_types::request_id::RequestId;
-use opentelemetry::propagation::TextMapPropagator;
-use opentelemetry::trace::TraceContextExt;
-use opentelemetry_aws::trace::XrayPropagator;
 use tracing::Instrument;
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use super::xray::header_of;
 
 const TRACE_HEADER: &str = "x-amzn-trace-id";
 
@@ -41,13 +39,7 @@ impl Intercept for TraceHeader {
         _runtime_components: &RuntimeComponents,
         _cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        let span_context = tracing::Span::current().context();
-        if !span_context.span().span_context().is_valid() {
-            return Ok(());
-        }
-        let mut carrier = HashMap::new();
-        XrayPropagator::default().inject_context(&span_context, &mut carrier);
-        if let Some(header) = carrier.remove(TRACE_HEADER) {
+        if let Some(header) = header_of(&tracing::Span::current().context()) {
             context
                 .request_mut()
                 .headers_mut()

@@ -4,7 +4,7 @@
 use opentelemetry::Context;
 use opentelemetry::trace::{TraceContextExt, TraceId};
 use opentelemetry_aws::trace::XrayIdGenerator;
-use opentelemetry_aws::trace::xray_propagator::span_context_from_str;
+use opentelemetry_aws::trace::xray_propagator::{span_context_from_str, span_context_to_string};
 use opentelemetry_sdk::trace::IdGenerator;
 
 /// `1-` + the first 8 hex digits (epoch seconds) + `-` + the remaining 24.
@@ -21,6 +21,12 @@ pub fn parent_from_header(header: &str) -> Option<Context> {
     span_context
         .is_valid()
         .then(|| Context::new().with_remote_span_context(span_context))
+}
+
+/// The X-Ray trace header (`X-Amzn-Trace-Id`) that names the span of `cx` as the parent of an
+/// outgoing call; `None` outside any span.
+pub fn header_of(cx: &Context) -> Option<String> {
+    span_context_to_string(cx.span().span_context())
 }
 
 /// A new trace id in X-Ray form (first 32 bits are the current time), for responses whose
@@ -61,6 +67,19 @@ mod tests {
         let header = HEADER.replace("Sampled=1", "Sampled=0");
         let cx = parent_from_header(&header).unwrap();
         assert!(!cx.span().span_context().is_sampled());
+    }
+
+    #[test]
+    fn a_parent_round_trips_through_the_header() {
+        let cx = parent_from_header(HEADER).unwrap();
+        let header = header_of(&cx).unwrap();
+        assert!(
+            header.starts_with(
+                "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"
+            ),
+            "{header}"
+        );
+        assert_eq!(header_of(&Context::new()), None);
     }
 
     #[test]
