@@ -48,16 +48,6 @@ fn pct(sorted: &[Duration], p: f64) -> f64 {
     ms(sorted[((sorted.len() as f64 - 1.0) * p).round() as usize])
 }
 
-fn status_kib(pid: u32, key: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with(key))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 struct Setting {
     name: &'static str,
     env: Vec<(String, String)>,
@@ -132,7 +122,7 @@ async fn run(setting: &Setting, invocations: usize) -> Row {
             outcomes.push(outcome);
         }
         if i == WARMUP + 100 {
-            rss_100 = status_kib(process.pid(), "VmRSS:");
+            rss_100 = process.status_kib("VmRSS:").unwrap_or(0);
         }
     }
     let mut visible: Vec<Duration> = outcomes
@@ -161,8 +151,8 @@ async fn run(setting: &Setting, invocations: usize) -> Row {
         post_p99: pct(&post, 0.99),
         post_max: ms(*post.last().unwrap()),
         rss_100_kib: rss_100,
-        rss_end_kib: status_kib(process.pid(), "VmRSS:"),
-        hwm_kib: status_kib(process.pid(), "VmHWM:"),
+        rss_end_kib: process.status_kib("VmRSS:").unwrap_or(0),
+        hwm_kib: process.status_kib("VmHWM:").unwrap_or(0),
     }
 }
 

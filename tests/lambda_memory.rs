@@ -17,14 +17,10 @@ const MEASURED: u32 = 5_000;
 /// Allowed growth over [`MEASURED`] invocations; a 170-byte-per-invocation leak is 830 KiB.
 const BUDGET_KIB: u64 = 384;
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|line| line.starts_with("VmRSS:"))
-        .and_then(|line| line.split_whitespace().nth(1))
-        .and_then(|kib| kib.parse().ok())
-        .unwrap_or_else(|| panic!("no VmRSS for process {pid}"))
+fn rss_kib(process: &Process) -> u64 {
+    process
+        .status_kib("VmRSS:")
+        .unwrap_or_else(|| panic!("no VmRSS for process {}", process.pid()))
 }
 
 /// A distinct, well-formed trace header per invocation, as Lambda sends.
@@ -58,9 +54,9 @@ async fn resident_memory_does_not_grow_with_invocations() {
         .collect();
 
     invoke_many(&api, &bodies, 0, WARM_UP).await;
-    let before = rss_kib(process.pid());
+    let before = rss_kib(&process);
     invoke_many(&api, &bodies, WARM_UP, MEASURED).await;
-    let after = rss_kib(process.pid());
+    let after = rss_kib(&process);
 
     let growth = after.saturating_sub(before);
     eprintln!("VmRSS {before} -> {after} KiB over {MEASURED} invocations");

@@ -105,6 +105,16 @@ impl Process {
         }
     }
 
+    /// A `/proc/<pid>/status` figure in KiB, e.g. `"VmRSS:"` (resident) or `"VmHWM:"` (peak).
+    pub fn status_kib(&self, key: &str) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        status
+            .lines()
+            .find(|line| line.starts_with(key))
+            .and_then(|line| line.split_whitespace().nth(1))
+            .and_then(|kib| kib.parse().ok())
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
