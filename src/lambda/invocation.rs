@@ -28,12 +28,13 @@ pub async fn answer(
 ) -> Result<Vec<u8>, Diagnostic> {
     let context = context(config, event)?;
     let request = parse(&event.body)?;
+    // The router's error type is `Infallible`: only a panic can stop it from answering.
     let invoke = async {
-        let ready = handler.ready().await.map_err(|never| match never {})?;
-        ready
+        handler
+            .ready()
+            .await?
             .call(LambdaEvent::new(request, context))
             .await
-            .map_err(|never| match never {})
     };
     let response = match AssertUnwindSafe(invoke).catch_unwind().await {
         Ok(Ok(response)) => response,
