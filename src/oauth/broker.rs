@@ -127,7 +127,25 @@ pub struct CallbackQuery {
     pub code: Option<String>,
     pub state: Option<String>,
     pub error: Option<String>,
-    pub error_description: Option<String>,
+}
+
+/// The error codes of an authorization response (RFC 6749 §4.1.2.1).
+const AUTHORIZATION_ERRORS: [&str; 7] = [
+    "invalid_request",
+    "unauthorized_client",
+    "access_denied",
+    "unsupported_response_type",
+    "invalid_scope",
+    "server_error",
+    "temporarily_unavailable",
+];
+
+/// A provider's `error` as the app may see it: one of RFC 6749's codes, else `server_error`.
+fn authorization_error_code(error: &str) -> &'static str {
+    AUTHORIZATION_ERRORS
+        .into_iter()
+        .find(|code| *code == error)
+        .unwrap_or("server_error")
 }
 
 pub fn now_secs() -> u64 {
@@ -277,22 +295,13 @@ impl Broker {
         }
         let state = query.state.as_deref().unwrap_or_default();
         if let Some(error) = &query.error {
-            let error: String = error.chars().take(64).collect();
-            let description: String = query
-                .error_description
-                .as_deref()
-                .unwrap_or_default()
-                .chars()
-                .take(300)
-                .collect();
-            let mut params = vec![
-                ("error", error.as_str()),
+            // Anyone can mint a state and send a user here with any text: only RFC 6749's codes
+            // reach the app, and never the description.
+            let params = [
+                ("error", authorization_error_code(error)),
                 ("state", state),
                 ("provider", provider.as_str()),
             ];
-            if !description.is_empty() {
-                params.insert(1, ("error_description", description.as_str()));
-            }
             return to_app(&params);
         }
         match query.code.as_deref().filter(|c| !c.is_empty()) {

@@ -21,6 +21,32 @@ use super::provider::ProviderId;
 /// How long a state is accepted after it was issued.
 pub const STATE_TTL_SECONDS: u64 = 600;
 
+/// The longest state `/callback` and `/token` accept, in bytes (a sealed state is ASCII).
+pub const MAX_STATE_LEN: usize = 4096;
+
+/// What the app's redirect URI may take inside the sealed claims, in bytes as
+/// [`encoded_len`] counts them.
+pub const MAX_REDIRECT_URI_BYTES: usize = 2048;
+
+/// What the app's own state may take inside the sealed claims, in bytes as [`encoded_len`]
+/// counts them. With [`MAX_REDIRECT_URI_BYTES`] this keeps every sealed state within
+/// [`MAX_STATE_LEN`] (about 3.7 KB at most; a unit test checks the bound).
+pub const MAX_CLIENT_STATE_BYTES: usize = 512;
+
+/// Bytes `value` takes inside the sealed JSON: UTF-8 with JSON escaping, so `é` counts 2 and a
+/// control character 6. Characters are the wrong measure: they let `/authorize` hand out states
+/// that `/callback` and `/token` refuse.
+pub fn encoded_len(value: &str) -> usize {
+    value
+        .chars()
+        .map(|c| match c {
+            '"' | '\\' | '\u{8}' | '\u{c}' | '\n' | '\r' | '\t' => 2,
+            c if c < ' ' => 6,
+            c => c.len_utf8(),
+        })
+        .sum()
+}
+
 const PREFIX: &str = "v1.";
 const AAD: &[u8] = b"apuntador-oauth-state-v1";
 const NONCE_LEN: usize = 24;
@@ -56,6 +82,8 @@ pub enum StateError {
     Expired,
     #[error("the operating system's random generator failed")]
     Entropy,
+    #[error("the state would be longer than {MAX_STATE_LEN} bytes")]
+    TooLarge,
 }
 
 /// Seals and opens states with a key derived from `SECRET_KEY`.
@@ -98,15 +126,20 @@ impl StateSealer {
         let mut bytes = Vec::with_capacity(NONCE_LEN + ciphertext.len());
         bytes.extend_from_slice(&nonce);
         bytes.extend_from_slice(&ciphertext);
-        Ok(format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes)))
+        let token = format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes));
+        if token.len() > MAX_STATE_LEN {
+            // Never handed out: it could not be opened again.
+            return Err(StateError::TooLarge);
+        }
+        Ok(token)
     }
 
     /// Opens a state issued by [`seal`](Self::seal) and not yet expired at `now` (Unix seconds).
     pub fn open(&self, token: &str, now: u64) -> Result<StateClaims, StateError> {
-        let encoded = token.strip_prefix(PREFIX).ok_or(StateError::Invalid)?;
-        if encoded.len() > 4096 {
+        if token.len() > MAX_STATE_LEN {
             return Err(StateError::Invalid);
         }
+        let encoded = token.strip_prefix(PREFIX).ok_or(StateError::Invalid)?;
         let bytes = URL_SAFE_NO_PAD
             .decode(encoded)
             .map_err(|_| StateError::Invalid)?;
@@ -187,6 +220,46 @@ mod tests {
                 "{garbage}"
             );
         }
+    }
+
+    #[test]
+    fn encoded_len_counts_what_serde_json_writes() {
+        for value in [
+            "plain",
+            "é✓😀",
+            "quote\" back\\",
+            "\u{1}\u{1f}\n\t\r\u{8}\u{c}",
+            "\u{7f}/<>",
+        ] {
+            let written = serde_json::to_string(value).unwrap().len() - 2;
+            assert_eq!(encoded_len(value), written, "{value:?}");
+        }
+    }
+
+    /// Review item 8: the largest claims `/authorize` accepts seal into a state that opens.
+    #[test]
+    fn the_largest_accepted_claims_seal_into_an_openable_state() {
+        let fill = |unit: &str, budget: usize| unit.repeat(budget / encoded_len(unit));
+        for unit in ["a", "é", "😀", "\u{1}", "\""] {
+            let claims = StateClaims {
+                provider: ProviderId::GoogleDrive,
+                redirect_uri: fill(unit, MAX_REDIRECT_URI_BYTES),
+                client_state: Some(fill(unit, MAX_CLIENT_STATE_BYTES)),
+                code_challenge: "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM".into(),
+                issued_at: 9_999_999_999,
+                expires_at: 9_999_999_999 + STATE_TTL_SECONDS,
+            };
+            let token = sealer().seal(&claims).unwrap();
+            assert!(token.len() <= MAX_STATE_LEN, "{unit:?}: {}", token.len());
+            assert_eq!(sealer().open(&token, 9_999_999_999).unwrap(), claims);
+        }
+    }
+
+    #[test]
+    fn a_state_too_large_to_open_is_never_sealed() {
+        let mut claims = claims(1_000);
+        claims.redirect_uri = "\u{1}".repeat(MAX_STATE_LEN);
+        assert_eq!(sealer().seal(&claims), Err(StateError::TooLarge));
     }
 
     #[test]

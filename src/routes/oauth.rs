@@ -3,7 +3,7 @@
 //! | route | success |
 //! |---|---|
 //! | `POST /oauth/authorize/{provider}` `{code_verifier, redirect_uri, state?}` | 200 `{authorization_url, state}` |
-//! | `GET /oauth/callback/{provider}?code&state` (or `?error&error_description&state`) | always 302 to the app |
+//! | `GET /oauth/callback/{provider}?code&state` (or `?error&state`; `error_description` is never forwarded) | always 302 to the app |
 //! | `POST /oauth/token/{provider}` `{code, code_verifier, state}` | 200 `{access_token, refresh_token, expires_in, token_type}` |
 //! | `POST /oauth/refresh/{provider}` `{refresh_token}` | 200, same shape |
 //! | `POST /oauth/revoke/{provider}` `{token}` | 200 `{success, message}` |
@@ -20,7 +20,7 @@ use crate::error::{ApiError, FieldError};
 use crate::extract::{ApiJson, Validate};
 use crate::oauth::broker::{AuthorizeRequest, BrokerError, CallbackQuery};
 use crate::oauth::client::CallError;
-use crate::oauth::pkce;
+use crate::oauth::{pkce, state};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -101,6 +101,26 @@ fn length_error(field: &str, value: &str, min: usize, max: usize) -> Option<Fiel
     }
 }
 
+/// A value the sealed state carries: at least `min` characters, at most `max_bytes` as the
+/// state counts them ([`state::encoded_len`]), so every state `/authorize` hands out opens.
+fn sealed_length_error(
+    field: &str,
+    value: &str,
+    min: usize,
+    max_bytes: usize,
+) -> Option<FieldError> {
+    if value.chars().count() < min {
+        return length_error(field, value, min, usize::MAX);
+    }
+    (state::encoded_len(value) > max_bytes).then(|| {
+        FieldError::new(
+            "string_too_long",
+            &["body", field],
+            format!("String should have at most {max_bytes} bytes (UTF-8, JSON-escaped)"),
+        )
+    })
+}
+
 fn verifier_error(verifier: &str) -> Option<FieldError> {
     pkce::verifier_problem(verifier).map(|msg| {
         FieldError::new(
@@ -122,10 +142,15 @@ impl Validate for AuthorizeBody {
     fn validate(&self) -> Vec<FieldError> {
         [
             verifier_error(&self.code_verifier),
-            length_error("redirect_uri", &self.redirect_uri, 1, 2048),
+            sealed_length_error(
+                "redirect_uri",
+                &self.redirect_uri,
+                1,
+                state::MAX_REDIRECT_URI_BYTES,
+            ),
             self.state
                 .as_deref()
-                .and_then(|s| length_error("state", s, 0, 512)),
+                .and_then(|s| sealed_length_error("state", s, 0, state::MAX_CLIENT_STATE_BYTES)),
         ]
         .into_iter()
         .flatten()
@@ -162,7 +187,6 @@ async fn callback(
             "code" => &mut query.code,
             "state" => &mut query.state,
             "error" => &mut query.error,
-            "error_description" => &mut query.error_description,
             _ => continue,
         };
         slot.get_or_insert_with(|| value.into_owned());
@@ -200,7 +224,7 @@ impl Validate for TokenBody {
                 &["body", "state"],
                 "Field required",
             )),
-            Some(s) => length_error("state", s, 1, 4096),
+            Some(s) => length_error("state", s, 1, state::MAX_STATE_LEN),
         };
         [
             length_error("code", &self.code, 1, 4096),
