@@ -14,7 +14,7 @@ use axum::middleware::{from_fn, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Router};
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, CorsLayer};
+use tower_http::cors::{AllowMethods, AllowOrigin, CorsLayer};
 
 use crate::config::{Config, CorsConfig, Infrastructure};
 use crate::device::material::{CaProvider, CaSource};
@@ -142,14 +142,11 @@ fn cors_layer(cors: &CorsConfig) -> CorsLayer {
             .collect();
         layer.allow_methods(methods)
     };
-    if wildcard(&cors.allowed_headers) {
-        layer.allow_headers(AllowHeaders::mirror_request())
-    } else {
-        let headers: Vec<HeaderName> = cors
-            .allowed_headers
-            .iter()
-            .filter_map(|h| h.parse().ok())
-            .collect();
-        layer.allow_headers(headers)
-    }
+    // An explicit list only (configuration refuses `*` and the client-certificate headers).
+    let headers: Vec<HeaderName> = cors
+        .allowed_headers
+        .iter()
+        .filter_map(|h| h.parse().ok())
+        .collect();
+    layer.allow_headers(headers)
 }

@@ -65,22 +65,30 @@ pub enum ConfigError {
     },
 }
 
-/// Where the process runs: local development relaxes secret checks, everything else is strict.
+/// Where the process runs. Only an explicit `ENVIRONMENT=local` relaxes anything (published or
+/// short secrets, a development CA, localhost CORS origins); every other name, and no name at
+/// all, is strict: a stage called `dev` is still reachable from the internet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Environment {
+    /// `ENVIRONMENT=local`, set by the user: local development.
     Local,
+    /// `ENVIRONMENT=<name>`, or `production` under Lambda when it is unset.
     Deployed(String),
+    /// A server with no `ENVIRONMENT`: run as `production` (strict), but a missing `SECRET_KEY`
+    /// may still be generated per process so `cargo run` works; said once at start-up.
+    Unset,
 }
 
 impl Environment {
-    /// `ENVIRONMENT` if set; otherwise `production` under Lambda and `local` elsewhere.
+    /// `ENVIRONMENT` if set; otherwise `production` under Lambda and [`Environment::Unset`]
+    /// elsewhere.
     pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Self {
         let under_lambda = env("AWS_LAMBDA_RUNTIME_API").is_some();
         match env("ENVIRONMENT").map(|v| v.trim().to_ascii_lowercase()) {
-            Some(v) if matches!(v.as_str(), "local" | "dev" | "development") => Self::Local,
+            Some(v) if v == "local" => Self::Local,
             Some(v) if !v.is_empty() => Self::Deployed(v),
             _ if under_lambda => Self::Deployed("production".to_owned()),
-            _ => Self::Local,
+            _ => Self::Unset,
         }
     }
 
@@ -88,6 +96,7 @@ impl Environment {
         match self {
             Self::Local => "local",
             Self::Deployed(name) => name,
+            Self::Unset => "production",
         }
     }
 
@@ -167,10 +176,12 @@ pub struct Config {
     pub warnings: Vec<String>,
 }
 
-const DEFAULT_ORIGINS: &str =
+/// CORS origins allowed by default with `ENVIRONMENT=local` only; elsewhere no origin is
+/// allowed unless `ALLOWED_ORIGINS` names it.
+const LOCAL_ORIGINS: &str =
     "http://localhost:3000,http://localhost:5173,capacitor://localhost,tauri://localhost";
 const DEFAULT_METHODS: &str = "GET,POST,OPTIONS";
-const DEFAULT_HEADERS: &str = "Content-Type,Authorization,X-Client-Cert,X-Device-ID";
+const DEFAULT_HEADERS: &str = "Content-Type,Authorization,X-Device-ID";
 const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 
 impl Config {
@@ -189,11 +200,22 @@ impl Config {
         let port = get("PORT").unwrap_or_else(|| "8000".to_owned());
         let listen_addr = parse_listen_addr(&host, &port)?;
 
+        match &environment {
+            Environment::Unset => warnings.push(
+                "ENVIRONMENT is not set: running as production (secrets must be at least 32 bytes and not a published default, no development CA, no default CORS origins); set ENVIRONMENT=local for local development"
+                    .to_owned(),
+            ),
+            Environment::Deployed(_) if get("ENVIRONMENT").is_none() => warnings.push(
+                "ENVIRONMENT is not set: running as production under Lambda".to_owned(),
+            ),
+            _ => {}
+        }
+
         let secret_key = match check_secret("SECRET_KEY", get("SECRET_KEY"), &environment)? {
             Some(key) => key,
             None => {
                 warnings.push(
-                    "SECRET_KEY is not set: using a random key for this process (local development only)"
+                    "SECRET_KEY is not set: using a random key for this process (OAuth states open only in this process)"
                         .to_owned(),
                 );
                 Secret::new(random_secret()?)
@@ -213,20 +235,25 @@ impl Config {
                 .as_deref()
                 .unwrap_or("googledrive,dropbox"),
         )?;
+        let default_origins = if environment.is_local() {
+            LOCAL_ORIGINS
+        } else {
+            ""
+        };
         let cors = CorsConfig {
             allowed_origins: split_list(
-                get("ALLOWED_ORIGINS").as_deref().unwrap_or(DEFAULT_ORIGINS),
+                get("ALLOWED_ORIGINS").as_deref().unwrap_or(default_origins),
             ),
             allowed_methods: split_list(
                 get("CORS_ALLOWED_METHODS")
                     .as_deref()
                     .unwrap_or(DEFAULT_METHODS),
             ),
-            allowed_headers: split_list(
+            allowed_headers: cors_headers(
                 get("CORS_ALLOWED_HEADERS")
                     .as_deref()
                     .unwrap_or(DEFAULT_HEADERS),
-            ),
+            )?,
         };
         let max_body_bytes = match get("MAX_BODY_BYTES") {
             None => DEFAULT_MAX_BODY_BYTES,
@@ -413,8 +440,10 @@ fn parse_listen_addr(host: &str, port: &str) -> Result<SocketAddr, ConfigError> 
     Ok(SocketAddr::new(ip, port))
 }
 
-/// Local development accepts anything (a missing key becomes `None`); elsewhere a secret must be
-/// present, long and not a published default.
+/// `ENVIRONMENT=local` accepts anything (a missing key becomes `None`); every other mode refuses
+/// a published default or a secret under [`MIN_SECRET_BYTES`], and a named deployment (or
+/// Lambda) also refuses a missing `SECRET_KEY`: its sandboxes or tasks would not share a
+/// generated one.
 fn check_secret(
     name: &'static str,
     value: Option<String>,
@@ -441,6 +470,34 @@ fn check_secret(
         }
     }
     Ok(Some(Secret::new(value)))
+}
+
+/// Headers that carry a client certificate from a trusted proxy: a browser must never be
+/// invited to send one (the proxy should replace it, but a CORS allowance is an invitation).
+const CERTIFICATE_HEADERS: [&str; 3] = [
+    "x-amzn-mtls-clientcert",
+    "x-client-cert",
+    "x-forwarded-client-cert",
+];
+
+/// `CORS_ALLOWED_HEADERS`: a list that names no client-certificate header (and so no `*`,
+/// which would mirror them).
+fn cors_headers(raw: &str) -> Result<Vec<String>, ConfigError> {
+    let headers = split_list(raw);
+    let refused = headers
+        .iter()
+        .find(|h| *h == "*" || CERTIFICATE_HEADERS.contains(&h.to_ascii_lowercase().as_str()));
+    match refused {
+        None => Ok(headers),
+        Some(header) => Err(ConfigError::Invalid {
+            name: "CORS_ALLOWED_HEADERS",
+            value: raw.to_owned(),
+            reason: format!(
+                "{header} would let browsers send a client-certificate header; list the headers the app sends, without {}",
+                CERTIFICATE_HEADERS.join(", ")
+            ),
+        }),
+    }
 }
 
 fn random_secret() -> Result<String, ConfigError> {
@@ -507,12 +564,132 @@ mod tests {
     const GOOD: &str = "0123456789abcdef0123456789abcdef";
 
     #[test]
-    fn local_development_starts_without_any_secret() {
+    fn a_server_without_environment_runs_strict_but_starts_without_a_secret() {
         let cfg = config(&[]).unwrap();
-        assert!(cfg.environment.is_local());
+        assert_eq!(cfg.environment, Environment::Unset);
+        assert_eq!(cfg.environment.name(), "production");
         assert_eq!(cfg.secret_key.expose().len(), 64);
         assert_eq!(cfg.listen_addr, "127.0.0.1:8000".parse().unwrap());
         assert!(cfg.warnings.iter().any(|w| w.contains("SECRET_KEY")));
+        let assumed: Vec<_> = cfg
+            .warnings
+            .iter()
+            .filter(|w| w.starts_with("ENVIRONMENT is not set: running as production"))
+            .collect();
+        assert_eq!(assumed.len(), 1, "{:?}", cfg.warnings);
+        assert!(!cfg.devices.create_dev_ca);
+    }
+
+    /// Review item 2: published and short secrets were accepted whenever the environment
+    /// resolved to local, which was every server without `ENVIRONMENT` and any stage named
+    /// `dev` or `development`.
+    #[test]
+    fn weak_secrets_stop_every_mode_but_explicit_local() {
+        let published = "dev-secret-key-change-in-production-min-32-chars";
+        for mode in [None, Some("dev"), Some("development"), Some("staging")] {
+            let with = |vars: &[(&'static str, &'static str)]| {
+                let mut all = vars.to_vec();
+                if let Some(mode) = mode {
+                    all.push(("ENVIRONMENT", mode));
+                }
+                config(&all)
+            };
+            assert_eq!(
+                with(&[("SECRET_KEY", published)]).unwrap_err(),
+                ConfigError::DefaultSecret { name: "SECRET_KEY" },
+                "{mode:?}"
+            );
+            assert_eq!(
+                with(&[("SECRET_KEY", "short")]).unwrap_err(),
+                ConfigError::ShortSecret {
+                    name: "SECRET_KEY",
+                    len: 5
+                },
+                "{mode:?}"
+            );
+            assert_eq!(
+                with(&[("SECRET_KEY", GOOD), ("CONFIG_API_KEY", "abc")]).unwrap_err(),
+                ConfigError::ShortSecret {
+                    name: "CONFIG_API_KEY",
+                    len: 3
+                },
+                "{mode:?}"
+            );
+            assert_eq!(
+                with(&[
+                    ("SECRET_KEY", GOOD),
+                    (
+                        "CONFIG_API_KEY",
+                        "change-me-to-a-random-string-of-at-least-32-bytes"
+                    )
+                ])
+                .unwrap_err(),
+                ConfigError::DefaultSecret {
+                    name: "CONFIG_API_KEY"
+                },
+                "{mode:?}"
+            );
+        }
+        let err = config(&[("ENVIRONMENT", "dev"), ("SECRET_KEY", "short")]).unwrap_err();
+        assert!(
+            err.to_string().starts_with("SECRET_KEY is 5 bytes"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn explicit_local_development_relaxes_secrets() {
+        let cfg = config(&[
+            ("ENVIRONMENT", "local"),
+            ("SECRET_KEY", "short"),
+            ("CONFIG_API_KEY", "abc"),
+        ])
+        .unwrap();
+        assert!(cfg.environment.is_local());
+        assert!(cfg.devices.create_dev_ca);
+        assert!(
+            !cfg.warnings.iter().any(|w| w.starts_with("ENVIRONMENT")),
+            "{:?}",
+            cfg.warnings
+        );
+    }
+
+    /// Review item 9: deployed CORS defaults allowed localhost origins with credentials and the
+    /// client-certificate header.
+    #[test]
+    fn cors_defaults_outside_local_allow_no_origin_and_never_the_certificate_header() {
+        for vars in [
+            &[][..],
+            &[("ENVIRONMENT", "production"), ("SECRET_KEY", GOOD)][..],
+            &[("ENVIRONMENT", "dev"), ("SECRET_KEY", GOOD)][..],
+        ] {
+            let cfg = config(vars).unwrap();
+            assert!(cfg.cors.allowed_origins.is_empty(), "{vars:?}");
+            assert!(
+                cfg.cors.allowed_headers.iter().all(|h| !matches!(
+                    h.to_ascii_lowercase().as_str(),
+                    "x-client-cert" | "x-amzn-mtls-clientcert" | "x-forwarded-client-cert"
+                )),
+                "{:?}",
+                cfg.cors.allowed_headers
+            );
+        }
+        let local = config(&[("ENVIRONMENT", "local")]).unwrap();
+        assert!(
+            local
+                .cors
+                .allowed_origins
+                .contains(&"http://localhost:3000".to_owned())
+        );
+        let chosen = config(&[("ALLOWED_ORIGINS", "https://app.example.com")]).unwrap();
+        assert_eq!(chosen.cors.allowed_origins, ["https://app.example.com"]);
+        for refused in ["Content-Type,X-Client-Cert", "x-forwarded-client-cert", "*"] {
+            let err = config(&[("CORS_ALLOWED_HEADERS", refused)]).unwrap_err();
+            assert!(
+                err.to_string().starts_with("CORS_ALLOWED_HEADERS="),
+                "{err}"
+            );
+        }
     }
 
     #[test]
@@ -528,6 +705,18 @@ mod tests {
             ConfigError::MissingSecret {
                 name: "SECRET_KEY",
                 environment: "production".into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_named_deployment_requires_a_secret() {
+        let err = config(&[("ENVIRONMENT", "staging")]).unwrap_err();
+        assert_eq!(
+            err,
+            ConfigError::MissingSecret {
+                name: "SECRET_KEY",
+                environment: "staging".into()
             }
         );
     }

@@ -40,6 +40,7 @@ fn temp_dir() -> PathBuf {
 async fn fixture() -> Fixture {
     let dir = temp_dir();
     let vars: HashMap<String, String> = [
+        ("ENVIRONMENT", "local"),
         ("SECRET_KEY", "device-router-secret-0123456789abcdef0123"),
         ("INFRASTRUCTURE_BASE_DIR", dir.to_str().unwrap()),
         ("TRUSTED_CLIENT_CERT_HEADER", "X-Client-Cert"),

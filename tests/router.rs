@@ -26,6 +26,11 @@ fn config(vars: &[(&str, &str)]) -> Arc<Config> {
             "SECRET_KEY".to_owned(),
             "state-secret-0123456789abcdef0123456789".to_owned(),
         ),
+        // No origin is allowed unless configured (outside ENVIRONMENT=local).
+        (
+            "ALLOWED_ORIGINS".to_owned(),
+            "http://localhost:3000,http://localhost:5173,tauri://localhost".to_owned(),
+        ),
     ]);
     for (k, v) in vars {
         map.insert((*k).to_owned(), (*v).to_owned());

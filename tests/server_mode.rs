@@ -97,7 +97,22 @@ async fn incoming_x_ray_header_parents_the_span_and_sigterm_flushes_it() {
         span.resource_attr("service.name"),
         Some("apuntador-server-e2e")
     );
-    assert_eq!(span.resource_attr("deployment.environment"), Some("local"));
+    assert_eq!(
+        span.resource_attr("deployment.environment"),
+        Some("production"),
+        "a server without ENVIRONMENT runs as production"
+    );
+    let assumed = process
+        .json_logs()
+        .into_iter()
+        .filter(|l| {
+            l["level"] == "WARN"
+                && l["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("ENVIRONMENT is not set: running as production"))
+        })
+        .count();
+    assert_eq!(assumed, 1, "the assumed mode is said once at start-up");
     let access: Vec<serde_json::Value> = process
         .json_logs()
         .into_iter()
