@@ -1,6 +1,7 @@
 //! The device CA as deployed: certificate records in DynamoDB and the CA in Secrets Manager
 //! (both on moto), client certificates in API Gateway's mutual-TLS context, under the Runtime API
-//! double; every AWS call a CLIENT span under the invocation span.
+//! double; every AWS call a CLIENT span under the invocation span. Several sandboxes of the
+//! function at once, for the races between them, run behind [`AwsProxy`].
 
 mod support;
 
@@ -10,6 +11,7 @@ use std::time::Duration;
 use apuntador_backend::device::ca::CertificateAuthority;
 use aws_sdk_secretsmanager::config::{BehaviorVersion, Credentials, Region};
 use serde_json::{Value, json};
+use support::aws_proxy::{AwsProxy, Call};
 use support::otlp::{OtlpReceiver, ReceivedSpan};
 use support::runtime_api::{Event, Outcome, RuntimeApi};
 use support::{Process, binary, http_api_event_with_cert, lambda_env, moto};
@@ -146,7 +148,8 @@ async fn enrollment_guard_renewal_and_revocation_on_dynamodb_and_secrets_manager
         ("SecretsManager", "GetSecretValue"),
         ("DynamoDB", "DescribeTable"),
         ("DynamoDB", "CreateTable"),
-        ("DynamoDB", "PutItem"),
+        ("DynamoDB", "GetItem"),
+        ("DynamoDB", "TransactWriteItems"),
     ] {
         assert!(
             calls.contains(&(expected.0.to_owned(), expected.1.to_owned())),
@@ -179,12 +182,14 @@ async fn enrollment_guard_renewal_and_revocation_on_dynamodb_and_secrets_manager
     assert_eq!(body["platform"], "ios");
     assert_eq!(body["days_until_expiry"], 29);
     let spans = receiver.wait_for_spans(10, Duration::from_secs(5)).await;
-    let lookups: Vec<&ReceivedSpan> = children(&spans, &status_call);
-    assert!(
-        lookups
-            .iter()
-            .all(|s| s.attr("rpc.method") == Some("Query")),
-        "serial lookups query the index, never scan"
+    let lookups: Vec<&str> = children(&spans, &status_call)
+        .iter()
+        .filter_map(|s| s.attr("rpc.method"))
+        .collect();
+    assert_eq!(
+        lookups,
+        ["GetItem", "GetItem"],
+        "the guard and status each read the current record by its key"
     );
 
     let (_, status, renewed) = invoke(
@@ -347,4 +352,288 @@ async fn aws_calls_carry_their_span_as_the_x_ray_parent() {
             "each attempt names the call's span as its parent"
         );
     }
+}
+
+/// One function sandbox in AWS mode: its Runtime API double, the process and its OTLP receiver.
+struct Sandbox {
+    api: RuntimeApi,
+    _receiver: OtlpReceiver,
+    _process: Process,
+}
+
+/// moto with the CA secrets, the serialising proxy in front of it, and `count` sandboxes that
+/// reach AWS through the proxy (the first request creates the table).
+async fn deployment(count: usize) -> Option<(Process, String, AwsProxy, Vec<Sandbox>)> {
+    let (moto, moto_endpoint) = moto()?;
+    create_ca_secrets(&moto_endpoint).await;
+    let proxy = AwsProxy::start(&moto_endpoint).await;
+    let mut sandboxes = Vec::new();
+    for _ in 0..count {
+        let (receiver, api, process) =
+            start_in_aws_mode(&proxy.endpoint, &[("AUTO_CREATE_RESOURCES", "true")]).await;
+        sandboxes.push(Sandbox {
+            api,
+            _receiver: receiver,
+            _process: process,
+        });
+    }
+    Some((moto, moto_endpoint, proxy, sandboxes))
+}
+
+async fn enroll_on(sandbox: &Sandbox, device: &str) -> (String, String) {
+    let (_, status, body) = invoke(
+        &sandbox.api,
+        "POST",
+        "/device/enroll",
+        Some(json!({"csr": csr(), "device_id": device, "platform": "android"})),
+        None,
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    (
+        body["certificate"].as_str().unwrap().to_owned(),
+        body["serial"].as_str().unwrap().to_owned(),
+    )
+}
+
+async fn renew_on(sandbox: &Sandbox, device: &str, serial: &str, cert: &str) -> (u16, Value) {
+    let (_, status, body) = invoke(
+        &sandbox.api,
+        "POST",
+        "/device/renew",
+        Some(json!({"csr": csr(), "device_id": device, "old_serial": serial})),
+        Some(cert),
+    )
+    .await;
+    (status, body)
+}
+
+async fn status_on(sandbox: &Sandbox, device: &str, cert: &str) -> u16 {
+    invoke(
+        &sandbox.api,
+        "GET",
+        &format!("/device/status/{device}"),
+        None,
+        Some(cert),
+    )
+    .await
+    .1
+}
+
+/// Review item 3 (DynamoDB): the store read, modified and `PutItem`ed without conditions, so
+/// renewals in several sandboxes of one serial all succeeded, and a renewal in flight during
+/// `/device/revoke` left a certificate that was still accepted after it answered success.
+#[tokio::test(flavor = "multi_thread")]
+async fn renewals_and_a_revocation_racing_across_sandboxes() {
+    let Some((_moto, _, _proxy, sandboxes)) = deployment(4).await else {
+        return;
+    };
+    let (revoker, renewers) = sandboxes.split_first().unwrap();
+    for round in 0..10 {
+        let device = format!("race-device-{round}");
+        let (cert, serial) = enroll_on(revoker, &device).await;
+        let with_revoke = round % 2 == 0;
+        let renewals = futures_util::future::join_all(
+            renewers
+                .iter()
+                .map(|sandbox| renew_on(sandbox, &device, &serial, &cert)),
+        );
+        let revocation = async {
+            if with_revoke {
+                Some(
+                    invoke(
+                        &revoker.api,
+                        "POST",
+                        "/device/revoke",
+                        Some(json!({"device_id": device})),
+                        Some(&cert),
+                    )
+                    .await,
+                )
+            } else {
+                None
+            }
+        };
+        let (renewed, revoked) = tokio::join!(renewals, revocation);
+        let mut won = Vec::new();
+        for (status, body) in renewed {
+            match status {
+                200 => won.push(body["certificate"].as_str().unwrap().to_owned()),
+                403 | 409 => {}
+                other => panic!("round {round}: renewal answered {other}: {body}"),
+            }
+        }
+        assert!(
+            won.len() <= 1,
+            "round {round}: {} renewals of one serial succeeded",
+            won.len()
+        );
+        match revoked {
+            None => assert_eq!(won.len(), 1, "round {round}: exactly one renewal succeeds"),
+            Some((_, 200, body)) => {
+                assert_eq!(body["success"], true, "{body}");
+                for presented in std::iter::once(&cert).chain(&won) {
+                    assert_eq!(
+                        status_on(revoker, &device, presented).await,
+                        403,
+                        "round {round}: a certificate is accepted after /device/revoke answered success"
+                    );
+                }
+            }
+            // A renewal replaced the certificate before the revocation was checked.
+            Some((_, status, body)) => assert_eq!(status, 403, "{body}"),
+        }
+    }
+}
+
+/// The DynamoDB operations `calls` made, in order.
+fn operations(calls: &[Call]) -> Vec<String> {
+    calls
+        .iter()
+        .filter(|c| c.target.starts_with("DynamoDB"))
+        .map(|c| c.operation().to_owned())
+        .collect()
+}
+
+/// Review items 6 and 7 (DynamoDB): the guard read an eventually consistent index, so a
+/// just-revoked certificate could pass; and status, enroll and revoke queried the device's whole
+/// partition, which grows with every renewal. Every device request must read known keys with
+/// strongly consistent reads, the same few calls after 1 renewal as after 15.
+#[tokio::test(flavor = "multi_thread")]
+async fn device_requests_read_known_keys_consistently_whatever_the_history() {
+    let Some((_moto, _, proxy, sandboxes)) = deployment(1).await else {
+        return;
+    };
+    let sandbox = &sandboxes[0];
+    let mut costs = Vec::new();
+    for (device, renewals) in [("short-history", 1), ("long-history", 15)] {
+        let (mut cert, mut serial) = enroll_on(sandbox, device).await;
+        for _ in 0..renewals {
+            let (status, body) = renew_on(sandbox, device, &serial, &cert).await;
+            assert_eq!(status, 200, "{body}");
+            cert = body["certificate"].as_str().unwrap().to_owned();
+            serial = body["serial"].as_str().unwrap().to_owned();
+        }
+        proxy.take_calls();
+        let mut cost = Vec::new();
+        assert_eq!(status_on(sandbox, device, &cert).await, 200);
+        cost.push(("status", proxy.take_calls()));
+        let (status, body) = renew_on(sandbox, device, &serial, &cert).await;
+        assert_eq!(status, 200, "{body}");
+        let cert = body["certificate"].as_str().unwrap().to_owned();
+        cost.push(("renew", proxy.take_calls()));
+        let (_, status, body) = invoke(
+            &sandbox.api,
+            "POST",
+            "/device/revoke",
+            Some(json!({"device_id": device})),
+            Some(&cert),
+        )
+        .await;
+        assert_eq!((status, &body["success"]), (200, &json!(true)), "{body}");
+        cost.push(("revoke", proxy.take_calls()));
+        assert_eq!(
+            status_on(sandbox, device, &cert).await,
+            403,
+            "revoked, and the next request sees it"
+        );
+        cost.push(("status after revoke", proxy.take_calls()));
+        enroll_on(sandbox, device).await;
+        cost.push(("enroll again", proxy.take_calls()));
+
+        for (request, calls) in &cost {
+            for call in calls.iter().filter(|c| c.target.starts_with("DynamoDB")) {
+                assert!(
+                    matches!(call.operation(), "GetItem" | "TransactWriteItems"),
+                    "{device} {request}: {} reads or writes more than known keys",
+                    call.target
+                );
+                if call.operation() == "GetItem" {
+                    assert_eq!(
+                        call.body["ConsistentRead"], true,
+                        "{device} {request}: an eventually consistent read"
+                    );
+                }
+            }
+        }
+        costs.push(
+            cost.iter()
+                .map(|(request, calls)| (*request, operations(calls)))
+                .collect::<Vec<_>>(),
+        );
+    }
+    assert_eq!(
+        costs[0], costs[1],
+        "the calls per request do not grow with the history"
+    );
+}
+
+/// Every certificate the table holds for `device`, read from moto directly.
+async fn certificates_in_table(moto_endpoint: &str, device: &str) -> Vec<String> {
+    let config = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+        .region(aws_sdk_dynamodb::config::Region::new("eu-west-1"))
+        .endpoint_url(moto_endpoint)
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "testing", "testing", None, None, "test",
+        ))
+        .build();
+    let scan = aws_sdk_dynamodb::Client::from_conf(config)
+        .scan()
+        .table_name("apuntador-e2e-certificates")
+        .send()
+        .await
+        .expect("scan");
+    let mut pems: Vec<String> = scan
+        .items()
+        .iter()
+        .filter(|item| {
+            item.get("device_id")
+                .and_then(|v| v.as_s().ok())
+                .map(String::as_str)
+                == Some(device)
+        })
+        .filter_map(|item| item.get("certificate_pem")?.as_s().ok().cloned())
+        .collect();
+    pems.sort();
+    pems.dedup();
+    pems
+}
+
+/// Review item 3: a renewal saved the new certificate and then revoked the old one in a second
+/// write; when that write failed the client got an error and the new certificate stayed active.
+/// With each DynamoDB write of a renewal refused in turn, a renewal that fails must leave only
+/// the certificate the client holds acceptable.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_renewal_that_fails_leaves_no_certificate_the_client_was_not_given() {
+    let Some((_moto, moto_endpoint, proxy, sandboxes)) = deployment(1).await else {
+        return;
+    };
+    let sandbox = &sandboxes[0];
+    let mut failures = 0;
+    for n in 1..=3 {
+        let device = format!("faulty-device-{n}");
+        let (cert, serial) = enroll_on(sandbox, &device).await;
+        proxy.fail_write(Some(n));
+        let (status, body) = renew_on(sandbox, &device, &serial, &cert).await;
+        proxy.fail_write(None);
+        if status == 200 {
+            continue; // the renewal had fewer than n writes
+        }
+        failures += 1;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (503, Some("storage_unavailable")),
+            "{body}"
+        );
+        for pem in certificates_in_table(&moto_endpoint, &device).await {
+            let expected = if pem == cert { 200 } else { 403 };
+            assert_eq!(
+                status_on(sandbox, &device, &pem).await,
+                expected,
+                "write {n} refused: a certificate the client never received is accepted"
+            );
+        }
+    }
+    assert!(failures > 0, "no renewal write was refused");
 }

@@ -13,7 +13,7 @@ use apuntador_backend::device::ca::CertificateAuthority;
 use apuntador_backend::device::csr;
 use apuntador_backend::device::id::{DeviceId, Platform};
 use apuntador_backend::device::store::local::LocalStore;
-use apuntador_backend::device::store::{CertificateRecord, CertificateStore};
+use apuntador_backend::device::store::{CertificateRecord, CertificateStore, Expect};
 use apuntador_backend::telemetry::http::RequestTracing;
 use axum::Router;
 use axum::body::{Body, to_bytes};
@@ -38,12 +38,17 @@ fn temp_dir() -> PathBuf {
 }
 
 async fn fixture() -> Fixture {
+    fixture_trusting("X-Client-Cert").await
+}
+
+/// The router with a development CA in a fresh directory, trusting `header` for certificates.
+async fn fixture_trusting(header: &str) -> Fixture {
     let dir = temp_dir();
     let vars: HashMap<String, String> = [
         ("ENVIRONMENT", "local"),
         ("SECRET_KEY", "device-router-secret-0123456789abcdef0123"),
         ("INFRASTRUCTURE_BASE_DIR", dir.to_str().unwrap()),
-        ("TRUSTED_CLIENT_CERT_HEADER", "X-Client-Cert"),
+        ("TRUSTED_CLIENT_CERT_HEADER", header),
     ]
     .iter()
     .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -84,6 +89,15 @@ async fn post(app: &Router, path: &str, body: Value, cert: Option<&str>) -> Answ
         request = request.header("x-client-cert", encoded(pem));
     }
     send(app, request.body(Body::from(body.to_string())).unwrap()).await
+}
+
+/// `GET path` with exactly these header lines (a name may repeat).
+async fn get_with(app: &Router, path: &str, headers: &[(&str, String)]) -> Answer {
+    let mut request = Request::get(path);
+    for (name, value) in headers {
+        request = request.header(*name, value);
+    }
+    send(app, request.body(Body::empty()).unwrap()).await
 }
 
 async fn get(app: &Router, path: &str, cert: Option<&str>) -> Answer {
@@ -420,35 +434,40 @@ async fn the_guard_accepts_only_our_live_certificate_for_its_own_device() {
         "self-signed with a stolen serial"
     );
 
-    // Expired: issued by our CA 40 days ago and registered.
+    // Expired: issued by our CA 40 days ago and its device's current record.
     let ca = CertificateAuthority::from_pem(
         &std::fs::read_to_string(f.dir.join("ca_private_key.pem")).unwrap(),
         &std::fs::read_to_string(f.dir.join("ca_certificate.pem")).unwrap(),
     )
     .unwrap();
+    let expired_device = DeviceId::parse("device-expired").unwrap();
     let old = ca
         .issue(
             &checked,
-            &device,
+            &expired_device,
             Platform::Android,
             chrono::Utc::now() - chrono::Duration::days(40),
         )
         .unwrap();
-    LocalStore::new(&f.dir)
-        .save(&CertificateRecord {
-            device_id: device.clone(),
-            serial: old.serial.clone(),
-            platform: Platform::Android,
-            issued_at: old.issued_at,
-            expires_at: old.expires_at,
-            certificate_pem: old.pem.clone(),
-            revoked: false,
-            revoked_at: None,
-            revocation_reason: None,
-        })
+    let installed = LocalStore::new(&f.dir)
+        .install(
+            &CertificateRecord {
+                device_id: expired_device.clone(),
+                serial: old.serial.clone(),
+                platform: Platform::Android,
+                issued_at: old.issued_at,
+                expires_at: old.expires_at,
+                certificate_pem: old.pem.clone(),
+                revoked: false,
+                revoked_at: None,
+                revocation_reason: None,
+            },
+            Expect::Nothing,
+        )
         .await
         .unwrap();
-    let a = get(&f.app, "/device/status/device-alpha", Some(&old.pem)).await;
+    assert!(installed);
+    let a = get(&f.app, "/device/status/device-expired", Some(&old.pem)).await;
     assert_eq!(a.status, StatusCode::FORBIDDEN, "expired");
     assert!(a.body["detail"].as_str().unwrap().contains("expired"));
     // Issued by our CA but never registered.
@@ -689,4 +708,300 @@ async fn an_existing_rsa_ca_made_by_openssl_signs_too() {
         cert.signature_algorithm.algorithm,
         x509_parser::oid_registry::OID_PKCS1_SHA256WITHRSA
     );
+}
+
+/// Enrolls `device` and returns its certificate and serial.
+async fn enrolled(f: &Fixture, device: &str) -> (String, String) {
+    let answer = enroll(&f.app, &p256_csr(&f.dir, device), device, "android").await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.body);
+    (
+        answer.body["certificate"].as_str().unwrap().to_owned(),
+        answer.body["serial"].as_str().unwrap().to_owned(),
+    )
+}
+
+fn status_and_code(answer: &Answer) -> (StatusCode, Option<&str>) {
+    (answer.status, answer.body["error"].as_str())
+}
+
+/// Review item 1: the guard took the first header line and the first `Cert=` in it, so a proxy
+/// that appends (Envoy's `APPEND_FORWARD`) let an enrolled attacker put the victim's (public)
+/// certificate first and act as the victim.
+#[tokio::test]
+async fn xfcc_uses_only_the_element_the_nearest_proxy_added() {
+    let f = fixture_trusting("X-Forwarded-Client-Cert").await;
+    let (victim, _) = enrolled(&f, "victim-device").await;
+    let (attacker, _) = enrolled(&f, "attacker-device").await;
+    let element = |pem: &str| {
+        format!(
+            "By=spiffe://mesh/backend;Hash=0f1e2d;Cert=\"{}\";Subject=\"CN=x,O=Apuntador Devices;L=\\\"a,b\\\"\"",
+            encoded(pem)
+        )
+    };
+    let xfcc = |value: String| vec![("x-forwarded-client-cert", value)];
+
+    // One element (the proxy replaced the header): used.
+    let own = get_with(
+        &f.app,
+        "/device/status/attacker-device",
+        &xfcc(element(&attacker)),
+    )
+    .await;
+    assert_eq!(own.status, StatusCode::OK, "{}", own.body);
+
+    // Two elements (the proxy appended its own to the client's): only the last counts.
+    let appended = format!("{},{}", element(&victim), element(&attacker));
+    let as_victim = get_with(
+        &f.app,
+        "/device/status/victim-device",
+        &xfcc(appended.clone()),
+    )
+    .await;
+    assert_eq!(
+        status_and_code(&as_victim),
+        (StatusCode::FORBIDDEN, Some("device_mismatch")),
+        "{}",
+        as_victim.body
+    );
+    let as_self = get_with(&f.app, "/device/status/attacker-device", &xfcc(appended)).await;
+    assert_eq!(as_self.status, StatusCode::OK, "{}", as_self.body);
+
+    // The nearest element has no certificate: the proxy saw none, whatever came before.
+    let bare = format!("{},By=spiffe://mesh/backend;Hash=0f1e2d", element(&victim));
+    let none = get_with(&f.app, "/device/status/victim-device", &xfcc(bare)).await;
+    assert_eq!(
+        status_and_code(&none),
+        (
+            StatusCode::UNAUTHORIZED,
+            Some("client_certificate_required")
+        )
+    );
+
+    // Two header lines, two Certs in one element, an unterminated quote: refused outright.
+    let two_lines = get_with(
+        &f.app,
+        "/device/status/victim-device",
+        &[
+            ("x-forwarded-client-cert", element(&victim)),
+            ("x-forwarded-client-cert", element(&attacker)),
+        ],
+    )
+    .await;
+    let two_certs = format!(
+        "Cert=\"{}\";Cert=\"{}\"",
+        encoded(&victim),
+        encoded(&attacker)
+    );
+    let unterminated = format!("Cert=\"{}", encoded(&victim));
+    let mut refused = vec![two_lines];
+    for value in [two_certs, unterminated] {
+        refused.push(get_with(&f.app, "/device/status/victim-device", &xfcc(value)).await);
+    }
+    for answer in refused {
+        assert_eq!(
+            status_and_code(&answer),
+            (
+                StatusCode::BAD_REQUEST,
+                Some("ambiguous_client_certificate")
+            ),
+            "{}",
+            answer.body
+        );
+        assert_eq!(
+            answer.headers[header::CONTENT_TYPE],
+            "application/problem+json"
+        );
+    }
+}
+
+/// Review item 1, the same rule for the single-certificate headers (ALB's and `X-Client-Cert`):
+/// one line, one value, one certificate.
+#[tokio::test]
+async fn single_certificate_headers_must_name_exactly_one() {
+    for name in ["X-Amzn-Mtls-Clientcert", "X-Client-Cert"] {
+        let f = fixture_trusting(name).await;
+        let (victim, _) = enrolled(&f, "victim-device").await;
+        let (attacker, _) = enrolled(&f, "attacker-device").await;
+        let header = name.to_ascii_lowercase();
+        let header = header.as_str();
+        let own = get_with(
+            &f.app,
+            "/device/status/attacker-device",
+            &[(header, encoded(&attacker))],
+        )
+        .await;
+        assert_eq!(own.status, StatusCode::OK, "{name}: {}", own.body);
+        let attempts = [
+            vec![(header, encoded(&victim)), (header, encoded(&attacker))],
+            vec![(
+                header,
+                format!("{},{}", encoded(&victim), encoded(&attacker)),
+            )],
+            vec![(header, encoded(&format!("{victim}{attacker}")))],
+        ];
+        for attempt in attempts {
+            let answer = get_with(&f.app, "/device/status/victim-device", &attempt).await;
+            assert_eq!(
+                status_and_code(&answer),
+                (
+                    StatusCode::BAD_REQUEST,
+                    Some("ambiguous_client_certificate")
+                ),
+                "{name}: {}",
+                answer.body
+            );
+        }
+    }
+}
+
+/// Posts a renewal of `old_serial` presenting `cert`.
+async fn renew(f: &Fixture, device: &str, old_serial: &str, cert: &str, csr_name: &str) -> Answer {
+    post(
+        &f.app,
+        "/device/renew",
+        json!({"csr": p256_csr(&f.dir, csr_name), "device_id": device, "old_serial": old_serial}),
+        Some(cert),
+    )
+    .await
+}
+
+/// Review item 3 (local store): renewals checked, issued and saved, then revoked the old
+/// certificate with no lock or condition, so concurrent renewals of one serial all succeeded and
+/// a renewal in flight during `/device/revoke` left a certificate that was still accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_renewals_and_a_revocation_leave_one_winner_and_nothing_after_revoke() {
+    let f = Arc::new(fixture().await);
+    for round in 0..12 {
+        let device = format!("racing-device-{round}");
+        let (cert, serial) = enrolled(&f, &device).await;
+        let with_revoke = round % 2 == 0;
+        let mut renewals = Vec::new();
+        for i in 0..4 {
+            let (f, device, serial, cert) =
+                (f.clone(), device.clone(), serial.clone(), cert.clone());
+            renewals.push(tokio::spawn(async move {
+                renew(&f, &device, &serial, &cert, &format!("{device}-r{i}")).await
+            }));
+        }
+        let revocation = with_revoke.then(|| {
+            let (f, device, cert) = (f.clone(), device.clone(), cert.clone());
+            tokio::spawn(async move {
+                post(
+                    &f.app,
+                    "/device/revoke",
+                    json!({"device_id": device}),
+                    Some(&cert),
+                )
+                .await
+            })
+        });
+        let mut won = Vec::new();
+        for renewal in renewals {
+            let answer = renewal.await.unwrap();
+            match answer.status {
+                StatusCode::OK => won.push(answer.body["certificate"].as_str().unwrap().to_owned()),
+                StatusCode::CONFLICT | StatusCode::FORBIDDEN => {}
+                other => panic!("round {round}: renewal answered {other}: {}", answer.body),
+            }
+        }
+        let revoked = match revocation {
+            Some(task) => Some(task.await.unwrap()),
+            None => None,
+        };
+        assert!(
+            won.len() <= 1,
+            "round {round}: {} renewals of one serial succeeded",
+            won.len()
+        );
+        match revoked {
+            None => assert_eq!(won.len(), 1, "round {round}: exactly one renewal succeeds"),
+            Some(answer) if answer.body["success"] == true => {
+                for presented in std::iter::once(&cert).chain(&won) {
+                    let after =
+                        get(&f.app, &format!("/device/status/{device}"), Some(presented)).await;
+                    assert_eq!(
+                        after.status,
+                        StatusCode::FORBIDDEN,
+                        "round {round}: a certificate is accepted after /device/revoke answered success"
+                    );
+                }
+            }
+            // A renewal replaced the certificate before the revocation was checked.
+            Some(answer) => assert_eq!(answer.status, StatusCode::FORBIDDEN, "{}", answer.body),
+        }
+    }
+}
+
+/// Review item 5: renewal did not tie `old_serial` to the certificate presented, so a device with
+/// two active certificates could rotate one and keep the other.
+#[tokio::test]
+async fn renewal_replaces_only_the_certificate_presented() {
+    let f = fixture().await;
+    let (first, first_serial) = enrolled(&f, "rotating-device").await;
+    let renewed = renew(&f, "rotating-device", &first_serial, &first, "rot-1").await;
+    assert_eq!(renewed.status, StatusCode::OK, "{}", renewed.body);
+    let second = renewed.body["certificate"].as_str().unwrap().to_owned();
+    let answer = renew(&f, "rotating-device", &first_serial, &second, "rot-2").await;
+    assert_eq!(
+        status_and_code(&answer),
+        (StatusCode::CONFLICT, Some("serial_mismatch"))
+    );
+    assert_eq!(
+        answer.body["detail"],
+        "old_serial must be the serial of the client certificate presented."
+    );
+    let still = get(&f.app, "/device/status/rotating-device", Some(&second)).await;
+    assert_eq!(still.status, StatusCode::OK);
+}
+
+/// Review item 7 (local store): every guarded request read the device's whole certificate
+/// history. With the history made unreadable, every device route must still work: none reads
+/// it.
+#[tokio::test]
+async fn device_routes_never_read_the_certificate_history() {
+    let f = fixture().await;
+    let (mut cert, mut serial) = enrolled(&f, "long-lived-device").await;
+    for i in 0..30 {
+        let answer = renew(
+            &f,
+            "long-lived-device",
+            &serial,
+            &cert,
+            &format!("hist-{i}"),
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+        cert = answer.body["certificate"].as_str().unwrap().to_owned();
+        serial = answer.body["serial"].as_str().unwrap().to_owned();
+    }
+    let history = f.dir.join("certificates");
+    let mut spoiled = 0;
+    for entry in std::fs::read_dir(&history).unwrap() {
+        std::fs::write(entry.unwrap().path(), b"not json").unwrap();
+        spoiled += 1;
+    }
+    assert!(spoiled >= 31, "{spoiled} history records");
+
+    let status = get(&f.app, "/device/status/long-lived-device", Some(&cert)).await;
+    assert_eq!(status.status, StatusCode::OK, "{}", status.body);
+    assert_eq!(status.body["serial"], serial.as_str());
+    let renewed = renew(&f, "long-lived-device", &serial, &cert, "hist-last").await;
+    assert_eq!(renewed.status, StatusCode::OK, "{}", renewed.body);
+    let cert = renewed.body["certificate"].as_str().unwrap().to_owned();
+    let revoked = post(
+        &f.app,
+        "/device/revoke",
+        json!({"device_id": "long-lived-device"}),
+        Some(&cert),
+    )
+    .await;
+    assert_eq!(revoked.body["success"], true, "{}", revoked.body);
+    let again = enroll(
+        &f.app,
+        &p256_csr(&f.dir, "hist-re"),
+        "long-lived-device",
+        "ios",
+    )
+    .await;
+    assert_eq!(again.status, StatusCode::CREATED, "{}", again.body);
 }

@@ -1,6 +1,7 @@
-//! What the device routes do: enroll (check the CSR before touching the CA, issue, store),
-//! renew (issue a new certificate with the stored platform, then revoke only the old serial),
-//! revoke, status, and the CA certificate and pin.
+//! What the device routes do: enroll (check the CSR before touching the CA, issue, install),
+//! renew (issue a new certificate with the stored platform in place of the old one), revoke,
+//! status, and the CA certificate and pin. Every change is one compare-and-set on the
+//! device's current record ([`super::store`]), so concurrent requests cannot undo each other.
 
 use std::sync::Arc;
 
@@ -11,7 +12,7 @@ use super::ca::{CertificateAuthority, Pin};
 use super::csr::{self, CsrError};
 use super::id::{DeviceId, Platform, Serial};
 use super::material::{CaProvider, MaterialError};
-use super::store::{CertificateRecord, CertificateStore, StoreError};
+use super::store::{CertificateRecord, CertificateStore, Expect, StoreError};
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum DeviceError {
@@ -25,7 +26,7 @@ pub enum DeviceError {
     Signing,
     #[error("no certificate found for device {0}")]
     NotFound(DeviceId),
-    #[error("old_serial is not a current certificate of this device")]
+    #[error("old_serial is not the current certificate of this device")]
     SerialMismatch,
     #[error(
         "device {0} already has an active certificate; renew it with that certificate, or revoke it first"
@@ -62,12 +63,16 @@ impl DeviceService {
         self.store.as_ref()
     }
 
-    async fn issue_checked(
+    /// Signs a certificate for `device` and installs it as the device's current record if the
+    /// current one still meets `expect`; `None` when it no longer does (nothing was stored,
+    /// and the signed certificate is dropped without being handed out).
+    async fn issue(
         &self,
         checked: &csr::CheckedCsr,
         device: &DeviceId,
         platform: Platform,
-    ) -> Result<Enrollment, DeviceError> {
+        expect: Expect<'_>,
+    ) -> Result<Option<Enrollment>, DeviceError> {
         let ca = self.authority().await?;
         let issued = ca
             .issue(checked, device, platform, Utc::now())
@@ -75,32 +80,34 @@ impl DeviceService {
                 tracing::error!(error = %e, "certificate signing failed");
                 DeviceError::Signing
             })?;
-        self.store
-            .save(&CertificateRecord {
-                device_id: device.clone(),
-                serial: issued.serial.clone(),
-                platform,
-                issued_at: issued.issued_at,
-                expires_at: issued.expires_at,
-                certificate_pem: issued.pem.clone(),
-                revoked: false,
-                revoked_at: None,
-                revocation_reason: None,
-            })
-            .await?;
+        let record = CertificateRecord {
+            device_id: device.clone(),
+            serial: issued.serial.clone(),
+            platform,
+            issued_at: issued.issued_at,
+            expires_at: issued.expires_at,
+            certificate_pem: issued.pem.clone(),
+            revoked: false,
+            revoked_at: None,
+            revocation_reason: None,
+        };
+        if !self.store.install(&record, expect).await? {
+            return Ok(None);
+        }
         tracing::info!(device_id = %device, serial = %issued.serial, platform = platform.as_str(), "certificate issued");
-        Ok(Enrollment {
+        Ok(Some(Enrollment {
             certificate: issued.pem,
             serial: issued.serial,
             issued_at: issued.issued_at,
             expires_at: issued.expires_at,
             ca_certificate: ca.certificate_pem().to_owned(),
-        })
+        }))
     }
 
     /// First enrollment of a device. A device with an active certificate cannot be enrolled
     /// again: otherwise anyone could obtain a certificate for another device's id and act as
-    /// it (revoke it, read its status). It renews with its certificate instead.
+    /// it (revoke it, read its status). It renews with its certificate instead. Of concurrent
+    /// enrollments of one device, one wins; the others are `AlreadyEnrolled`.
     pub async fn enroll(
         &self,
         csr_pem: &str,
@@ -108,39 +115,43 @@ impl DeviceService {
         platform: Platform,
     ) -> Result<Enrollment, DeviceError> {
         let checked = csr::check(csr_pem)?;
-        if let Some(current) = self.store.current(device).await?
+        let current = self.store.current(device).await?;
+        if let Some(current) = &current
             && !current.revoked
             && current.expires_at > Utc::now()
         {
             return Err(DeviceError::AlreadyEnrolled(device.clone()));
         }
-        self.issue_checked(&checked, device, platform).await
+        self.issue(&checked, device, platform, Expect::of(current.as_ref()))
+            .await?
+            .ok_or_else(|| DeviceError::AlreadyEnrolled(device.clone()))
     }
 
-    /// Issues a new certificate for `device` and revokes `old_serial` (only), which must be an
-    /// active certificate of the same device.
+    /// Issues a new certificate for `device` in place of `old_serial`, which must be its current,
+    /// unrevoked certificate when the new one is stored (not only when the request began): of
+    /// concurrent renewals exactly one succeeds, and none succeeds after a revocation.
     pub async fn renew(
         &self,
         csr_pem: &str,
         device: &DeviceId,
         old_serial: &Serial,
     ) -> Result<Enrollment, DeviceError> {
-        let old = self.store.by_serial(old_serial).await?;
-        let old = match old {
-            Some(record) if &record.device_id == device && !record.revoked => record,
+        let expect = Expect::Active(old_serial);
+        let old = match self.store.current(device).await? {
+            Some(current) if expect.holds(Some(&current)) => current,
             Some(_) => return Err(DeviceError::SerialMismatch),
             None => return Err(DeviceError::NotFound(device.clone())),
         };
         let checked = csr::check(csr_pem)?;
-        let renewed = self.issue_checked(&checked, device, old.platform).await?;
-        self.store
-            .revoke_serial(old_serial, "Superseded by renewal")
-            .await?;
-        Ok(renewed)
+        self.issue(&checked, device, old.platform, expect)
+            .await?
+            .ok_or(DeviceError::SerialMismatch)
     }
 
+    /// Revokes the device's certificate; `true` if it had an active one. Once this returns, no
+    /// certificate of the device is accepted, whatever renewals were in flight.
     pub async fn revoke(&self, device: &DeviceId, reason: &str) -> Result<bool, DeviceError> {
-        let revoked = self.store.revoke_device(device, reason).await?;
+        let revoked = self.store.revoke_current(device, reason).await?;
         tracing::info!(device_id = %device, revoked, "device revocation");
         Ok(revoked)
     }

@@ -80,10 +80,10 @@ impl FromRequestParts<AppState> for Authenticated {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
-        let pem = presented_pem(parts, state.config.devices.trusted_cert_header);
-        let result = match pem {
-            None => Err(GuardError::Missing),
-            Some(pem) => verify(&pem, &state.devices).await,
+        let result = match presented_pem(parts, state.config.devices.trusted_cert_header) {
+            Ok(None) => Err(GuardError::Missing),
+            Ok(Some(pem)) => verify(&pem, &state.devices).await,
+            Err(e) => Err(e),
         };
         result.map(Authenticated).map_err(|e| {
             tracing::warn!(reason = %e, "client certificate refused");
@@ -108,6 +108,12 @@ impl FromRequestParts<AppState> for Authenticated {
                     e.to_string(),
                 )
                 .into_response(),
+                GuardError::Ambiguous(_) => coded(
+                    StatusCode::BAD_REQUEST,
+                    "ambiguous_client_certificate",
+                    e.to_string(),
+                )
+                .into_response(),
                 GuardError::Unavailable => coded(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "ca_unavailable",
@@ -129,6 +135,19 @@ impl Authenticated {
                 StatusCode::FORBIDDEN,
                 "device_mismatch",
                 "The client certificate belongs to another device.",
+            ))
+        }
+    }
+
+    /// A renewal replaces the certificate presented, no other.
+    fn presenting(&self, serial: &Serial) -> Result<(), ApiError> {
+        if &self.0.serial == serial {
+            Ok(())
+        } else {
+            Err(coded(
+                StatusCode::CONFLICT,
+                "serial_mismatch",
+                "old_serial must be the serial of the client certificate presented.",
             ))
         }
     }
@@ -265,6 +284,7 @@ async fn renew(
     let device = parsed(DeviceId::parse(&body.device_id))?;
     let old_serial = parsed(Serial::parse(&body.old_serial))?;
     caller.acting_on(&device)?;
+    caller.presenting(&old_serial)?;
     let renewed = state
         .devices
         .renew(&body.csr, &device, &old_serial)

@@ -2,6 +2,7 @@
 //! Lambda Runtime API double and the AWS Runtime Interface Emulator. Loopback only.
 #![allow(dead_code)]
 
+pub mod aws_proxy;
 pub mod otlp;
 pub mod provider_double;
 pub mod runtime_api;

@@ -1,8 +1,14 @@
-//! Certificate records as JSON files under `INFRASTRUCTURE_BASE_DIR`:
-//! `certificates/<SERIAL>.json` (one record per certificate) and `devices/<device_id>.json`
-//! (the serials of a device). Names come only from [`DeviceId`] and [`Serial`], whose character
-//! sets cannot form a path. Every write goes to a temporary file that is then renamed over the
-//! target, so a reader never sees half a file; writes are serialised within the process.
+//! Certificate records as JSON files under `INFRASTRUCTURE_BASE_DIR`: `current/<device_id>.json`
+//! (the device's current record, the one the guard reads) and `certificates/<SERIAL>.json` (the
+//! history, one record per certificate, kept until deleted). Names come only from [`DeviceId`]
+//! and [`Serial`], whose character sets cannot form a path. Every write goes to a temporary file
+//! that is then renamed over the target, so a reader never sees half a file. Changes are
+//! compare-and-set under one lock, which makes them atomic within the process: one process per
+//! directory (local development, `sam local`).
+//!
+//! An install writes the new history record first, then the current record (the commit
+//! point: a failure before it leaves nothing accepted and reports the failure), then marks the
+//! replaced history record revoked (a failure there is logged: the change has happened).
 
 use std::path::{Path, PathBuf};
 
@@ -10,7 +16,7 @@ use chrono::Utc;
 use serde::{Serialize, de::DeserializeOwned};
 use tokio::sync::Mutex;
 
-use super::{CertificateRecord, CertificateStore, StoreError, StoreFuture, newest};
+use super::{CertificateRecord, CertificateStore, Expect, SUPERSEDED, StoreError, StoreFuture};
 use crate::device::id::{DeviceId, Serial};
 
 #[derive(Debug)]
@@ -31,14 +37,14 @@ impl LocalStore {
         }
     }
 
-    fn record_path(&self, serial: &Serial) -> PathBuf {
+    fn history_path(&self, serial: &Serial) -> PathBuf {
         self.root
             .join("certificates")
             .join(format!("{serial}.json"))
     }
 
-    fn device_path(&self, device: &DeviceId) -> PathBuf {
-        self.root.join("devices").join(format!("{device}.json"))
+    fn current_path(&self, device: &DeviceId) -> PathBuf {
+        self.root.join("current").join(format!("{device}.json"))
     }
 
     async fn read<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, StoreError> {
@@ -62,75 +68,65 @@ impl LocalStore {
         tokio::fs::rename(&tmp, path).await.map_err(backend)
     }
 
-    async fn device_serials(&self, device: &DeviceId) -> Result<Vec<Serial>, StoreError> {
-        Ok(Self::read(&self.device_path(device))
-            .await?
-            .unwrap_or_default())
+    /// Updates a history record after the current record was written (the commit point): a
+    /// failure here must not report the change as failed, since it has happened.
+    async fn keep_history(path: &Path, record: &CertificateRecord) {
+        if let Err(e) = Self::write(path, record).await {
+            tracing::warn!(error = %e, serial = %record.serial, "certificate history not updated");
+        }
     }
 
-    async fn device_records(
+    async fn read_current(
         &self,
         device: &DeviceId,
-    ) -> Result<Vec<CertificateRecord>, StoreError> {
-        let mut records = Vec::new();
-        for serial in self.device_serials(device).await? {
-            if let Some(record) = Self::read(&self.record_path(&serial)).await? {
-                records.push(record);
-            }
-        }
-        Ok(records)
+    ) -> Result<Option<CertificateRecord>, StoreError> {
+        Self::read(&self.current_path(device)).await
     }
 }
 
 impl CertificateStore for LocalStore {
-    fn save<'a>(&'a self, record: &'a CertificateRecord) -> StoreFuture<'a, ()> {
+    fn current<'a>(&'a self, device: &'a DeviceId) -> StoreFuture<'a, Option<CertificateRecord>> {
+        Box::pin(self.read_current(device))
+    }
+
+    fn install<'a>(
+        &'a self,
+        record: &'a CertificateRecord,
+        expect: Expect<'a>,
+    ) -> StoreFuture<'a, bool> {
         Box::pin(async move {
             let _guard = self.writes.lock().await;
-            Self::write(&self.record_path(&record.serial), record).await?;
-            let mut serials = self.device_serials(&record.device_id).await?;
-            if !serials.contains(&record.serial) {
-                serials.push(record.serial.clone());
-                Self::write(&self.device_path(&record.device_id), &serials).await?;
+            let replaced = self.read_current(&record.device_id).await?;
+            if !expect.holds(replaced.as_ref()) {
+                return Ok(false);
             }
-            Ok(())
+            Self::write(&self.history_path(&record.serial), record).await?;
+            Self::write(&self.current_path(&record.device_id), record).await?;
+            if let Some(mut old) = replaced
+                && old.revoke(SUPERSEDED, Utc::now())
+            {
+                Self::keep_history(&self.history_path(&old.serial), &old).await;
+            }
+            Ok(true)
         })
     }
 
-    fn current<'a>(&'a self, device: &'a DeviceId) -> StoreFuture<'a, Option<CertificateRecord>> {
-        Box::pin(async move { Ok(newest(self.device_records(device).await?)) })
-    }
-
-    fn by_serial<'a>(&'a self, serial: &'a Serial) -> StoreFuture<'a, Option<CertificateRecord>> {
-        Box::pin(async move { Self::read(&self.record_path(serial)).await })
-    }
-
-    fn revoke_serial<'a>(&'a self, serial: &'a Serial, reason: &'a str) -> StoreFuture<'a, bool> {
+    fn revoke_current<'a>(
+        &'a self,
+        device: &'a DeviceId,
+        reason: &'a str,
+    ) -> StoreFuture<'a, bool> {
         Box::pin(async move {
             let _guard = self.writes.lock().await;
-            let Some(mut record) =
-                Self::read::<CertificateRecord>(&self.record_path(serial)).await?
-            else {
+            let Some(mut current) = self.read_current(device).await? else {
                 return Ok(false);
             };
-            let changed = record.revoke(reason, Utc::now());
-            if changed {
-                Self::write(&self.record_path(serial), &record).await?;
+            if !current.revoke(reason, Utc::now()) {
+                return Ok(false);
             }
-            Ok(changed)
-        })
-    }
-
-    fn revoke_device<'a>(&'a self, device: &'a DeviceId, reason: &'a str) -> StoreFuture<'a, bool> {
-        Box::pin(async move {
-            let _guard = self.writes.lock().await;
-            let mut any = false;
-            for mut record in self.device_records(device).await? {
-                if record.revoke(reason, Utc::now()) {
-                    Self::write(&self.record_path(&record.serial), &record).await?;
-                    any = true;
-                }
-            }
-            Ok(any)
+            Self::write(&self.current_path(device), &current).await?;
+            Self::keep_history(&self.history_path(&current.serial), &current).await;
+            Ok(true)
         })
     }
 }
