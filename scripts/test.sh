@@ -57,9 +57,10 @@ step "cargo test"
 test_log="$cache/last-test.log"
 cargo test --locked 2>&1 | tee "$test_log"
 
-step "template lint (cfn-lint, sam validate --lint)"
+step "template lint (cfn-lint, sam validate --lint) and the mutual-TLS domain layout"
 cfn-lint template.yaml
 sam validate --lint --region eu-west-1
+python scripts/check-template.py template.yaml
 
 if [ "${APUNTADOR_SAM_BUILD:-0}" = "1" ]; then
   step "sam build"
