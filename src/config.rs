@@ -472,29 +472,22 @@ fn check_secret(
     Ok(Some(Secret::new(value)))
 }
 
-/// Headers that carry a client certificate from a trusted proxy: a browser must never be
-/// invited to send one (the proxy should replace it, but a CORS allowance is an invitation).
-const CERTIFICATE_HEADERS: [&str; 3] = [
-    "x-amzn-mtls-clientcert",
-    "x-client-cert",
-    "x-forwarded-client-cert",
-];
-
 /// `CORS_ALLOWED_HEADERS`: a list that names no client-certificate header (and so no `*`,
 /// which would mirror them).
 fn cors_headers(raw: &str) -> Result<Vec<String>, ConfigError> {
     let headers = split_list(raw);
+    // A client-certificate header comes from a trusted proxy: a browser must never be invited
+    // to send one (the proxy should replace it, but a CORS allowance is an invitation).
     let refused = headers
         .iter()
-        .find(|h| *h == "*" || CERTIFICATE_HEADERS.contains(&h.to_ascii_lowercase().as_str()));
+        .find(|h| *h == "*" || TrustedHeader::parse(h).is_some());
     match refused {
         None => Ok(headers),
         Some(header) => Err(ConfigError::Invalid {
             name: "CORS_ALLOWED_HEADERS",
             value: raw.to_owned(),
             reason: format!(
-                "{header} would let browsers send a client-certificate header; list the headers the app sends, without {}",
-                CERTIFICATE_HEADERS.join(", ")
+                "{header} would let browsers send a client-certificate header; list the headers the app sends, without X-Amzn-Mtls-Clientcert, X-Client-Cert or X-Forwarded-Client-Cert"
             ),
         }),
     }

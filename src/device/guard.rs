@@ -21,6 +21,7 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::id::{DeviceId, Serial};
 use super::service::DeviceService;
+use super::store::CertificateRecord;
 
 /// The proxy header a server-mode deployment trusts.
 ///
@@ -75,6 +76,9 @@ impl TrustedHeader {
 
 /// The `Cert` of the last XFCC element (see [`TrustedHeader`]).
 fn xfcc_certificate(value: &str) -> Result<Option<String>, GuardError> {
+    if value.is_empty() {
+        return Ok(None);
+    }
     let malformed = GuardError::Ambiguous("the X-Forwarded-Client-Cert header is malformed");
     let elements = split_unquoted(value, ',').ok_or(malformed.clone())?;
     let nearest = elements.last().ok_or(malformed.clone())?;
@@ -128,11 +132,13 @@ fn unquote(raw: &str) -> Option<String> {
     Some(out)
 }
 
-/// Who the certificate says the caller is.
+/// Who the certificate says the caller is, with the device's current record as the guard read
+/// it (strongly consistent, just now), so routes need not read it again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceIdentity {
     pub device_id: DeviceId,
     pub serial: Serial,
+    pub current: CertificateRecord,
 }
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -247,5 +253,9 @@ pub async fn verify(pem: &str, devices: &DeviceService) -> Result<DeviceIdentity
             "does not match the registered certificate",
         ));
     }
-    Ok(DeviceIdentity { device_id, serial })
+    Ok(DeviceIdentity {
+        device_id,
+        serial,
+        current,
+    })
 }

@@ -127,25 +127,24 @@ impl DeviceService {
             .ok_or_else(|| DeviceError::AlreadyEnrolled(device.clone()))
     }
 
-    /// Issues a new certificate for `device` in place of `old_serial`, which must be its current,
-    /// unrevoked certificate when the new one is stored (not only when the request began): of
-    /// concurrent renewals exactly one succeeds, and none succeeds after a revocation.
+    /// Issues a new certificate in place of `old`, the device's current record as the guard
+    /// read it, which must still be current and unrevoked when the new one is stored (not only
+    /// when the request began): of concurrent renewals exactly one succeeds, and none succeeds
+    /// after a revocation.
     pub async fn renew(
         &self,
         csr_pem: &str,
-        device: &DeviceId,
-        old_serial: &Serial,
+        old: &CertificateRecord,
     ) -> Result<Enrollment, DeviceError> {
-        let expect = Expect::Active(old_serial);
-        let old = match self.store.current(device).await? {
-            Some(current) if expect.holds(Some(&current)) => current,
-            Some(_) => return Err(DeviceError::SerialMismatch),
-            None => return Err(DeviceError::NotFound(device.clone())),
-        };
         let checked = csr::check(csr_pem)?;
-        self.issue(&checked, device, old.platform, expect)
-            .await?
-            .ok_or(DeviceError::SerialMismatch)
+        self.issue(
+            &checked,
+            &old.device_id,
+            old.platform,
+            Expect::Active(&old.serial),
+        )
+        .await?
+        .ok_or(DeviceError::SerialMismatch)
     }
 
     /// Revokes the device's certificate; `true` if it had an active one. Once this returns, no
@@ -154,13 +153,6 @@ impl DeviceService {
         let revoked = self.store.revoke_current(device, reason).await?;
         tracing::info!(device_id = %device, revoked, "device revocation");
         Ok(revoked)
-    }
-
-    pub async fn status(&self, device: &DeviceId) -> Result<CertificateRecord, DeviceError> {
-        self.store
-            .current(device)
-            .await?
-            .ok_or_else(|| DeviceError::NotFound(device.clone()))
     }
 
     pub async fn pin(&self) -> Result<(Pin, String), DeviceError> {

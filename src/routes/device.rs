@@ -287,7 +287,7 @@ async fn renew(
     caller.presenting(&old_serial)?;
     let renewed = state
         .devices
-        .renew(&body.csr, &device, &old_serial)
+        .renew(&body.csr, &caller.0.current)
         .await
         .map_err(api_error)?;
     Ok(Json(renewed.into()))
@@ -366,7 +366,6 @@ struct StatusAnswer {
 }
 
 async fn status(
-    State(state): State<AppState>,
     caller: Authenticated,
     Path(device_id): Path<String>,
 ) -> Result<Json<StatusAnswer>, ApiError> {
@@ -378,7 +377,7 @@ async fn status(
         )])
     })?;
     caller.acting_on(&device)?;
-    let record = state.devices.status(&device).await.map_err(api_error)?;
+    let record = caller.0.current;
     let days_until_expiry = (record.expires_at - Utc::now())
         .num_seconds()
         .div_euclid(86_400);
