@@ -8,9 +8,8 @@
 //! for it. Always verified: the signature chains to our CA, the validity window, the certificate
 //! is its device's current, unrevoked record (the very DER stored there; one strongly
 //! consistent read, see [`super::store`]), and the device id in the subject is the one the
-//! request acts on (checked by the routes). Missing → 401,
-//! an ambiguous proxy header (two lines, two elements' worth of certificates, malformed XFCC)
-//! → 400, anything else → 403.
+//! request acts on (checked by the routes). Missing → 401, an ambiguous proxy header (two
+//! lines, two certificates, malformed XFCC) → 400, anything else → 403.
 
 use axum::http::request::Parts;
 use lambda_http::RequestExt;

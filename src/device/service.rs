@@ -1,6 +1,6 @@
 //! What the device routes do: enroll (check the CSR before touching the CA, issue, install),
 //! renew (issue a new certificate with the stored platform in place of the old one), revoke,
-//! status, and the CA certificate and pin. Every change is one compare-and-set on the
+//! and the CA certificate and pin (status answers from the record the guard read). Every change is one compare-and-set on the
 //! device's current record ([`super::store`]), so concurrent requests cannot undo each other.
 
 use std::sync::Arc;
@@ -24,8 +24,6 @@ pub enum DeviceError {
     Store(#[from] StoreError),
     #[error("signing failed")]
     Signing,
-    #[error("no certificate found for device {0}")]
-    NotFound(DeviceId),
     #[error("old_serial is not the current certificate of this device")]
     SerialMismatch,
     #[error(

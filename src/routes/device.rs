@@ -39,11 +39,6 @@ fn coded(status: StatusCode, code: &str, detail: impl Into<String>) -> ApiError 
 fn api_error(error: DeviceError) -> ApiError {
     match error {
         DeviceError::Csr(e) => coded(StatusCode::BAD_REQUEST, "invalid_csr", e.to_string()),
-        DeviceError::NotFound(device) => coded(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("No certificate found for device {device}"),
-        ),
         DeviceError::SerialMismatch => {
             coded(StatusCode::CONFLICT, "serial_mismatch", error.to_string())
         }
