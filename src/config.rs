@@ -152,7 +152,9 @@ pub struct DeviceSettings {
     pub infrastructure: Infrastructure,
     /// Create a development CA when none exists (local environment with local files only).
     pub create_dev_ca: bool,
-    /// Server mode only: the proxy header that carries the verified client certificate.
+    /// The proxy header that carries the verified client certificate: in server mode when
+    /// configured; under Lambda only with `ENVIRONMENT=local` (`sam local`, which has no mutual
+    /// TLS), since API Gateway passes any header a client sends.
     pub trusted_cert_header: Option<TrustedHeader>,
 }
 
@@ -278,7 +280,7 @@ impl Config {
         };
 
         let oauth = oauth_settings(env)?;
-        let devices = device_settings(env, &environment)?;
+        let devices = device_settings(env, &environment, &mut warnings)?;
 
         Ok(Self {
             environment,
@@ -320,6 +322,7 @@ fn millis(
 fn device_settings(
     env: &dyn Fn(&str) -> Option<String>,
     environment: &Environment,
+    warnings: &mut Vec<String>,
 ) -> Result<DeviceSettings, ConfigError> {
     let get = |name: &str| {
         env(name)
@@ -366,6 +369,24 @@ fn device_settings(
                     .to_owned(),
             })?,
         ),
+    };
+    let trusted_cert_header = match trusted_cert_header {
+        Some(header) if env("AWS_LAMBDA_RUNTIME_API").is_some() => {
+            if environment.is_local() {
+                warnings.push(format!(
+                    "TRUSTED_CLIENT_CERT_HEADER: trusting {} from any caller under Lambda (ENVIRONMENT=local, for sam local only)",
+                    header.name()
+                ));
+                Some(header)
+            } else {
+                warnings.push(
+                    "TRUSTED_CLIENT_CERT_HEADER is ignored under Lambda outside ENVIRONMENT=local: API Gateway passes any header a client sends, so only its mutual-TLS context is trusted"
+                        .to_owned(),
+                );
+                None
+            }
+        }
+        other => other,
     };
     Ok(DeviceSettings {
         create_dev_ca: environment.is_local()

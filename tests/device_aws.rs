@@ -254,35 +254,104 @@ async fn enrollment_guard_renewal_and_revocation_on_dynamodb_and_secrets_manager
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn headers_are_not_trusted_under_lambda() {
+/// The function under the Runtime API double with local files in a fresh directory and
+/// `TRUSTED_CLIENT_CERT_HEADER=X-Client-Cert`, plus `extra`.
+async fn start_trusting_a_header(extra: &[(&str, &str)]) -> (OtlpReceiver, RuntimeApi, Process) {
     let api = RuntimeApi::start().await;
     let receiver = OtlpReceiver::start().await;
-    let dir = std::env::temp_dir().join(format!("apuntador-lambda-{}", std::process::id()));
+    let mut suffix = [0u8; 8];
+    getrandom::fill(&mut suffix).unwrap();
+    let dir = std::env::temp_dir().join(format!("apuntador-lambda-{}", u64::from_le_bytes(suffix)));
     let mut env = lambda_env(&format!("http://{}", receiver.http_addr));
     env.push(("AWS_LAMBDA_RUNTIME_API".into(), api.addr.to_string()));
     env.push(("INFRASTRUCTURE_BASE_DIR".into(), dir.display().to_string()));
     env.push(("TRUSTED_CLIENT_CERT_HEADER".into(), "X-Client-Cert".into()));
-    let _process = Process::spawn(&binary(), &[], &env);
+    env.extend(
+        extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
+    let process = Process::spawn(&binary(), &[], &env);
+    (receiver, api, process)
+}
+
+/// `GET /device/status/{device}` with `cert` (URL-encoded) in `X-Client-Cert`, not in the
+/// mutual-TLS context.
+async fn status_by_header(api: &RuntimeApi, device: &str, cert: &str) -> Outcome {
     let mut event: Value = serde_json::from_str(&http_api_event_with_cert(
         "GET",
-        "/device/status/aws-device-1",
+        &format!("/device/status/{device}"),
         "",
         None,
         None,
     ))
     .unwrap();
-    event["headers"]["x-client-cert"] = "-----BEGIN%20CERTIFICATE-----".into();
-    let outcome = api
-        .invoke(Event {
-            body: event.to_string(),
-            trace_header: None,
-        })
-        .await;
+    event["headers"]["x-client-cert"] =
+        percent_encoding::utf8_percent_encode(cert, percent_encoding::NON_ALPHANUMERIC)
+            .to_string()
+            .into();
+    api.invoke(Event {
+        body: event.to_string(),
+        trace_header: None,
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn headers_are_not_trusted_under_lambda() {
+    let (_receiver, api, process) = start_trusting_a_header(&[("ENVIRONMENT", "production")]).await;
+    let (_, status, enrolled) = invoke(
+        &api,
+        "POST",
+        "/device/enroll",
+        Some(json!({"csr": csr(), "device_id": "header-device", "platform": "ios"})),
+        None,
+    )
+    .await;
+    // Production has no development CA: enrollment cannot issue, but the guard still decides.
+    assert_eq!(status, 503, "{enrolled}");
+    let outcome = status_by_header(&api, "header-device", "-----BEGIN CERTIFICATE-----").await;
     assert_eq!(
         outcome.json()["statusCode"],
         401,
         "under Lambda only the mutual-TLS context counts"
+    );
+    assert!(
+        process
+            .wait_for_line(
+                "TRUSTED_CLIENT_CERT_HEADER is ignored under Lambda",
+                Duration::from_secs(5)
+            )
+            .is_some(),
+        "the ignored setting is said at start-up"
+    );
+}
+
+/// `sam local` has no mutual TLS: with `ENVIRONMENT=local` the configured header is trusted
+/// under Lambda too, and the process says so.
+#[tokio::test(flavor = "multi_thread")]
+async fn sam_local_trusts_the_configured_header() {
+    let (_receiver, api, process) = start_trusting_a_header(&[("ENVIRONMENT", "local")]).await;
+    let (_, status, enrolled) = invoke(
+        &api,
+        "POST",
+        "/device/enroll",
+        Some(json!({"csr": csr(), "device_id": "header-device", "platform": "ios"})),
+        None,
+    )
+    .await;
+    assert_eq!(status, 201, "{enrolled}");
+    let cert = enrolled["certificate"].as_str().unwrap();
+    let outcome = status_by_header(&api, "header-device", cert).await;
+    let answer = outcome.json();
+    assert_eq!(answer["statusCode"], 200, "{answer}");
+    assert!(
+        process
+            .wait_for_line(
+                "trusting x-client-cert from any caller under Lambda",
+                Duration::from_secs(5)
+            )
+            .is_some()
     );
 }
 

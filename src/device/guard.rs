@@ -1,11 +1,12 @@
 //! The client-certificate guard (spec §4.6, redesigned).
 //!
-//! Where the certificate comes from: under Lambda only the API Gateway mutual-TLS context of the
+//! Where the certificate comes from: under Lambda the API Gateway mutual-TLS context of the
 //! event (`requestContext.authentication.clientCert.clientCertPem`, which API Gateway fills after
 //! the TLS handshake proved possession of the key); in server mode only the header the operator
 //! names in `TRUSTED_CLIENT_CERT_HEADER` (ALB's `X-Amzn-Mtls-Clientcert`, `X-Client-Cert`, or
 //! Envoy's `X-Forwarded-Client-Cert`), because only a proxy that terminated mutual TLS can vouch
-//! for it. Always verified: the signature chains to our CA, the validity window, the certificate
+//! for it. Under Lambda that header counts only with `ENVIRONMENT=local` (`sam local`, which
+//! has no mutual TLS; configuration decides). Always verified: the signature chains to our CA, the validity window, the certificate
 //! is its device's current, unrevoked record (the very DER stored there; one strongly
 //! consistent read, see [`super::store`]), and the device id in the subject is the one the
 //! request acts on (checked by the routes). Missing → 401, an ambiguous proxy header (two
@@ -52,7 +53,7 @@ impl TrustedHeader {
         }
     }
 
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Self::AmznMtlsClientCert => "x-amzn-mtls-clientcert",
             Self::ClientCert => "x-client-cert",
@@ -159,19 +160,18 @@ pub fn presented_pem(
     parts: &Parts,
     trusted: Option<TrustedHeader>,
 ) -> Result<Option<String>, GuardError> {
-    if parts.extensions.lambda_context_ref().is_some()
-        || parts.extensions.request_context_ref().is_some()
+    if let Some(RequestContext::ApiGatewayV2(ctx)) = parts.extensions.request_context_ref()
+        && let Some(pem) = ctx
+            .authentication
+            .as_ref()
+            .and_then(|a| a.client_cert.as_ref())
+            .and_then(|c| c.client_cert_pem.as_ref())
+            .filter(|p| !p.trim().is_empty())
     {
-        return Ok(match parts.extensions.request_context_ref() {
-            Some(RequestContext::ApiGatewayV2(ctx)) => ctx
-                .authentication
-                .as_ref()
-                .and_then(|a| a.client_cert.as_ref())
-                .and_then(|c| c.client_cert_pem.clone())
-                .filter(|p| !p.trim().is_empty()),
-            _ => None,
-        });
+        return Ok(Some(pem.clone()));
     }
+    // Configuration names a header only where a proxy vouches for it (never under Lambda
+    // outside `sam local`, see `DeviceSettings::trusted_cert_header`).
     let Some(header) = trusted else {
         return Ok(None);
     };
