@@ -7,7 +7,9 @@
 #
 # Caches live outside the clone so repeated runs (and CI on the same machine) are fast:
 #   APUNTADOR_CACHE (default ~/.cache/apuntador-backend) holds target/ and venv/.
-# Set APUNTADOR_SAM_BUILD=1 to also run `sam build` (cargo-lambda + zig, a few minutes cold).
+# Set APUNTADOR_SAM_BUILD=1 to also run `sam build` (cargo-lambda + zig, a few minutes cold), and
+# APUNTADOR_SAM_LOCAL=1 to run scripts/sam-local.sh: `sam build`, `sam local invoke` of every
+# event and `sam local start-api` under a Docker it installs and starts (about 10 minutes cold).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -66,6 +68,11 @@ if [ "${APUNTADOR_SAM_BUILD:-0}" = "1" ]; then
   step "sam build"
   sam build --build-dir "$cache/sam-build"
   test -x "$cache/sam-build/BackendFunction/bootstrap"
+fi
+
+if [ "${APUNTADOR_SAM_LOCAL:-0}" = "1" ]; then
+  step "sam local (scripts/sam-local.sh)"
+  scripts/sam-local.sh
 fi
 
 step "all checks passed"

@@ -76,6 +76,12 @@ fn expectations() -> BTreeMap<&'static str, Expect> {
             "http-api-device-status-no-certificate.json",
             e(401, "error", "client_certificate_required", true),
         ),
+        // The certificate in X-Client-Cert, as `sam local start-api` passes it: a deployed
+        // function never trusts a header (only `sam local`'s ENVIRONMENT=local does).
+        (
+            "http-api-device-status-trusted-header.json",
+            e(401, "error", "client_certificate_required", true),
+        ),
         (
             "http-api-device-ca-certificate.json",
             e(200, "format", "PEM", true),
