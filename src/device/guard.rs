@@ -6,10 +6,10 @@
 //! names in `TRUSTED_CLIENT_CERT_HEADER` (ALB's `X-Amzn-Mtls-Clientcert`, `X-Client-Cert`, or
 //! Envoy's `X-Forwarded-Client-Cert`), because only a proxy that terminated mutual TLS can vouch
 //! for it. Under Lambda that header counts only with `ENVIRONMENT=local` (`sam local`, which
-//! has no mutual TLS; configuration decides). Always verified: the signature chains to our CA, the validity window, the certificate
-//! is its device's current, unrevoked record (the very DER stored there; one strongly
-//! consistent read, see [`super::store`]), and the device id in the subject is the one the
-//! request acts on (checked by the routes). Missing → 401, an ambiguous proxy header (two
+//! has no mutual TLS; configuration decides). Always verified: the signature chains to our CA,
+//! the validity window, the certificate is its device's current, unrevoked record (the very DER
+//! stored there; one strongly consistent read, see [`super::store`]), and the device id in the
+//! subject is the one the request acts on (checked by the routes). Missing → 401, an ambiguous proxy header (two
 //! lines, two certificates, malformed XFCC) → 400, anything else → 403.
 
 use axum::http::request::Parts;
