@@ -1,7 +1,8 @@
 //! The one error type of the API and its RFC 9457 `application/problem+json` rendering.
 //!
-//! Handlers and extractors return [`ApiError`]. Its `IntoResponse` only sets the status (and
-//! `WWW-Authenticate`/`Allow` where they belong) and parks a [`Problem`] in the response
+//! Handlers and extractors return [`ApiError`]; each area's errors convert into it (`From`), so
+//! handlers use `?`. Its `IntoResponse` only sets the status (and `WWW-Authenticate`, a parameter
+//! of the 401, and `Allow`, which axum keeps) and parks a [`Problem`] in the response
 //! extensions; [`render_problems`] then writes the body with the request path as `instance`.
 //! Keeping the rendering in one middleware means every error, including a caught panic, has the
 //! same shape.
@@ -44,8 +45,14 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("{0}")]
     BadRequest(String),
+    /// 401 with its `WWW-Authenticate` challenge (RFC 9110 asks every 401 for one), and an
+    /// `error` code when the scheme has one.
     #[error("{detail}")]
-    Unauthorized { detail: &'static str },
+    Unauthorized {
+        challenge: &'static str,
+        code: Option<&'static str>,
+        detail: &'static str,
+    },
     #[error("request body failed validation ({} errors)", .0.len())]
     Validation(Vec<FieldError>),
     #[error("{0}")]
@@ -157,6 +164,7 @@ impl From<&ApiError> for Problem {
             },
             error: match error {
                 ApiError::Coded { code, .. } => code.clone(),
+                ApiError::Unauthorized { code, .. } => code.map(str::to_owned),
                 _ => None,
             },
         }
@@ -173,10 +181,10 @@ impl IntoResponse for ApiError {
             _ => {}
         }
         let mut response = self.status().into_response();
-        if let ApiError::Unauthorized { .. } = self {
+        if let ApiError::Unauthorized { challenge, .. } = self {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
-                HeaderValue::from_static(r#"Bearer realm="apuntador""#),
+                HeaderValue::from_static(challenge),
             );
         }
         response.extensions_mut().insert(Problem::from(&self));

@@ -2,9 +2,8 @@
 //! the client-certificate guard, and the public CA certificate and pin.
 
 use axum::extract::{FromRequestParts, Path, State};
+use axum::http::StatusCode;
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
@@ -36,35 +35,64 @@ fn coded(status: StatusCode, code: &str, detail: impl Into<String>) -> ApiError 
     }
 }
 
-fn api_error(error: DeviceError) -> ApiError {
-    match error {
-        DeviceError::Csr(e) => coded(StatusCode::BAD_REQUEST, "invalid_csr", e.to_string()),
-        DeviceError::SerialMismatch => {
-            coded(StatusCode::CONFLICT, "serial_mismatch", error.to_string())
+impl From<DeviceError> for ApiError {
+    fn from(error: DeviceError) -> Self {
+        match error {
+            DeviceError::Csr(e) => coded(StatusCode::BAD_REQUEST, "invalid_csr", e.to_string()),
+            DeviceError::SerialMismatch => {
+                coded(StatusCode::CONFLICT, "serial_mismatch", error.to_string())
+            }
+            DeviceError::AlreadyEnrolled(_) => {
+                coded(StatusCode::CONFLICT, "already_enrolled", error.to_string())
+            }
+            DeviceError::Material(MaterialError::Invalid(e)) => {
+                ApiError::Internal(format!("CA material: {e}"))
+            }
+            DeviceError::Material(e) => {
+                tracing::error!(error = %e, "device CA unavailable");
+                coded(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ca_unavailable",
+                    "The certificate authority is unavailable; try again shortly.",
+                )
+            }
+            DeviceError::Store(e) => {
+                tracing::error!(error = %e, "certificate storage failed");
+                coded(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "storage_unavailable",
+                    "Certificate storage is unavailable; try again shortly.",
+                )
+            }
+            DeviceError::Signing => ApiError::Internal("certificate signing failed".to_owned()),
         }
-        DeviceError::AlreadyEnrolled(_) => {
-            coded(StatusCode::CONFLICT, "already_enrolled", error.to_string())
-        }
-        DeviceError::Material(MaterialError::Invalid(e)) => {
-            ApiError::Internal(format!("CA material: {e}"))
-        }
-        DeviceError::Material(e) => {
-            tracing::error!(error = %e, "device CA unavailable");
-            coded(
+    }
+}
+
+impl From<GuardError> for ApiError {
+    fn from(error: GuardError) -> Self {
+        match error {
+            GuardError::Missing => ApiError::Unauthorized {
+                challenge: r#"MutualTLS realm="apuntador-devices""#,
+                code: Some("client_certificate_required"),
+                detail: "Client certificate required for this endpoint.",
+            },
+            GuardError::Rejected(_) => coded(
+                StatusCode::FORBIDDEN,
+                "client_certificate_rejected",
+                error.to_string(),
+            ),
+            GuardError::Ambiguous(_) => coded(
+                StatusCode::BAD_REQUEST,
+                "ambiguous_client_certificate",
+                error.to_string(),
+            ),
+            GuardError::Unavailable => coded(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "ca_unavailable",
-                "The certificate authority is unavailable; try again shortly.",
-            )
+                error.to_string(),
+            ),
         }
-        DeviceError::Store(e) => {
-            tracing::error!(error = %e, "certificate storage failed");
-            coded(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "storage_unavailable",
-                "Certificate storage is unavailable; try again shortly.",
-            )
-        }
-        DeviceError::Signing => ApiError::Internal("certificate signing failed".to_owned()),
     }
 }
 
@@ -72,9 +100,9 @@ fn api_error(error: DeviceError) -> ApiError {
 pub struct Authenticated(pub DeviceIdentity);
 
 impl FromRequestParts<AppState> for Authenticated {
-    type Rejection = Response;
+    type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let result = match presented_pem(parts, state.config.devices.trusted_cert_header) {
             Ok(None) => Err(GuardError::Missing),
             Ok(Some(pem)) => verify(&pem, &state.devices).await,
@@ -82,40 +110,7 @@ impl FromRequestParts<AppState> for Authenticated {
         };
         result.map(Authenticated).map_err(|e| {
             tracing::warn!(reason = %e, "client certificate refused");
-            match e {
-                GuardError::Missing => {
-                    let mut response = coded(
-                        StatusCode::UNAUTHORIZED,
-                        "client_certificate_required",
-                        "Client certificate required for this endpoint.",
-                    )
-                    .into_response();
-                    // RFC 9110 asks every 401 for a challenge; this one names the mechanism.
-                    response.headers_mut().insert(
-                        header::WWW_AUTHENTICATE,
-                        HeaderValue::from_static(r#"MutualTLS realm="apuntador-devices""#),
-                    );
-                    response
-                }
-                GuardError::Rejected(_) => coded(
-                    StatusCode::FORBIDDEN,
-                    "client_certificate_rejected",
-                    e.to_string(),
-                )
-                .into_response(),
-                GuardError::Ambiguous(_) => coded(
-                    StatusCode::BAD_REQUEST,
-                    "ambiguous_client_certificate",
-                    e.to_string(),
-                )
-                .into_response(),
-                GuardError::Unavailable => coded(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "ca_unavailable",
-                    e.to_string(),
-                )
-                .into_response(),
-            }
+            e.into()
         })
     }
 }
@@ -243,11 +238,7 @@ async fn enroll(
 ) -> Result<(StatusCode, Json<EnrollmentBody>), ApiError> {
     let device = parsed(DeviceId::parse(&body.device_id))?;
     let platform = parsed(Platform::parse(&body.platform))?;
-    let enrollment = state
-        .devices
-        .enroll(&body.csr, &device, platform)
-        .await
-        .map_err(api_error)?;
+    let enrollment = state.devices.enroll(&body.csr, &device, platform).await?;
     Ok((StatusCode::CREATED, Json(enrollment.into())))
 }
 
@@ -280,11 +271,7 @@ async fn renew(
     let old_serial = parsed(Serial::parse(&body.old_serial))?;
     caller.acting_on(&device)?;
     caller.presenting(&old_serial)?;
-    let renewed = state
-        .devices
-        .renew(&body.csr, &caller.0.current)
-        .await
-        .map_err(api_error)?;
+    let renewed = state.devices.renew(&body.csr, &caller.0.current).await?;
     Ok(Json(renewed.into()))
 }
 
@@ -332,11 +319,7 @@ async fn revoke(
     let device = parsed(DeviceId::parse(&body.device_id))?;
     caller.acting_on(&device)?;
     let reason = body.reason.as_deref().unwrap_or("Revoked by the device");
-    let success = state
-        .devices
-        .revoke(&device, reason)
-        .await
-        .map_err(api_error)?;
+    let success = state.devices.revoke(&device, reason).await?;
     let message = if success {
         format!("Certificate revoked for device {device}")
     } else {
@@ -395,7 +378,7 @@ struct CaCertificate {
 }
 
 async fn ca_certificate(State(state): State<AppState>) -> Result<Json<CaCertificate>, ApiError> {
-    let ca = state.devices.authority().await.map_err(api_error)?;
+    let ca = state.devices.authority().await?;
     Ok(Json(CaCertificate {
         certificate: ca.certificate_pem().to_owned(),
         format: "PEM",
@@ -413,7 +396,7 @@ struct PinAnswer {
 }
 
 async fn ca_certificate_pin(State(state): State<AppState>) -> Result<Json<PinAnswer>, ApiError> {
-    let (pin, certificate_pem) = state.devices.pin().await.map_err(api_error)?;
+    let (pin, certificate_pem) = state.devices.pin().await?;
     Ok(Json(PinAnswer {
         sha256_base64: pin.sha256_base64,
         sha256_hex: pin.sha256_hex,

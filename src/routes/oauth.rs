@@ -34,42 +34,46 @@ pub fn router() -> Router<AppState> {
 /// Maps broker failures to HTTP: unknown provider 404, disabled 403, unconfigured or
 /// credentials unavailable 503, bad client input 400, provider refusal 400 with its code,
 /// provider failure 502, provider timeout 504.
-fn api_error(error: BrokerError) -> ApiError {
-    let status = match &error {
-        BrokerError::UnknownProvider(_) => StatusCode::NOT_FOUND,
-        BrokerError::Disabled(_) => StatusCode::FORBIDDEN,
-        BrokerError::Unconfigured(..) | BrokerError::Credentials(_) => {
-            StatusCode::SERVICE_UNAVAILABLE
+impl From<BrokerError> for ApiError {
+    fn from(error: BrokerError) -> Self {
+        let status = match &error {
+            BrokerError::UnknownProvider(_) => StatusCode::NOT_FOUND,
+            BrokerError::Disabled(_) => StatusCode::FORBIDDEN,
+            BrokerError::Unconfigured(..) | BrokerError::Credentials(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            BrokerError::Provider(CallError::Timeout) => StatusCode::GATEWAY_TIMEOUT,
+            BrokerError::Provider(CallError::Upstream(_) | CallError::Unreachable) => {
+                StatusCode::BAD_GATEWAY
+            }
+            _ => StatusCode::BAD_REQUEST,
+        };
+        if status.is_server_error() {
+            tracing::warn!(error = %error, "OAuth request failed");
         }
-        BrokerError::Provider(CallError::Timeout) => StatusCode::GATEWAY_TIMEOUT,
-        BrokerError::Provider(CallError::Upstream(_) | CallError::Unreachable) => {
-            StatusCode::BAD_GATEWAY
+        let detail = match &error {
+            BrokerError::Provider(CallError::Rejected { status, .. }) => {
+                format!(
+                    "The provider rejected the request (HTTP {status}); see `error` for its code."
+                )
+            }
+            BrokerError::Credentials(_) => {
+                "OAuth client credentials cannot be loaded right now; try again shortly.".to_owned()
+            }
+            other => {
+                let text = other.to_string();
+                let mut chars = text.chars();
+                chars
+                    .next()
+                    .map(|c| c.to_uppercase().chain(chars).collect::<String>() + ".")
+                    .unwrap_or_default()
+            }
+        };
+        ApiError::Coded {
+            status,
+            code: error.code(),
+            detail,
         }
-        _ => StatusCode::BAD_REQUEST,
-    };
-    if status.is_server_error() {
-        tracing::warn!(error = %error, "OAuth request failed");
-    }
-    let detail = match &error {
-        BrokerError::Provider(CallError::Rejected { status, .. }) => {
-            format!("The provider rejected the request (HTTP {status}); see `error` for its code.")
-        }
-        BrokerError::Credentials(_) => {
-            "OAuth client credentials cannot be loaded right now; try again shortly.".to_owned()
-        }
-        other => {
-            let text = other.to_string();
-            let mut chars = text.chars();
-            chars
-                .next()
-                .map(|c| c.to_uppercase().chain(chars).collect::<String>() + ".")
-                .unwrap_or_default()
-        }
-    };
-    ApiError::Coded {
-        status,
-        code: error.code(),
-        detail,
     }
 }
 
@@ -168,11 +172,7 @@ async fn authorize(
         redirect_uri: body.redirect_uri,
         state: body.state,
     };
-    let authorization = state
-        .oauth
-        .authorize(&provider, request)
-        .await
-        .map_err(api_error)?;
+    let authorization = state.oauth.authorize(&provider, request).await?;
     Ok(no_store(authorization))
 }
 
@@ -246,8 +246,7 @@ async fn token(
     let tokens = state
         .oauth
         .token(&provider, &body.code, &body.code_verifier, &sealed)
-        .await
-        .map_err(api_error)?;
+        .await?;
     Ok(no_store(tokens))
 }
 
@@ -269,11 +268,7 @@ async fn refresh(
     Path(provider): Path<String>,
     ApiJson(body): ApiJson<RefreshBody>,
 ) -> Result<Response, ApiError> {
-    let tokens = state
-        .oauth
-        .refresh(&provider, &body.refresh_token)
-        .await
-        .map_err(api_error)?;
+    let tokens = state.oauth.refresh(&provider, &body.refresh_token).await?;
     Ok(no_store(tokens))
 }
 
@@ -295,10 +290,6 @@ async fn revoke(
     Path(provider): Path<String>,
     ApiJson(body): ApiJson<RevokeBody>,
 ) -> Result<Response, ApiError> {
-    let revocation = state
-        .oauth
-        .revoke(&provider, &body.token)
-        .await
-        .map_err(api_error)?;
+    let revocation = state.oauth.revoke(&provider, &body.token).await?;
     Ok(no_store(revocation))
 }

@@ -61,6 +61,11 @@ async fn providers(
 
 /// Checks `Authorization: Bearer <key>` against the configured key.
 fn authorize(headers: &HeaderMap, expected: Option<&Secret>) -> Result<(), ApiError> {
+    let unauthorized = |detail| ApiError::Unauthorized {
+        challenge: r#"Bearer realm="apuntador""#,
+        code: None,
+        detail,
+    };
     let expected = expected.ok_or_else(|| {
         ApiError::ServiceUnavailable(
             "The configuration API is disabled on this deployment (CONFIG_API_KEY is not set)."
@@ -72,23 +77,19 @@ fn authorize(headers: &HeaderMap, expected: Option<&Secret>) -> Result<(), ApiEr
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
         .filter(|v| !v.is_empty())
-        .ok_or(ApiError::Unauthorized {
-            detail: "Missing Authorization header",
-        })?;
+        .ok_or(unauthorized("Missing Authorization header"))?;
     let mut parts = value.split_whitespace();
     let token = match (parts.next(), parts.next(), parts.next()) {
         (Some(scheme), Some(token), None) if scheme.eq_ignore_ascii_case("bearer") => token,
         _ => {
-            return Err(ApiError::Unauthorized {
-                detail: "Invalid Authorization header format. Expected: Bearer <token>",
-            });
+            return Err(unauthorized(
+                "Invalid Authorization header format. Expected: Bearer <token>",
+            ));
         }
     };
     if bool::from(token.as_bytes().ct_eq(expected.expose().as_bytes())) {
         Ok(())
     } else {
-        Err(ApiError::Unauthorized {
-            detail: "Invalid API key",
-        })
+        Err(unauthorized("Invalid API key"))
     }
 }
