@@ -27,7 +27,7 @@ use crate::extract::BodyLimit;
 use crate::oauth::broker::Broker;
 use crate::oauth::client::ClientBuildError;
 use crate::routes;
-use crate::telemetry::http::{RequestTracing, TRACE_ID_HEADER, record_route, trace_requests};
+use crate::telemetry::http::{RequestTracing, TRACE_ID_HEADER, trace_requests};
 
 /// Per-process state handed to handlers.
 #[derive(Clone, Debug)]
@@ -94,7 +94,6 @@ pub fn router_with(state: AppState, tracing: RequestTracing, extra: Router<AppSt
         .merge(routes::oauth::router())
         .merge(routes::device::router())
         .merge(routes::provider_config::router())
-        .route_layer(from_fn(record_route))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

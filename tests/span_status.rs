@@ -53,6 +53,13 @@ async fn server_errors_and_panics_mark_the_span_as_error() {
         .find(|s| s.name == "GET /probe/panic")
         .expect("span named after the route, even when the handler panics");
     assert!(
+        span.attributes
+            .iter()
+            .any(|kv| kv.key.as_str() == "http.route" && kv.value.as_str() == "/probe/panic"),
+        "{:?}",
+        span.attributes
+    );
+    assert!(
         matches!(span.status, Status::Error { .. }),
         "{:?}",
         span.status

@@ -7,7 +7,7 @@
 //! `TRACE_HEALTH_CHECKS=true`; they still get an `X-Trace-ID`.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
@@ -32,11 +32,6 @@ pub const TRACE_ID_HEADER: HeaderName = HeaderName::from_static("x-trace-id");
 
 /// Paths that load balancers and uptime checks poll.
 const HEALTH_PATHS: [&str; 2] = ["/health", "/health/public"];
-
-/// Where the router leaves the matched route template for [`trace_requests`]. Filled on the
-/// way in, so the route is known even when the handler panics.
-#[derive(Debug, Clone, Default)]
-struct RouteSlot(Arc<OnceLock<Arc<str>>>);
 
 /// Shared state of the request layer.
 #[derive(Clone)]
@@ -101,7 +96,7 @@ fn forwarded_for(headers: &HeaderMap) -> Option<String> {
 /// Axum middleware that wraps every request in its span. Runs outermost.
 pub async fn trace_requests(
     State(tracing_state): State<RequestTracing>,
-    mut request: Request,
+    request: Request,
     next: Next,
 ) -> Response {
     let started = Instant::now();
@@ -146,17 +141,26 @@ pub async fn trace_requests(
                 .get::<ConnectInfo<SocketAddr>>()
                 .map(|c| c.0.ip().to_string())
         });
-    let route_slot = RouteSlot::default();
-    request.extensions_mut().insert(route_slot.clone());
+    // axum matches the route before a `Router::layer` middleware runs (the layer wraps each
+    // route, and the fallback), so the template is known on the way in, even if the handler
+    // panics.
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned());
+    let span_name = match &route {
+        Some(route) => format!("{method} {route}"),
+        None => method.to_string(),
+    };
 
     let span = tracing::info_span!(
         "request",
-        otel.name = %method,
+        otel.name = %span_name,
         otel.kind = "server",
         otel.status_description = Empty,
         "http.request.method" = %method,
         "url.path" = %path,
-        "http.route" = Empty,
+        "http.route" = route.as_deref(),
         "http.response.status_code" = Empty,
         "user_agent.original" = user_agent.as_deref(),
         "client.address" = client_address.as_deref(),
@@ -185,15 +189,7 @@ pub async fn trace_requests(
     let mut response = next.run(request).instrument(span.clone()).await;
 
     let status = response.status();
-    let route = route_slot.0.get().cloned();
     span.record("http.response.status_code", i64::from(status.as_u16()));
-    if let Some(route) = &route {
-        span.record("http.route", route.as_ref());
-        // The span has started (its trace id was read above), so rename it through OpenTelemetry.
-        span.context()
-            .span()
-            .update_name(format!("{method} {route}"));
-    }
     if status.is_server_error() {
         span.record("otel.status_description", format!("HTTP {status}"));
     }
@@ -215,12 +211,4 @@ fn set_trace_header(response: &mut Response, trace_id: TraceId) {
     if let Ok(value) = HeaderValue::from_str(&xray_trace_id(trace_id)) {
         response.headers_mut().insert(TRACE_ID_HEADER, value);
     }
-}
-
-/// Route-level middleware: hands the matched route template to [`trace_requests`].
-pub async fn record_route(matched: Option<MatchedPath>, request: Request, next: Next) -> Response {
-    if let (Some(matched), Some(slot)) = (matched, request.extensions().get::<RouteSlot>()) {
-        let _ = slot.0.set(Arc::from(matched.as_str()));
-    }
-    next.run(request).await
 }
