@@ -1,5 +1,5 @@
 //! What a Lambda user pays, measured on the release binary as Lambda runs it: under the
-//! project's Runtime API double with a local OTLP receiver. Run through `bench/run.sh`
+//! project's Runtime API double with a local OTLP receiver. Run through `scripts/bench.sh`
 //! (`cargo bench --bench lambda`), which also measures sizes and writes the report.
 //!
 //! Measures, per telemetry setting (OTLP to a live collector, exporter `none`, collector down,
@@ -166,7 +166,7 @@ fn wrk(url: &str, script: Option<&Path>) -> String {
     let output = command
         .arg(url)
         .output()
-        .expect("wrk is installed (bench/run.sh installs it)");
+        .expect("wrk is installed (scripts/bench.sh installs it)");
     let text = String::from_utf8_lossy(&output.stdout);
     let rps = text
         .lines()

@@ -224,10 +224,10 @@ mod tests {
     }
 
     fn export(exporter: &Resilient<Flaky>) -> OTelSdkResult {
-        futures_lite_block_on(exporter.export(Vec::new()))
+        block_on_current_thread(exporter.export(Vec::new()))
     }
 
-    fn futures_lite_block_on<F: std::future::Future>(f: F) -> F::Output {
+    fn block_on_current_thread<F: std::future::Future>(f: F) -> F::Output {
         tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap()

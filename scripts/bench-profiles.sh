@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Runs bench/run.sh once per release-profile variant the README compares, one after another
+# Runs scripts/bench.sh once per release-profile variant docs/benchmark.md compares, one after another
 # (nothing else should load the CPU meanwhile), each in its own target directories, and writes
-# bench/results/<variant>.md. Pass variant names to run only those. Takes ~10 min per variant
+# $APUNTADOR_CACHE/bench-results/<variant>.md. Pass variant names to run only those. Takes ~10 min per variant
 # on 2 cores (a release build from scratch, then the measurements).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,7 +10,7 @@ run() {
   local name=$1; shift
   if [ "${#selected[@]}" -gt 0 ] && [[ ! " ${selected[*]} " =~ " $name " ]]; then return; fi
   echo "== $name: $*" >&2
-  env BENCH_NAME="$name" "$@" bench/run.sh
+  env BENCH_NAME="$name" "$@" scripts/bench.sh
 }
 
 selected=("$@")

@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # Measures what a Lambda user pays (see benches/lambda.rs) and the artefact sizes, and writes
-# bench/results/latest.md. Needs what scripts/test.sh installs, plus wrk (installed here).
+# $APUNTADOR_CACHE/bench-results/latest.md (outside the clone, like the other caches). Needs what scripts/test.sh installs, plus wrk (installed here).
 #
 # A variant of the release profile is measured by overriding it from the environment, e.g.
 #   CARGO_PROFILE_RELEASE_LTO=thin CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
-#   BENCH_NAME=thin-cu16 bench/run.sh
+#   BENCH_NAME=thin-cu16 scripts/bench.sh
 # BENCH_ZIP=0 skips the arm64 zip (a second full build); BENCH_INVOCATIONS (default 1000) sets
 # the measured invocations per setting.
-# BENCH_NAME names the report (bench/results/<name>.md) and keeps the variant's build in its own
+# BENCH_NAME names the report (bench-results/<name>.md) and keeps the variant's build in its own
 # target directories; BENCH_FEATURES passes cargo features (e.g. mimalloc).
-# bench/profiles.sh runs every variant the README compares.
+# scripts/bench-profiles.sh runs every variant docs/benchmark.md compares.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cache="${APUNTADOR_CACHE:-$HOME/.cache/apuntador-backend}"
@@ -26,8 +26,8 @@ fi
 features=()
 [ -n "${BENCH_FEATURES:-}" ] && features=(--features "$BENCH_FEATURES")
 venv="$cache/venv"
-out="bench/results/$name.md"
-mkdir -p bench/results
+out="$cache/bench-results/$name.md"
+mkdir -p "$cache/bench-results"
 
 if ! command -v wrk >/dev/null; then
   apt-get update -qq && apt-get install -y -qq wrk
