@@ -1,6 +1,6 @@
 //! Request-body extraction with the API's error contract: wrong media type 415, body over the
 //! limit 413, malformed JSON 400, well-formed JSON of the wrong shape or failing a rule 422 with
-//! one entry per field.
+//! one entry per field. Bodies are parsed at this edge into typed values ([`FromJson`]).
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, FailedToBufferBody};
@@ -11,13 +11,46 @@ use serde_json::error::Category;
 
 use crate::error::{ApiError, FieldError};
 
-/// Rules a request body checks after it has been parsed.
-pub trait Validate {
-    /// Every rule that fails, in field order; empty when the body is acceptable.
-    fn validate(&self) -> Vec<FieldError>;
+/// A request body as a handler gets it: parsed once from the JSON the client sent
+/// ([`FromJson::Raw`]) into typed values, so no handler validates a field again.
+pub trait FromJson: Sized {
+    /// The body as sent (strings where the typed value has domain types).
+    type Raw: DeserializeOwned;
+
+    /// The typed body, or every rule that failed, in field order.
+    fn from_json(raw: Self::Raw) -> Result<Self, Vec<FieldError>>;
 }
 
-/// A JSON request body of type `T`, parsed and validated.
+/// Collects the field errors of a body while its fields are parsed.
+#[derive(Debug, Default)]
+pub struct FieldChecks(Vec<FieldError>);
+
+impl FieldChecks {
+    /// The parsed value, or `None` with its error recorded under `body.<field>`.
+    pub fn parse<T>(&mut self, field: &str, parsed: Result<T, String>) -> Option<T> {
+        parsed
+            .map_err(|msg| {
+                self.0
+                    .push(FieldError::new("value_error", &["body", field], msg))
+            })
+            .ok()
+    }
+
+    /// Records a rule's failure, if any.
+    pub fn check(&mut self, failure: Option<FieldError>) {
+        self.0.extend(failure);
+    }
+
+    /// `value` when no rule failed, else every failure.
+    pub fn finish<T>(self, value: Option<T>) -> Result<T, Vec<FieldError>> {
+        match value {
+            Some(value) if self.0.is_empty() => Ok(value),
+            _ => Err(self.0),
+        }
+    }
+}
+
+/// A JSON request body made into `T` ([`FromJson`]).
 #[derive(Debug, Clone)]
 pub struct ApiJson<T>(pub T);
 
@@ -29,7 +62,7 @@ pub struct BodyLimit(pub usize);
 impl<S, T> FromRequest<S> for ApiJson<T>
 where
     S: Send + Sync,
-    T: DeserializeOwned + Validate,
+    T: FromJson,
 {
     type Rejection = ApiError;
 
@@ -59,13 +92,8 @@ where
         if bytes.len() > limit {
             return Err(ApiError::PayloadTooLarge { limit });
         }
-        let value = parse_json::<T>(&bytes)?;
-        let errors = value.validate();
-        if errors.is_empty() {
-            Ok(ApiJson(value))
-        } else {
-            Err(ApiError::Validation(errors))
-        }
+        let raw = parse_json::<T::Raw>(&bytes)?;
+        T::from_json(raw).map(ApiJson).map_err(ApiError::Validation)
     }
 }
 

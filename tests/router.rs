@@ -6,7 +6,7 @@ use std::sync::Arc;
 use apuntador_backend::app::{AppState, router, router_with};
 use apuntador_backend::config::Config;
 use apuntador_backend::error::FieldError;
-use apuntador_backend::extract::{ApiJson, Validate};
+use apuntador_backend::extract::{ApiJson, FromJson};
 use apuntador_backend::telemetry::http::RequestTracing;
 use axum::Router;
 use axum::body::{Body, to_bytes};
@@ -298,24 +298,30 @@ struct Greeting {
     times: u8,
 }
 
-impl Validate for Greeting {
-    fn validate(&self) -> Vec<FieldError> {
+impl FromJson for Greeting {
+    type Raw = Self;
+
+    fn from_json(raw: Self) -> Result<Self, Vec<FieldError>> {
         let mut errors = Vec::new();
-        if self.name.len() < 3 {
+        if raw.name.len() < 3 {
             errors.push(FieldError::new(
                 "string_too_short",
                 &["body", "name"],
                 "String should have at least 3 characters",
             ));
         }
-        if self.times == 0 {
+        if raw.times == 0 {
             errors.push(FieldError::new(
                 "greater_than",
                 &["body", "times"],
                 "Input should be greater than 0",
             ));
         }
-        errors
+        if errors.is_empty() {
+            Ok(raw)
+        } else {
+            Err(errors)
+        }
     }
 }
 

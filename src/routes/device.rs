@@ -15,7 +15,7 @@ use crate::device::id::{DeviceId, Platform, Serial};
 use crate::device::material::MaterialError;
 use crate::device::service::{DeviceError, Enrollment};
 use crate::error::{ApiError, FieldError};
-use crate::extract::{ApiJson, Validate};
+use crate::extract::{ApiJson, FieldChecks, FromJson};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -199,12 +199,7 @@ fn csr_error(csr: &str) -> Option<FieldError> {
     Some(FieldError::new(kind, &["body", "csr"], msg))
 }
 
-fn field(kind: &str, name: &str, result: Result<impl Sized, String>) -> Option<FieldError> {
-    result
-        .err()
-        .map(|msg| FieldError::new(kind, &["body", name], msg))
-}
-
+/// `POST /device/enroll` as sent.
 #[derive(Debug, Deserialize)]
 struct EnrollBody {
     csr: String,
@@ -215,33 +210,40 @@ struct EnrollBody {
     attestation: Option<String>,
 }
 
-impl Validate for EnrollBody {
-    fn validate(&self) -> Vec<FieldError> {
-        [
-            csr_error(&self.csr),
-            field("value_error", "device_id", DeviceId::parse(&self.device_id)),
-            field("value_error", "platform", Platform::parse(&self.platform)),
-        ]
-        .into_iter()
-        .flatten()
-        .collect()
-    }
+struct Enroll {
+    csr: String,
+    device: DeviceId,
+    platform: Platform,
 }
 
-fn parsed<T>(result: Result<T, String>) -> Result<T, ApiError> {
-    result.map_err(|e| ApiError::Validation(vec![FieldError::new("value_error", &["body"], e)]))
+impl FromJson for Enroll {
+    type Raw = EnrollBody;
+
+    fn from_json(raw: EnrollBody) -> Result<Self, Vec<FieldError>> {
+        let mut checks = FieldChecks::default();
+        checks.check(csr_error(&raw.csr));
+        let device = checks.parse("device_id", DeviceId::parse(&raw.device_id));
+        let platform = checks.parse("platform", Platform::parse(&raw.platform));
+        checks.finish(device.zip(platform).map(|(device, platform)| Enroll {
+            csr: raw.csr,
+            device,
+            platform,
+        }))
+    }
 }
 
 async fn enroll(
     State(state): State<AppState>,
-    ApiJson(body): ApiJson<EnrollBody>,
+    ApiJson(body): ApiJson<Enroll>,
 ) -> Result<(StatusCode, Json<EnrollmentBody>), ApiError> {
-    let device = parsed(DeviceId::parse(&body.device_id))?;
-    let platform = parsed(Platform::parse(&body.platform))?;
-    let enrollment = state.devices.enroll(&body.csr, &device, platform).await?;
+    let enrollment = state
+        .devices
+        .enroll(&body.csr, &body.device, body.platform)
+        .await?;
     Ok((StatusCode::CREATED, Json(enrollment.into())))
 }
 
+/// `POST /device/renew` as sent.
 #[derive(Debug, Deserialize)]
 struct RenewBody {
     csr: String,
@@ -249,58 +251,73 @@ struct RenewBody {
     old_serial: String,
 }
 
-impl Validate for RenewBody {
-    fn validate(&self) -> Vec<FieldError> {
-        [
-            csr_error(&self.csr),
-            field("value_error", "device_id", DeviceId::parse(&self.device_id)),
-            field("value_error", "old_serial", Serial::parse(&self.old_serial)),
-        ]
-        .into_iter()
-        .flatten()
-        .collect()
+struct Renew {
+    csr: String,
+    device: DeviceId,
+    old_serial: Serial,
+}
+
+impl FromJson for Renew {
+    type Raw = RenewBody;
+
+    fn from_json(raw: RenewBody) -> Result<Self, Vec<FieldError>> {
+        let mut checks = FieldChecks::default();
+        checks.check(csr_error(&raw.csr));
+        let device = checks.parse("device_id", DeviceId::parse(&raw.device_id));
+        let old_serial = checks.parse("old_serial", Serial::parse(&raw.old_serial));
+        checks.finish(device.zip(old_serial).map(|(device, old_serial)| Renew {
+            csr: raw.csr,
+            device,
+            old_serial,
+        }))
     }
 }
 
 async fn renew(
     State(state): State<AppState>,
     caller: Authenticated,
-    ApiJson(body): ApiJson<RenewBody>,
+    ApiJson(body): ApiJson<Renew>,
 ) -> Result<Json<EnrollmentBody>, ApiError> {
-    let device = parsed(DeviceId::parse(&body.device_id))?;
-    let old_serial = parsed(Serial::parse(&body.old_serial))?;
-    caller.acting_on(&device)?;
-    caller.presenting(&old_serial)?;
+    caller.acting_on(&body.device)?;
+    caller.presenting(&body.old_serial)?;
     let renewed = state.devices.renew(&body.csr, &caller.0.current).await?;
     Ok(Json(renewed.into()))
 }
 
+/// `POST /device/revoke` as sent.
 #[derive(Debug, Deserialize)]
 struct RevokeBody {
     device_id: String,
     reason: Option<String>,
 }
 
-impl Validate for RevokeBody {
-    fn validate(&self) -> Vec<FieldError> {
-        let reason = self
-            .reason
-            .as_deref()
-            .filter(|r| r.chars().count() > 256)
-            .map(|_| {
-                FieldError::new(
-                    "string_too_long",
-                    &["body", "reason"],
-                    "String should have at most 256 characters",
-                )
-            });
-        [
-            field("value_error", "device_id", DeviceId::parse(&self.device_id)),
-            reason,
-        ]
-        .into_iter()
-        .flatten()
-        .collect()
+struct Revoke {
+    device: DeviceId,
+    reason: Option<String>,
+}
+
+impl FromJson for Revoke {
+    type Raw = RevokeBody;
+
+    fn from_json(raw: RevokeBody) -> Result<Self, Vec<FieldError>> {
+        let mut checks = FieldChecks::default();
+        let device = checks.parse("device_id", DeviceId::parse(&raw.device_id));
+        checks.check(
+            raw.reason
+                .as_deref()
+                .filter(|r| r.chars().count() > 256)
+                .map(|_| {
+                    FieldError::new(
+                        "string_too_long",
+                        &["body", "reason"],
+                        "String should have at most 256 characters",
+                    )
+                }),
+        );
+        checks.finish(device.map(|device| Revoke {
+            device,
+            reason: raw.reason,
+        }))
     }
 }
 
@@ -314,9 +331,9 @@ struct RevokeAnswer {
 async fn revoke(
     State(state): State<AppState>,
     caller: Authenticated,
-    ApiJson(body): ApiJson<RevokeBody>,
+    ApiJson(body): ApiJson<Revoke>,
 ) -> Result<Json<RevokeAnswer>, ApiError> {
-    let device = parsed(DeviceId::parse(&body.device_id))?;
+    let device = body.device;
     caller.acting_on(&device)?;
     let reason = body.reason.as_deref().unwrap_or("Revoked by the device");
     let success = state.devices.revoke(&device, reason).await?;

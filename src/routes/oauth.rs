@@ -17,7 +17,7 @@ use serde::Deserialize;
 
 use crate::app::AppState;
 use crate::error::{ApiError, FieldError};
-use crate::extract::{ApiJson, Validate};
+use crate::extract::{ApiJson, FieldChecks, FromJson};
 use crate::oauth::broker::{AuthorizeRequest, BrokerError, CallbackQuery};
 use crate::oauth::client::CallError;
 use crate::oauth::{pkce, state};
@@ -135,43 +135,44 @@ fn verifier_error(verifier: &str) -> Option<FieldError> {
     })
 }
 
+/// `POST /oauth/authorize` as sent, made into the broker's [`AuthorizeRequest`].
 #[derive(Debug, Deserialize)]
-struct AuthorizeBody {
+pub struct AuthorizeBody {
     code_verifier: String,
     redirect_uri: String,
     state: Option<String>,
 }
 
-impl Validate for AuthorizeBody {
-    fn validate(&self) -> Vec<FieldError> {
-        [
-            verifier_error(&self.code_verifier),
-            sealed_length_error(
-                "redirect_uri",
-                &self.redirect_uri,
-                1,
-                state::MAX_REDIRECT_URI_BYTES,
-            ),
-            self.state
+impl FromJson for AuthorizeRequest {
+    type Raw = AuthorizeBody;
+
+    fn from_json(raw: AuthorizeBody) -> Result<Self, Vec<FieldError>> {
+        let mut checks = FieldChecks::default();
+        checks.check(verifier_error(&raw.code_verifier));
+        checks.check(sealed_length_error(
+            "redirect_uri",
+            &raw.redirect_uri,
+            1,
+            state::MAX_REDIRECT_URI_BYTES,
+        ));
+        checks.check(
+            raw.state
                 .as_deref()
                 .and_then(|s| sealed_length_error("state", s, 0, state::MAX_CLIENT_STATE_BYTES)),
-        ]
-        .into_iter()
-        .flatten()
-        .collect()
+        );
+        checks.finish(Some(AuthorizeRequest {
+            code_verifier: raw.code_verifier,
+            redirect_uri: raw.redirect_uri,
+            state: raw.state,
+        }))
     }
 }
 
 async fn authorize(
     State(state): State<AppState>,
     Path(provider): Path<String>,
-    ApiJson(body): ApiJson<AuthorizeBody>,
+    ApiJson(request): ApiJson<AuthorizeRequest>,
 ) -> Result<Response, ApiError> {
-    let request = AuthorizeRequest {
-        code_verifier: body.code_verifier,
-        redirect_uri: body.redirect_uri,
-        state: body.state,
-    };
     let authorization = state.oauth.authorize(&provider, request).await?;
     Ok(no_store(authorization))
 }
@@ -216,36 +217,44 @@ struct TokenBody {
     state: Option<String>,
 }
 
-impl Validate for TokenBody {
-    fn validate(&self) -> Vec<FieldError> {
-        let state = match &self.state {
+/// `POST /oauth/token` with its state required (the spec made it optional; §10.7).
+struct Token {
+    code: String,
+    code_verifier: String,
+    state: String,
+}
+
+impl FromJson for Token {
+    type Raw = TokenBody;
+
+    fn from_json(raw: TokenBody) -> Result<Self, Vec<FieldError>> {
+        let mut checks = FieldChecks::default();
+        checks.check(length_error("code", &raw.code, 1, 4096));
+        checks.check(verifier_error(&raw.code_verifier));
+        checks.check(match &raw.state {
             None => Some(FieldError::new(
                 "missing",
                 &["body", "state"],
                 "Field required",
             )),
             Some(s) => length_error("state", s, 1, state::MAX_STATE_LEN),
-        };
-        [
-            length_error("code", &self.code, 1, 4096),
-            verifier_error(&self.code_verifier),
+        });
+        checks.finish(raw.state.map(|state| Token {
+            code: raw.code,
+            code_verifier: raw.code_verifier,
             state,
-        ]
-        .into_iter()
-        .flatten()
-        .collect()
+        }))
     }
 }
 
 async fn token(
     State(state): State<AppState>,
     Path(provider): Path<String>,
-    ApiJson(body): ApiJson<TokenBody>,
+    ApiJson(body): ApiJson<Token>,
 ) -> Result<Response, ApiError> {
-    let sealed = body.state.unwrap_or_default();
     let tokens = state
         .oauth
-        .token(&provider, &body.code, &body.code_verifier, &sealed)
+        .token(&provider, &body.code, &body.code_verifier, &body.state)
         .await?;
     Ok(no_store(tokens))
 }
@@ -255,11 +264,13 @@ struct RefreshBody {
     refresh_token: String,
 }
 
-impl Validate for RefreshBody {
-    fn validate(&self) -> Vec<FieldError> {
-        length_error("refresh_token", &self.refresh_token, 1, 8192)
-            .into_iter()
-            .collect()
+impl FromJson for RefreshBody {
+    type Raw = Self;
+
+    fn from_json(raw: Self) -> Result<Self, Vec<FieldError>> {
+        let mut checks = FieldChecks::default();
+        checks.check(length_error("refresh_token", &raw.refresh_token, 1, 8192));
+        checks.finish(Some(raw))
     }
 }
 
@@ -277,11 +288,13 @@ struct RevokeBody {
     token: String,
 }
 
-impl Validate for RevokeBody {
-    fn validate(&self) -> Vec<FieldError> {
-        length_error("token", &self.token, 1, 8192)
-            .into_iter()
-            .collect()
+impl FromJson for RevokeBody {
+    type Raw = Self;
+
+    fn from_json(raw: Self) -> Result<Self, Vec<FieldError>> {
+        let mut checks = FieldChecks::default();
+        checks.check(length_error("token", &raw.token, 1, 8192));
+        checks.finish(Some(raw))
     }
 }
 
