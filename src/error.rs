@@ -74,6 +74,15 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// A failure with a machine-readable `error` code.
+    pub fn coded(status: StatusCode, code: &str, detail: impl Into<String>) -> Self {
+        Self::Coded {
+            status,
+            code: Some(code.to_owned()),
+            detail: detail.into(),
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             Self::NotFound => StatusCode::NOT_FOUND,

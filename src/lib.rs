@@ -4,12 +4,10 @@
 //! [`run`] is the whole program: telemetry first (so start-up errors are logged like
 //! everything else), then configuration, then the router in the mode the environment asks for.
 
-pub mod app;
 pub mod aws;
 pub mod config;
 pub mod device;
 pub mod error;
-pub mod extract;
 pub mod lambda;
 pub mod load_once;
 pub mod oauth;
@@ -101,7 +99,7 @@ pub async fn run() -> ExitCode {
         tracing::warn!("{warning}");
     }
     let tracing_state = RequestTracing::new(telemetry.propagator(), config.trace_health_checks);
-    let state = match app::AppState::new(config.clone()).await {
+    let state = match routes::AppState::new(config.clone()).await {
         Ok(state) => state,
         Err(error) => {
             tracing::error!(error = %error, "start-up failed: could not build the HTTP client");
@@ -109,7 +107,7 @@ pub async fn run() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let app = app::router(state, tracing_state);
+    let app = routes::router(state, tracing_state);
 
     let outcome = if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
         tracing::info!(

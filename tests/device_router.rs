@@ -7,13 +7,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-use apuntador_backend::app::{AppState, router};
 use apuntador_backend::config::Config;
 use apuntador_backend::device::ca::CertificateAuthority;
 use apuntador_backend::device::csr;
 use apuntador_backend::device::id::{DeviceId, Platform};
 use apuntador_backend::device::store::local::LocalStore;
 use apuntador_backend::device::store::{CertificateRecord, CertificateStore, Expect};
+use apuntador_backend::routes::{AppState, router};
 use apuntador_backend::telemetry::http::RequestTracing;
 use axum::Router;
 use axum::body::{Body, to_bytes};

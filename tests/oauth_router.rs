@@ -5,8 +5,8 @@ mod support;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use apuntador_backend::app::{AppState, router};
 use apuntador_backend::config::Config;
+use apuntador_backend::routes::{AppState, router};
 use apuntador_backend::telemetry::http::RequestTracing;
 use axum::Router;
 use axum::body::{Body, to_bytes};

@@ -3,10 +3,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use apuntador_backend::app::{AppState, router, router_with};
 use apuntador_backend::config::Config;
 use apuntador_backend::error::FieldError;
-use apuntador_backend::extract::{ApiJson, FromJson};
+use apuntador_backend::routes::extract::{ApiJson, FromJson};
+use apuntador_backend::routes::{AppState, router, router_with};
 use apuntador_backend::telemetry::http::RequestTracing;
 use axum::Router;
 use axum::body::{Body, to_bytes};

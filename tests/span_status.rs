@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use apuntador_backend::app::{AppState, router_with};
 use apuntador_backend::config::Config;
+use apuntador_backend::routes::{AppState, router_with};
 use apuntador_backend::telemetry::http::RequestTracing;
 use axum::Router;
 use axum::body::Body;

@@ -1,21 +1,19 @@
 //! The device routes (spec §2.9–2.14): enrollment (201), renewal, revocation and status behind
 //! the client-certificate guard, and the public CA certificate and pin.
 
-use axum::extract::{FromRequestParts, Path, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::http::request::Parts;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::app::AppState;
-use crate::device::guard::{DeviceIdentity, GuardError, presented_pem, verify};
+use super::AppState;
+use super::extract::{ApiJson, Authenticated, FieldChecks, FromJson};
 use crate::device::id::{DeviceId, Platform, Serial};
 use crate::device::material::MaterialError;
 use crate::device::service::{DeviceError, Enrollment};
 use crate::error::{ApiError, FieldError};
-use crate::extract::{ApiJson, FieldChecks, FromJson};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -27,30 +25,24 @@ pub fn router() -> Router<AppState> {
         .route("/device/ca-certificate-pin", get(ca_certificate_pin))
 }
 
-fn coded(status: StatusCode, code: &str, detail: impl Into<String>) -> ApiError {
-    ApiError::Coded {
-        status,
-        code: Some(code.to_owned()),
-        detail: detail.into(),
-    }
-}
-
 impl From<DeviceError> for ApiError {
     fn from(error: DeviceError) -> Self {
         match error {
-            DeviceError::Csr(e) => coded(StatusCode::BAD_REQUEST, "invalid_csr", e.to_string()),
+            DeviceError::Csr(e) => {
+                ApiError::coded(StatusCode::BAD_REQUEST, "invalid_csr", e.to_string())
+            }
             DeviceError::SerialMismatch => {
-                coded(StatusCode::CONFLICT, "serial_mismatch", error.to_string())
+                ApiError::coded(StatusCode::CONFLICT, "serial_mismatch", error.to_string())
             }
             DeviceError::AlreadyEnrolled(_) => {
-                coded(StatusCode::CONFLICT, "already_enrolled", error.to_string())
+                ApiError::coded(StatusCode::CONFLICT, "already_enrolled", error.to_string())
             }
             DeviceError::Material(MaterialError::Invalid(e)) => {
                 ApiError::Internal(format!("CA material: {e}"))
             }
             DeviceError::Material(e) => {
                 tracing::error!(error = %e, "device CA unavailable");
-                coded(
+                ApiError::coded(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "ca_unavailable",
                     "The certificate authority is unavailable; try again shortly.",
@@ -58,7 +50,7 @@ impl From<DeviceError> for ApiError {
             }
             DeviceError::Store(e) => {
                 tracing::error!(error = %e, "certificate storage failed");
-                coded(
+                ApiError::coded(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "storage_unavailable",
                     "Certificate storage is unavailable; try again shortly.",
@@ -69,59 +61,13 @@ impl From<DeviceError> for ApiError {
     }
 }
 
-impl From<GuardError> for ApiError {
-    fn from(error: GuardError) -> Self {
-        match error {
-            GuardError::Missing => ApiError::Unauthorized {
-                challenge: r#"MutualTLS realm="apuntador-devices""#,
-                code: Some("client_certificate_required"),
-                detail: "Client certificate required for this endpoint.",
-            },
-            GuardError::Rejected(_) => coded(
-                StatusCode::FORBIDDEN,
-                "client_certificate_rejected",
-                error.to_string(),
-            ),
-            GuardError::Ambiguous(_) => coded(
-                StatusCode::BAD_REQUEST,
-                "ambiguous_client_certificate",
-                error.to_string(),
-            ),
-            GuardError::Unavailable => coded(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "ca_unavailable",
-                error.to_string(),
-            ),
-        }
-    }
-}
-
-/// The caller's verified device certificate (401 when absent, 403 when not acceptable).
-pub struct Authenticated(pub DeviceIdentity);
-
-impl FromRequestParts<AppState> for Authenticated {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let result = match presented_pem(parts, state.config.devices.trusted_cert_header) {
-            Ok(None) => Err(GuardError::Missing),
-            Ok(Some(pem)) => verify(&pem, &state.devices).await,
-            Err(e) => Err(e),
-        };
-        result.map(Authenticated).map_err(|e| {
-            tracing::warn!(reason = %e, "client certificate refused");
-            e.into()
-        })
-    }
-}
-
 impl Authenticated {
     /// The certificate must belong to the device the request acts on.
     fn acting_on(&self, device: &DeviceId) -> Result<(), ApiError> {
         if &self.0.device_id == device {
             Ok(())
         } else {
-            Err(coded(
+            Err(ApiError::coded(
                 StatusCode::FORBIDDEN,
                 "device_mismatch",
                 "The client certificate belongs to another device.",
@@ -134,7 +80,7 @@ impl Authenticated {
         if &self.0.serial == serial {
             Ok(())
         } else {
-            Err(coded(
+            Err(ApiError::coded(
                 StatusCode::CONFLICT,
                 "serial_mismatch",
                 "old_serial must be the serial of the client certificate presented.",

@@ -6,7 +6,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
 
-use crate::app::AppState;
+use super::AppState;
 use crate::config::APP_VERSION;
 
 pub fn router() -> Router<AppState> {

@@ -1,6 +1,157 @@
-//! HTTP routes, one file per area. Handlers are thin: parse, call the domain, map the answer.
+//! The HTTP surface: [`AppState`] (built once per process, shared by every request), the axum
+//! [`Router`] with its layers, identical in Lambda and server mode, and the routes, one file per
+//! area. Handlers are thin: parse (extractors in [`extract`]), call the domain, map the answer.
+//!
+//! Layers, outermost first: request span + `X-Trace-ID` → CORS (so every answer, errors and
+//! preflights included, carries CORS headers and no auth check can block a preflight) →
+//! problem rendering → panic catcher → body limit → routes.
 
 pub mod device;
+pub mod extract;
 pub mod health;
 pub mod oauth;
 pub mod provider_config;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, HeaderValue, Method};
+use axum::middleware::{from_fn, from_fn_with_state};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Router};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowMethods, AllowOrigin, CorsLayer};
+
+use crate::config::{Config, CorsConfig, Infrastructure};
+use crate::device::material::{CaProvider, CaSource};
+use crate::device::service::DeviceService;
+use crate::device::store::CertificateStore;
+use crate::device::store::dynamo::DynamoStore;
+use crate::device::store::local::LocalStore;
+use crate::error::{ApiError, method_not_allowed, not_found, render_problems};
+use crate::oauth::broker::Broker;
+use crate::oauth::client::ClientBuildError;
+use crate::telemetry::http::{RequestTracing, TRACE_ID_HEADER, trace_requests};
+use extract::BodyLimit;
+
+/// Per-process state handed to handlers.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub oauth: Arc<Broker>,
+    pub devices: Arc<DeviceService>,
+}
+
+impl AppState {
+    /// Builds the shared clients once per process (cold start). AWS clients are configured here
+    /// only when the AWS backend is chosen; nothing is fetched until a request needs it.
+    pub async fn new(config: Arc<Config>) -> Result<Self, ClientBuildError> {
+        let oauth = Broker::new(
+            config.oauth.clone(),
+            config.enabled_providers.clone(),
+            config.secret_key.expose().as_bytes(),
+        )?;
+        let (ca_source, store): (CaSource, Arc<dyn CertificateStore>) =
+            match &config.devices.infrastructure {
+                Infrastructure::Local { base_dir } => (
+                    CaSource::Files {
+                        dir: base_dir.clone(),
+                        create_if_missing: config.devices.create_dev_ca,
+                    },
+                    Arc::new(LocalStore::new(base_dir.clone())),
+                ),
+                Infrastructure::Aws {
+                    table,
+                    secrets_prefix,
+                    auto_create,
+                } => {
+                    let client = crate::aws::dynamodb().await;
+                    (
+                        CaSource::SecretsManager {
+                            prefix: secrets_prefix.clone(),
+                        },
+                        Arc::new(DynamoStore::new(client, table.clone(), *auto_create)),
+                    )
+                }
+            };
+        let devices = DeviceService::new(CaProvider::new(ca_source), store);
+        Ok(Self {
+            config,
+            oauth: Arc::new(oauth),
+            devices: Arc::new(devices),
+        })
+    }
+}
+
+/// The router with every route and layer.
+pub fn router(state: AppState, tracing: RequestTracing) -> Router {
+    router_with(state, tracing, Router::new())
+}
+
+/// The production router with `extra` routes mounted under the same layers (tests use it to
+/// probe the pipeline with handlers that panic or take bodies).
+pub fn router_with(state: AppState, tracing: RequestTracing, extra: Router<AppState>) -> Router {
+    let body_limit = state.config.max_body_bytes;
+    let cors = cors_layer(&state.config.cors);
+    Router::new()
+        .merge(extra)
+        .merge(health::router())
+        .merge(oauth::router())
+        .merge(device::router())
+        .merge(provider_config::router())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(Extension(BodyLimit(body_limit)))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(from_fn(render_problems))
+        .layer(cors)
+        .layer(from_fn_with_state(tracing, trace_requests))
+        .with_state(state)
+}
+
+fn panic_response(payload: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let message = payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+        .unwrap_or("panic with a non-string payload");
+    ApiError::Internal(format!("handler panicked: {message}")).into_response()
+}
+
+fn cors_layer(cors: &CorsConfig) -> CorsLayer {
+    let wildcard = |list: &[String]| list.iter().any(|v| v == "*");
+    let layer = CorsLayer::new()
+        .max_age(Duration::from_secs(600))
+        .expose_headers([TRACE_ID_HEADER]);
+    // Credentials are allowed only with an explicit origin list: a browser refuses
+    // credentials with `*`, and reflecting any origin with credentials would defeat CORS.
+    let layer = if wildcard(&cors.allowed_origins) {
+        layer.allow_origin(AllowOrigin::any())
+    } else {
+        let origins: Vec<HeaderValue> = cors
+            .allowed_origins
+            .iter()
+            .filter_map(|o| HeaderValue::from_str(o).ok())
+            .collect();
+        layer.allow_origin(origins).allow_credentials(true)
+    };
+    let layer = if wildcard(&cors.allowed_methods) {
+        layer.allow_methods(AllowMethods::mirror_request())
+    } else {
+        let methods: Vec<Method> = cors
+            .allowed_methods
+            .iter()
+            .filter_map(|m| m.to_ascii_uppercase().parse().ok())
+            .collect();
+        layer.allow_methods(methods)
+    };
+    // An explicit list only (configuration refuses `*` and the client-certificate headers).
+    let headers: Vec<HeaderName> = cors
+        .allowed_headers
+        .iter()
+        .filter_map(|h| h.parse().ok())
+        .collect();
+    layer.allow_headers(headers)
+}

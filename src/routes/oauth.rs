@@ -15,9 +15,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 
-use crate::app::AppState;
+use super::AppState;
+use super::extract::{ApiJson, FieldChecks, FromJson};
 use crate::error::{ApiError, FieldError};
-use crate::extract::{ApiJson, FieldChecks, FromJson};
 use crate::oauth::broker::{AuthorizeRequest, BrokerError, CallbackQuery};
 use crate::oauth::client::CallError;
 use crate::oauth::{pkce, state};

@@ -8,7 +8,7 @@ use axum::{Json, Router};
 use serde::Serialize;
 use subtle::ConstantTimeEq;
 
-use crate::app::AppState;
+use super::AppState;
 use crate::config::{APP_VERSION, Secret};
 use crate::error::ApiError;
 

@@ -1,14 +1,22 @@
-//! Request-body extraction with the API's error contract: wrong media type 415, body over the
-//! limit 413, malformed JSON 400, well-formed JSON of the wrong shape or failing a rule 422 with
-//! one entry per field. Bodies are parsed at this edge into typed values ([`FromJson`]).
+//! The extractors that parse requests at the edge, with the API's error contract.
+//!
+//! [`ApiJson`]: wrong media type 415, body over the limit 413, malformed JSON 400, well-formed
+//! JSON of the wrong shape or failing a rule 422 with one entry per field; bodies become typed
+//! values ([`FromJson`]). [`Authenticated`]: the caller's verified device certificate
+//! ([`crate::device::guard`]), 401 when absent, 400 when the proxy header is ambiguous, 403 when
+//! not acceptable.
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, FailedToBufferBody};
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
 use axum::http::header;
+use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 use serde_json::error::Category;
 
+use super::AppState;
+use crate::device::guard::{DeviceIdentity, GuardError, presented_pem, verify};
 use crate::error::{ApiError, FieldError};
 
 /// A request body as a handler gets it: parsed once from the JSON the client sent
@@ -200,6 +208,52 @@ fn join_path(path: &str, field: &str) -> Vec<String> {
         loc.push(field.to_owned());
     }
     loc
+}
+
+impl From<GuardError> for ApiError {
+    fn from(error: GuardError) -> Self {
+        match error {
+            GuardError::Missing => ApiError::Unauthorized {
+                challenge: r#"MutualTLS realm="apuntador-devices""#,
+                code: Some("client_certificate_required"),
+                detail: "Client certificate required for this endpoint.",
+            },
+            GuardError::Rejected(_) => ApiError::coded(
+                StatusCode::FORBIDDEN,
+                "client_certificate_rejected",
+                error.to_string(),
+            ),
+            GuardError::Ambiguous(_) => ApiError::coded(
+                StatusCode::BAD_REQUEST,
+                "ambiguous_client_certificate",
+                error.to_string(),
+            ),
+            GuardError::Unavailable => ApiError::coded(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ca_unavailable",
+                error.to_string(),
+            ),
+        }
+    }
+}
+
+/// The caller's verified device certificate (401 when absent, 403 when not acceptable).
+pub struct Authenticated(pub DeviceIdentity);
+
+impl FromRequestParts<AppState> for Authenticated {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let result = match presented_pem(parts, state.config.devices.trusted_cert_header) {
+            Ok(None) => Err(GuardError::Missing),
+            Ok(Some(pem)) => verify(&pem, &state.devices).await,
+            Err(e) => Err(e),
+        };
+        result.map(Authenticated).map_err(|e| {
+            tracing::warn!(reason = %e, "client certificate refused");
+            e.into()
+        })
+    }
 }
 
 #[cfg(test)]
