@@ -1,28 +1,19 @@
-//! Application configuration: every environment variable the routes use, parsed and validated
-//! once at start-up into one typed [`Config`].
+//! Application configuration, validated once at start-up into one typed [`Config`]: the
+//! environment the process runs in and its secret policy, the listen address, CORS, body limit,
+//! and each area's own settings ([`OAuthSettings`], [`DeviceSettings`]), which those areas read
+//! themselves through [`crate::env`].
 //!
 //! Telemetry and logging variables (`OTEL_*`, `LOG_*`, `AWS_LAMBDA_LOG_*`) are read by
 //! [`crate::telemetry`], which must start before this configuration can report its errors.
 
-use std::collections::BTreeSet;
 use std::net::SocketAddr;
-
-use std::collections::HashMap;
-use std::time::Duration;
 
 use thiserror::Error;
 
 use crate::device::guard::TrustedHeader;
-use crate::oauth::broker::OAuthSettings;
-use crate::oauth::credentials::{CredentialSource, credentials_from};
-use crate::oauth::provider::{Endpoints, ProviderId, callback_uri};
-use crate::oauth::redirect::RedirectAllowlist;
-
-/// The application version reported by `/`, `/health` and `/config/providers`.
-pub const APP_VERSION: &str = env!("CARGO_PKG_VERSION");
-
-/// Cloud providers the OAuth broker knows about, in the order `/config/providers` lists them.
-pub const KNOWN_PROVIDERS: [&str; 3] = ["googledrive", "dropbox", "onedrive"];
+use crate::device::settings::DeviceSettings;
+use crate::env::{Env, EnvError, Environment, Secret};
+use crate::oauth::settings::OAuthSettings;
 
 /// Secrets shorter than this are refused outside local development.
 pub const MIN_SECRET_BYTES: usize = 32;
@@ -57,72 +48,8 @@ pub enum ConfigError {
     SharedSecret,
     #[error("the operating system's random generator failed: {0}")]
     Entropy(String),
-    #[error("{name}={value:?} is not valid: {reason}")]
-    Invalid {
-        name: &'static str,
-        value: String,
-        reason: String,
-    },
-}
-
-/// Where the process runs. Only an explicit `ENVIRONMENT=local` relaxes anything (published or
-/// short secrets, a development CA, localhost CORS origins); every other name, and no name at
-/// all, is strict: a stage called `dev` is still reachable from the internet.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Environment {
-    /// `ENVIRONMENT=local`, set by the user: local development.
-    Local,
-    /// `ENVIRONMENT=<name>`, or `production` under Lambda when it is unset.
-    Deployed(String),
-    /// A server with no `ENVIRONMENT`: run as `production` (strict), but a missing `SECRET_KEY`
-    /// may still be generated per process so `cargo run` works; said once at start-up.
-    Unset,
-}
-
-impl Environment {
-    /// `ENVIRONMENT` if set; otherwise `production` under Lambda and [`Environment::Unset`]
-    /// elsewhere.
-    pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Self {
-        let under_lambda = env("AWS_LAMBDA_RUNTIME_API").is_some();
-        match env("ENVIRONMENT").map(|v| v.trim().to_ascii_lowercase()) {
-            Some(v) if v == "local" => Self::Local,
-            Some(v) if !v.is_empty() => Self::Deployed(v),
-            _ if under_lambda => Self::Deployed("production".to_owned()),
-            _ => Self::Unset,
-        }
-    }
-
-    pub fn name(&self) -> &str {
-        match self {
-            Self::Local => "local",
-            Self::Deployed(name) => name,
-            Self::Unset => "production",
-        }
-    }
-
-    pub fn is_local(&self) -> bool {
-        matches!(self, Self::Local)
-    }
-}
-
-/// A secret value that never prints itself.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
+    #[error(transparent)]
+    Env(#[from] EnvError),
 }
 
 /// Cross-origin settings (spec §6.3), plus `X-Trace-ID` exposed to browsers.
@@ -131,31 +58,6 @@ pub struct CorsConfig {
     pub allowed_origins: Vec<String>,
     pub allowed_methods: Vec<String>,
     pub allowed_headers: Vec<String>,
-}
-
-/// Where CA material and certificate records live (`INFRASTRUCTURE_PROVIDER`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Infrastructure {
-    /// Files under `INFRASTRUCTURE_BASE_DIR`.
-    Local { base_dir: std::path::PathBuf },
-    /// Secrets Manager (`AWS_SECRETS_PREFIX`) and DynamoDB (`AWS_DYNAMODB_TABLE`).
-    Aws {
-        table: String,
-        secrets_prefix: String,
-        auto_create: bool,
-    },
-}
-
-/// Device CA settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeviceSettings {
-    pub infrastructure: Infrastructure,
-    /// Create a development CA when none exists (local environment with local files only).
-    pub create_dev_ca: bool,
-    /// The proxy header that carries the verified client certificate: in server mode when
-    /// configured; under Lambda only with `ENVIRONMENT=local` (`sam local`, which has no mutual
-    /// TLS), since API Gateway passes any header a client sends.
-    pub trusted_cert_header: Option<TrustedHeader>,
 }
 
 /// Everything the routes need, validated.
@@ -167,7 +69,6 @@ pub struct Config {
     pub secret_key: Secret,
     /// Bearer key for `/config/providers`; `None` disables that route (503).
     pub config_api_key: Option<Secret>,
-    pub enabled_providers: BTreeSet<String>,
     pub cors: CorsConfig,
     pub max_body_bytes: usize,
     /// Whether `/health` and `/health/public` get spans and access-log lines.
@@ -193,8 +94,9 @@ impl Config {
     }
 
     /// Reads configuration through `env`, so tests need not touch the process environment.
-    pub fn from_lookup(env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |name: &str| env(name).filter(|v| !v.trim().is_empty());
+    pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let env = Env::new(lookup);
+        let get = |name: &str| env.get(name);
         let environment = Environment::from_env(env);
         let mut warnings = Vec::new();
 
@@ -232,25 +134,14 @@ impl Config {
                 .push("CONFIG_API_KEY is not set: GET /config/providers answers 503".to_owned());
         }
 
-        let enabled_providers = parse_providers(
-            get("ENABLED_CLOUD_PROVIDERS")
-                .as_deref()
-                .unwrap_or("googledrive,dropbox"),
-        )?;
         let default_origins = if environment.is_local() {
             LOCAL_ORIGINS
         } else {
             ""
         };
         let cors = CorsConfig {
-            allowed_origins: split_list(
-                get("ALLOWED_ORIGINS").as_deref().unwrap_or(default_origins),
-            ),
-            allowed_methods: split_list(
-                get("CORS_ALLOWED_METHODS")
-                    .as_deref()
-                    .unwrap_or(DEFAULT_METHODS),
-            ),
+            allowed_origins: env.list("ALLOWED_ORIGINS", default_origins),
+            allowed_methods: env.list("CORS_ALLOWED_METHODS", DEFAULT_METHODS),
             allowed_headers: cors_headers(
                 get("CORS_ALLOWED_HEADERS")
                     .as_deref()
@@ -259,35 +150,20 @@ impl Config {
         };
         let max_body_bytes = match get("MAX_BODY_BYTES") {
             None => DEFAULT_MAX_BODY_BYTES,
-            Some(v) => v
-                .trim()
-                .parse::<usize>()
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| ConfigError::Invalid {
-                    name: "MAX_BODY_BYTES",
-                    value: v.clone(),
-                    reason: "expected a positive number of bytes".to_owned(),
-                })?,
-        };
-        let trace_health_checks = match get("TRACE_HEALTH_CHECKS") {
-            None => false,
-            Some(v) => parse_bool(&v).ok_or_else(|| ConfigError::Invalid {
-                name: "TRACE_HEALTH_CHECKS",
-                value: v.clone(),
-                reason: "expected true or false".to_owned(),
+            Some(v) => v.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                EnvError::new("MAX_BODY_BYTES", v, "expected a positive number of bytes")
             })?,
         };
+        let trace_health_checks = env.flag("TRACE_HEALTH_CHECKS", false)?;
 
-        let oauth = oauth_settings(env)?;
-        let devices = device_settings(env, &environment, &mut warnings)?;
+        let oauth = OAuthSettings::from_env(env)?;
+        let devices = DeviceSettings::from_env(env, &environment, &mut warnings)?;
 
         Ok(Self {
             environment,
             listen_addr,
             secret_key,
             config_api_key,
-            enabled_providers,
             cors,
             max_body_bytes,
             trace_health_checks,
@@ -298,151 +174,11 @@ impl Config {
     }
 }
 
-fn millis(
-    env: &dyn Fn(&str) -> Option<String>,
-    name: &'static str,
-    default: u64,
-) -> Result<Duration, ConfigError> {
-    match env(name).filter(|v| !v.trim().is_empty()) {
-        None => Ok(Duration::from_millis(default)),
-        Some(v) => v
-            .trim()
-            .parse::<u64>()
-            .ok()
-            .filter(|n| (1..=60_000).contains(n))
-            .map(Duration::from_millis)
-            .ok_or(ConfigError::Invalid {
-                name,
-                value: v,
-                reason: "expected milliseconds from 1 to 60000".to_owned(),
-            }),
-    }
-}
-
-fn device_settings(
-    env: &dyn Fn(&str) -> Option<String>,
-    environment: &Environment,
-    warnings: &mut Vec<String>,
-) -> Result<DeviceSettings, ConfigError> {
-    let get = |name: &str| {
-        env(name)
-            .map(|v| v.trim().to_owned())
-            .filter(|v| !v.is_empty())
-    };
-    let flag = |name: &'static str| match get(name) {
-        None => Ok(false),
-        Some(v) => parse_bool(&v).ok_or(ConfigError::Invalid {
-            name,
-            value: v,
-            reason: "expected true or false".to_owned(),
-        }),
-    };
-    let infrastructure = match get("INFRASTRUCTURE_PROVIDER")
-        .map(|v| v.to_ascii_lowercase())
-        .as_deref()
-    {
-        None | Some("local") => Infrastructure::Local {
-            base_dir: get("INFRASTRUCTURE_BASE_DIR")
-                .unwrap_or_else(|| "./.credentials".to_owned())
-                .into(),
-        },
-        Some("aws") => Infrastructure::Aws {
-            table: get("AWS_DYNAMODB_TABLE").unwrap_or_else(|| "apuntador-certificates".to_owned()),
-            secrets_prefix: get("AWS_SECRETS_PREFIX").unwrap_or_else(|| "apuntador".to_owned()),
-            auto_create: flag("AUTO_CREATE_RESOURCES")?,
-        },
-        Some(other) => {
-            return Err(ConfigError::Invalid {
-                name: "INFRASTRUCTURE_PROVIDER",
-                value: other.to_owned(),
-                reason: "expected local or aws".to_owned(),
-            });
-        }
-    };
-    let trusted_cert_header = match get("TRUSTED_CLIENT_CERT_HEADER") {
-        None => None,
-        Some(v) => Some(
-            TrustedHeader::parse(&v).ok_or(ConfigError::Invalid {
-                name: "TRUSTED_CLIENT_CERT_HEADER",
-                value: v,
-                reason: "expected X-Amzn-Mtls-Clientcert, X-Client-Cert or X-Forwarded-Client-Cert"
-                    .to_owned(),
-            })?,
-        ),
-    };
-    let trusted_cert_header = match trusted_cert_header {
-        Some(header) if env("AWS_LAMBDA_RUNTIME_API").is_some() => {
-            if environment.is_local() {
-                warnings.push(format!(
-                    "TRUSTED_CLIENT_CERT_HEADER: trusting {} from any caller under Lambda (ENVIRONMENT=local, for sam local only)",
-                    header.name()
-                ));
-                Some(header)
-            } else {
-                warnings.push(
-                    "TRUSTED_CLIENT_CERT_HEADER is ignored under Lambda outside ENVIRONMENT=local: API Gateway passes any header a client sends, so only its mutual-TLS context is trusted"
-                        .to_owned(),
-                );
-                None
-            }
-        }
-        other => other,
-    };
-    Ok(DeviceSettings {
-        create_dev_ca: environment.is_local()
-            && matches!(infrastructure, Infrastructure::Local { .. }),
-        infrastructure,
-        trusted_cert_header,
-    })
-}
-
-fn oauth_settings(env: &dyn Fn(&str) -> Option<String>) -> Result<OAuthSettings, ConfigError> {
-    let get = |name: &str| env(name).filter(|v| !v.trim().is_empty());
-    let mut endpoints = HashMap::new();
-    let mut callbacks = HashMap::new();
-    for provider in ProviderId::ALL {
-        endpoints.insert(provider, Endpoints::from_env(provider, env)?);
-        if let Some(url) = callback_uri(provider, env)? {
-            callbacks.insert(provider, url);
-        }
-    }
-    let allowlist = RedirectAllowlist::parse(
-        get("ALLOWED_REDIRECT_URIS")
-            .as_deref()
-            .unwrap_or("apuntador://"),
-    )?;
-    let fallback_redirect = get("OAUTH_FALLBACK_REDIRECT_URI")
-        .unwrap_or_else(|| "apuntador://oauth-callback".to_owned());
-    if url::Url::parse(&fallback_redirect).is_err() {
-        return Err(ConfigError::Invalid {
-            name: "OAUTH_FALLBACK_REDIRECT_URI",
-            value: fallback_redirect,
-            reason: "expected an absolute URI".to_owned(),
-        });
-    }
-    let credentials = match get("OAUTH_CREDENTIALS_SECRET") {
-        Some(secret_id) => CredentialSource::SecretsManager {
-            secret_id: secret_id.trim().to_owned(),
-        },
-        None => CredentialSource::Environment(credentials_from(env)),
-    };
-    Ok(OAuthSettings {
-        endpoints,
-        callbacks,
-        allowlist,
-        fallback_redirect,
-        credentials,
-        connect_timeout: millis(env, "OAUTH_CONNECT_TIMEOUT_MS", 2_000)?,
-        timeout: millis(env, "OAUTH_TIMEOUT_MS", 5_000)?,
-    })
-}
-
 fn parse_listen_addr(host: &str, port: &str) -> Result<SocketAddr, ConfigError> {
-    let port: u16 = port.trim().parse().map_err(|_| ConfigError::Invalid {
-        name: "PORT",
-        value: port.to_owned(),
-        reason: "expected a port number from 0 to 65535".to_owned(),
-    })?;
+    let port: u16 = port
+        .trim()
+        .parse()
+        .map_err(|_| EnvError::new("PORT", port, "expected a port number from 0 to 65535"))?;
     let host = host.trim();
     let host = if host == "localhost" {
         "127.0.0.1"
@@ -453,10 +189,12 @@ fn parse_listen_addr(host: &str, port: &str) -> Result<SocketAddr, ConfigError> 
         .trim_start_matches('[')
         .trim_end_matches(']')
         .parse()
-        .map_err(|_| ConfigError::Invalid {
-            name: "HOST",
-            value: host.to_owned(),
-            reason: "expected an IP address such as 127.0.0.1 or 0.0.0.0".to_owned(),
+        .map_err(|_| {
+            EnvError::new(
+                "HOST",
+                host,
+                "expected an IP address such as 127.0.0.1 or 0.0.0.0",
+            )
         })?;
     Ok(SocketAddr::new(ip, port))
 }
@@ -496,7 +234,7 @@ fn check_secret(
 /// `CORS_ALLOWED_HEADERS`: a list that names no client-certificate header (and so no `*`,
 /// which would mirror them).
 fn cors_headers(raw: &str) -> Result<Vec<String>, ConfigError> {
-    let headers = split_list(raw);
+    let headers = crate::env::split_list(raw);
     // A client-certificate header comes from a trusted proxy: a browser must never be invited
     // to send one (the proxy should replace it, but a CORS allowance is an invitation).
     let refused = headers
@@ -504,13 +242,14 @@ fn cors_headers(raw: &str) -> Result<Vec<String>, ConfigError> {
         .find(|h| *h == "*" || TrustedHeader::parse(h).is_some());
     match refused {
         None => Ok(headers),
-        Some(header) => Err(ConfigError::Invalid {
-            name: "CORS_ALLOWED_HEADERS",
-            value: raw.to_owned(),
-            reason: format!(
+        Some(header) => Err(EnvError::new(
+            "CORS_ALLOWED_HEADERS",
+            raw,
+            format!(
                 "{header} would let browsers send a client-certificate header; list the headers the app sends, without X-Amzn-Mtls-Clientcert, X-Client-Cert or X-Forwarded-Client-Cert"
             ),
-        }),
+        )
+        .into()),
     }
 }
 
@@ -523,43 +262,6 @@ fn random_secret() -> Result<String, ConfigError> {
         let _ = write!(out, "{byte:02x}");
     }
     Ok(out)
-}
-
-/// Comma-separated list, trimmed, empty entries dropped.
-pub fn split_list(raw: &str) -> Vec<String> {
-    raw.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect()
-}
-
-fn parse_providers(raw: &str) -> Result<BTreeSet<String>, ConfigError> {
-    let mut out = BTreeSet::new();
-    for name in split_list(raw) {
-        let name = name.to_ascii_lowercase();
-        if !KNOWN_PROVIDERS.contains(&name.as_str()) {
-            return Err(ConfigError::Invalid {
-                name: "ENABLED_CLOUD_PROVIDERS",
-                value: raw.to_owned(),
-                reason: format!(
-                    "unknown provider {name:?}; known providers are {}",
-                    KNOWN_PROVIDERS.join(", ")
-                ),
-            });
-        }
-        out.insert(name);
-    }
-    Ok(out)
-}
-
-/// `true/false/1/0/yes/no/on/off`, case-insensitive.
-pub fn parse_bool(raw: &str) -> Option<bool> {
-    match raw.trim().to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" | "on" => Some(true),
-        "false" | "0" | "no" | "off" => Some(false),
-        _ => None,
-    }
 }
 
 #[cfg(test)]
@@ -783,9 +485,10 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(
-            cfg.enabled_providers
+            cfg.oauth
+                .enabled
                 .iter()
-                .map(String::as_str)
+                .map(|p| p.as_str())
                 .collect::<Vec<_>>(),
             ["googledrive", "onedrive"]
         );

@@ -7,6 +7,7 @@
 pub mod aws;
 pub mod config;
 pub mod device;
+pub mod env;
 pub mod error;
 pub mod lambda;
 pub mod load_once;
@@ -16,10 +17,14 @@ pub mod server;
 pub mod telemetry;
 pub mod tls;
 
+/// The application version reported by `/`, `/health` and `/config/providers`.
+pub const APP_VERSION: &str = env!("CARGO_PKG_VERSION");
+
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use config::{Config, Environment};
+use config::Config;
+use env::{Env, Environment};
 use telemetry::TelemetrySettings;
 use telemetry::http::RequestTracing;
 
@@ -79,7 +84,7 @@ pub async fn run() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let environment = Environment::from_env(&env);
+    let environment = Environment::from_env(Env::new(&env));
     let telemetry = match telemetry::init(&settings, environment.name(), &env) {
         Ok(telemetry) => telemetry,
         Err(error) => {

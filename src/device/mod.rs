@@ -8,4 +8,5 @@ pub mod guard;
 pub mod id;
 pub mod material;
 pub mod service;
+pub mod settings;
 pub mod store;

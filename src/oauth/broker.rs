@@ -7,9 +7,9 @@
 //! the same provider and a verifier matching its challenge, once. `refresh` and `revoke` pass
 //! through to the provider. Client secrets never leave the backend.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -17,25 +17,12 @@ use thiserror::Error;
 use url::Url;
 
 use super::client::{CallError, ClientBuildError, ProviderClient};
-use super::credentials::{ClientCredentials, CredentialSource, CredentialStore, CredentialsError};
+use super::credentials::{ClientCredentials, CredentialStore, CredentialsError};
 use super::pkce;
 use super::provider::{Endpoints, ProviderId};
-use super::redirect::{RedirectAllowlist, with_query};
+use super::redirect::with_query;
+use super::settings::OAuthSettings;
 use super::state::{STATE_TTL_SECONDS, StateClaims, StateError, StateSealer};
-
-/// Broker settings, read from the environment by [`crate::config`].
-#[derive(Debug, Clone)]
-pub struct OAuthSettings {
-    pub endpoints: HashMap<ProviderId, Endpoints>,
-    /// Backend callbacks registered with providers that redirect here first.
-    pub callbacks: HashMap<ProviderId, Url>,
-    pub allowlist: RedirectAllowlist,
-    /// Where the callback sends users when it cannot trust the state.
-    pub fallback_redirect: String,
-    pub credentials: CredentialSource,
-    pub connect_timeout: Duration,
-    pub timeout: Duration,
-}
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum BrokerError {
@@ -158,7 +145,6 @@ pub fn now_secs() -> u64 {
 #[derive(Debug)]
 pub struct Broker {
     settings: OAuthSettings,
-    enabled: BTreeSet<String>,
     sealer: StateSealer,
     credentials: CredentialStore,
     client: ProviderClient,
@@ -168,17 +154,12 @@ pub struct Broker {
 }
 
 impl Broker {
-    pub fn new(
-        settings: OAuthSettings,
-        enabled: BTreeSet<String>,
-        secret_key: &[u8],
-    ) -> Result<Self, ClientBuildError> {
+    pub fn new(settings: OAuthSettings, secret_key: &[u8]) -> Result<Self, ClientBuildError> {
         let client = ProviderClient::new(settings.connect_timeout, settings.timeout)?;
         Ok(Self {
             credentials: CredentialStore::new(settings.credentials.clone()),
             sealer: StateSealer::new(secret_key),
             settings,
-            enabled,
             client,
             exchanged: Mutex::new(HashMap::new()),
         })
@@ -189,7 +170,7 @@ impl Broker {
     async fn resolve(&self, segment: &str) -> Result<(ProviderId, ClientCredentials), BrokerError> {
         let provider = ProviderId::parse(segment)
             .ok_or_else(|| BrokerError::UnknownProvider(segment.chars().take(40).collect()))?;
-        if !self.enabled.contains(provider.as_str()) {
+        if !self.settings.enabled.contains(&provider) {
             return Err(BrokerError::Disabled(provider));
         }
         let credentials = self

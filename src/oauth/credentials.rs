@@ -13,7 +13,7 @@ use std::time::Duration;
 use thiserror::Error;
 
 use super::provider::ProviderId;
-use crate::config::Secret;
+use crate::env::Secret;
 use crate::load_once::LoadOnce;
 use crate::telemetry::aws::{aws_error_text, traced};
 

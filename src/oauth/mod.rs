@@ -9,4 +9,5 @@ pub mod credentials;
 pub mod pkce;
 pub mod provider;
 pub mod redirect;
+pub mod settings;
 pub mod state;

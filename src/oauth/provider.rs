@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use crate::config::ConfigError;
+use crate::env::{Env, EnvError};
 
 /// A provider the broker knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -109,25 +109,17 @@ fn defaults(provider: ProviderId) -> (&'static str, &'static str, Option<&'stati
 }
 
 fn env_url(
-    env: &dyn Fn(&str) -> Option<String>,
+    env: Env<'_>,
     name: &'static str,
     default: Option<&str>,
-) -> Result<Option<Url>, ConfigError> {
-    let value = env(name).filter(|v| !v.trim().is_empty());
+) -> Result<Option<Url>, EnvError> {
+    let value = env.get(name);
     let Some(raw) = value.as_deref().or(default) else {
         return Ok(None);
     };
-    let url = Url::parse(raw.trim()).map_err(|e| ConfigError::Invalid {
-        name,
-        value: raw.to_owned(),
-        reason: e.to_string(),
-    })?;
+    let url = Url::parse(raw).map_err(|e| EnvError::new(name, raw, e.to_string()))?;
     if !matches!(url.scheme(), "https" | "http") {
-        return Err(ConfigError::Invalid {
-            name,
-            value: raw.to_owned(),
-            reason: "expected an http(s) URL".to_owned(),
-        });
+        return Err(EnvError::new(name, raw, "expected an http(s) URL"));
     }
     Ok(Some(url))
 }
@@ -157,18 +149,12 @@ fn var_name(provider: ProviderId, endpoint: Endpoint) -> &'static str {
 }
 
 impl Endpoints {
-    pub fn from_env(
-        provider: ProviderId,
-        env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<Self, ConfigError> {
+    pub fn from_env(provider: ProviderId, env: Env<'_>) -> Result<Self, EnvError> {
         let (authorize, token, revoke) = defaults(provider);
-        let required = |endpoint, default: &str| -> Result<Url, ConfigError> {
+        let required = |endpoint, default: &str| -> Result<Url, EnvError> {
             let name = var_name(provider, endpoint);
-            env_url(env, name, Some(default))?.ok_or(ConfigError::Invalid {
-                name,
-                value: String::new(),
-                reason: "an endpoint URL is required".to_owned(),
-            })
+            env_url(env, name, Some(default))?
+                .ok_or_else(|| EnvError::new(name, "", "an endpoint URL is required"))
         };
         Ok(Self {
             authorize: required(Endpoint::Authorize, authorize)?,
@@ -179,10 +165,7 @@ impl Endpoints {
 }
 
 /// The backend callback registered with a provider (`GOOGLE_REDIRECT_URI`, `ONEDRIVE_REDIRECT_URI`).
-pub fn callback_uri(
-    provider: ProviderId,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Option<Url>, ConfigError> {
+pub fn callback_uri(provider: ProviderId, env: Env<'_>) -> Result<Option<Url>, EnvError> {
     if !provider.uses_backend_callback() {
         return Ok(None);
     }
@@ -210,7 +193,7 @@ mod tests {
     #[test]
     fn endpoints_default_and_override() {
         let none = |_: &str| None;
-        let e = Endpoints::from_env(ProviderId::OneDrive, &none).unwrap();
+        let e = Endpoints::from_env(ProviderId::OneDrive, Env::new(&none)).unwrap();
         assert_eq!(
             e.token.as_str(),
             "https://login.microsoftonline.com/common/oauth2/v2.0/token"
@@ -219,10 +202,10 @@ mod tests {
         let over = |n: &str| {
             (n == "OAUTH_DROPBOX_TOKEN_URL").then(|| "http://127.0.0.1:9/token".to_owned())
         };
-        let e = Endpoints::from_env(ProviderId::Dropbox, &over).unwrap();
+        let e = Endpoints::from_env(ProviderId::Dropbox, Env::new(&over)).unwrap();
         assert_eq!(e.token.as_str(), "http://127.0.0.1:9/token");
         let bad = |n: &str| (n == "OAUTH_GOOGLEDRIVE_AUTHORIZE_URL").then(|| "ftp://x".to_owned());
-        let err = Endpoints::from_env(ProviderId::GoogleDrive, &bad).unwrap_err();
+        let err = Endpoints::from_env(ProviderId::GoogleDrive, Env::new(&bad)).unwrap_err();
         assert!(
             err.to_string().contains("OAUTH_GOOGLEDRIVE_AUTHORIZE_URL"),
             "{err}"

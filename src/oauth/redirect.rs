@@ -3,7 +3,7 @@
 
 use url::Url;
 
-use crate::config::{ConfigError, split_list};
+use crate::env::{EnvError, split_list};
 
 /// Allowed redirect targets: exact URIs, or whole custom schemes written `scheme://`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -13,7 +13,7 @@ pub struct RedirectAllowlist {
 }
 
 impl RedirectAllowlist {
-    pub fn parse(raw: &str) -> Result<Self, ConfigError> {
+    pub fn parse(raw: &str) -> Result<Self, EnvError> {
         let mut list = Self::default();
         for entry in split_list(raw) {
             if let Some(scheme) = entry.strip_suffix("://") {
@@ -26,18 +26,16 @@ impl RedirectAllowlist {
                         .chars()
                         .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
                 if !valid || matches!(scheme, "http" | "https") {
-                    return Err(ConfigError::Invalid {
-                        name: "ALLOWED_REDIRECT_URIS",
-                        value: entry,
-                        reason: "a scheme entry must be a custom scheme such as apuntador://; list http(s) URIs exactly".to_owned(),
-                    });
+                    return Err(EnvError::new(
+                        "ALLOWED_REDIRECT_URIS",
+                        entry,
+                        "a scheme entry must be a custom scheme such as apuntador://; list http(s) URIs exactly",
+                    ));
                 }
                 list.schemes.push(scheme.to_ascii_lowercase());
             } else {
-                Url::parse(&entry).map_err(|e| ConfigError::Invalid {
-                    name: "ALLOWED_REDIRECT_URIS",
-                    value: entry.clone(),
-                    reason: e.to_string(),
+                Url::parse(&entry).map_err(|e| {
+                    EnvError::new("ALLOWED_REDIRECT_URIS", entry.clone(), e.to_string())
                 })?;
                 list.exact.push(entry);
             }

@@ -7,7 +7,7 @@ use axum::{Json, Router};
 use serde::Serialize;
 
 use super::AppState;
-use crate::config::APP_VERSION;
+use crate::APP_VERSION;
 
 pub fn router() -> Router<AppState> {
     Router::new()

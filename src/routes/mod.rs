@@ -23,9 +23,10 @@ use axum::{Extension, Router};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowMethods, AllowOrigin, CorsLayer};
 
-use crate::config::{Config, CorsConfig, Infrastructure};
+use crate::config::{Config, CorsConfig};
 use crate::device::material::{CaProvider, CaSource};
 use crate::device::service::DeviceService;
+use crate::device::settings::Infrastructure;
 use crate::device::store::CertificateStore;
 use crate::device::store::dynamo::DynamoStore;
 use crate::device::store::local::LocalStore;
@@ -47,11 +48,7 @@ impl AppState {
     /// Builds the shared clients once per process (cold start). AWS clients are configured here
     /// only when the AWS backend is chosen; nothing is fetched until a request needs it.
     pub async fn new(config: Arc<Config>) -> Result<Self, ClientBuildError> {
-        let oauth = Broker::new(
-            config.oauth.clone(),
-            config.enabled_providers.clone(),
-            config.secret_key.expose().as_bytes(),
-        )?;
+        let oauth = Broker::new(config.oauth.clone(), config.secret_key.expose().as_bytes())?;
         let (ca_source, store): (CaSource, Arc<dyn CertificateStore>) =
             match &config.devices.infrastructure {
                 Infrastructure::Local { base_dir } => (

@@ -9,8 +9,10 @@ use serde::Serialize;
 use subtle::ConstantTimeEq;
 
 use super::AppState;
-use crate::config::{APP_VERSION, Secret};
+use crate::APP_VERSION;
+use crate::env::Secret;
 use crate::error::ApiError;
+use crate::oauth::provider::ProviderId;
 
 /// How long clients may cache the answer, in seconds.
 const CACHE_TTL_SECONDS: u32 = 3600;
@@ -44,15 +46,15 @@ async fn providers(
     headers: HeaderMap,
 ) -> Result<Json<ProvidersResponse>, ApiError> {
     authorize(&headers, state.config.config_api_key.as_ref())?;
-    let status = |name: &str| ProviderStatus {
-        enabled: state.config.enabled_providers.contains(name),
+    let status = |provider| ProviderStatus {
+        enabled: state.config.oauth.enabled.contains(&provider),
         requires_mtls: true,
     };
     Ok(Json(ProvidersResponse {
         providers: Providers {
-            googledrive: status("googledrive"),
-            dropbox: status("dropbox"),
-            onedrive: status("onedrive"),
+            googledrive: status(ProviderId::GoogleDrive),
+            dropbox: status(ProviderId::Dropbox),
+            onedrive: status(ProviderId::OneDrive),
         },
         version: APP_VERSION,
         cache_ttl: CACHE_TTL_SECONDS,

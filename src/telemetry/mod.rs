@@ -32,7 +32,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, Registry};
 
-use crate::config::APP_VERSION;
+use crate::APP_VERSION;
 
 /// Spans of this crate (and only these) are exported.
 pub const TRACE_TARGET: &str = "apuntador_backend";
