@@ -76,16 +76,17 @@ pub async fn run() -> ExitCode {
     if args.first().map(String::as_str) == Some("create-ca") {
         return create_ca(&args[1..]).await;
     }
-    let env = |name: &str| std::env::var(name).ok();
-    let settings = match TelemetrySettings::from_env(&env) {
+    let lookup = |name: &str| std::env::var(name).ok();
+    let env = Env::new(&lookup);
+    let settings = match TelemetrySettings::from_env(env) {
         Ok(settings) => settings,
         Err(error) => {
             early_error(&error);
             return ExitCode::FAILURE;
         }
     };
-    let environment = Environment::from_env(Env::new(&env));
-    let telemetry = match telemetry::init(&settings, environment.name(), &env) {
+    let environment = Environment::from_env(env);
+    let telemetry = match telemetry::init(&settings, environment.name(), env) {
         Ok(telemetry) => telemetry,
         Err(error) => {
             early_error(&error);

@@ -6,6 +6,7 @@
 //! `trace_id` and X-Ray shows the same id. Field names that look like credentials are redacted
 //! whatever their value.
 
+use crate::env::Env;
 use std::io::Write;
 use std::sync::OnceLock;
 
@@ -26,9 +27,11 @@ pub enum LogFormat {
 }
 
 impl LogFormat {
-    pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Self {
-        let raw = env("LOG_FORMAT").or_else(|| env("AWS_LAMBDA_LOG_FORMAT"));
-        match raw.map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+    pub fn from_env(env: Env<'_>) -> Self {
+        let raw = env
+            .get("LOG_FORMAT")
+            .or_else(|| env.get("AWS_LAMBDA_LOG_FORMAT"));
+        match raw.map(|v| v.to_ascii_lowercase()).as_deref() {
             Some("human" | "text" | "pretty") => Self::Human,
             _ => Self::Json,
         }
@@ -37,13 +40,14 @@ impl LogFormat {
 
 /// The filter directives for log lines: `RUST_LOG` verbatim, else the level from
 /// `AWS_LAMBDA_LOG_LEVEL` or `LOG_LEVEL` (default `info`) with chatty dependencies held at warn.
-pub fn filter_directives(env: &dyn Fn(&str) -> Option<String>) -> String {
-    if let Some(directives) = env("RUST_LOG").filter(|v| !v.trim().is_empty()) {
+pub fn filter_directives(env: Env<'_>) -> String {
+    if let Some(directives) = env.get("RUST_LOG") {
         return directives;
     }
-    let level = env("AWS_LAMBDA_LOG_LEVEL")
-        .or_else(|| env("LOG_LEVEL"))
-        .map(|v| match v.trim().to_ascii_lowercase().as_str() {
+    let level = env
+        .get("AWS_LAMBDA_LOG_LEVEL")
+        .or_else(|| env.get("LOG_LEVEL"))
+        .map(|v| match v.to_ascii_lowercase().as_str() {
             "fatal" | "critical" => "error".to_owned(),
             "warning" => "warn".to_owned(),
             other => other.to_owned(),
@@ -245,35 +249,28 @@ mod tests {
 
     #[test]
     fn format_prefers_log_format_then_lambda() {
-        assert_eq!(LogFormat::from_env(&lookup(&[])), LogFormat::Json);
+        let format = |vars: &[(&str, &str)]| LogFormat::from_env(Env::new(&lookup(vars)));
+        assert_eq!(format(&[]), LogFormat::Json);
         assert_eq!(
-            LogFormat::from_env(&lookup(&[("AWS_LAMBDA_LOG_FORMAT", "Text")])),
+            format(&[("AWS_LAMBDA_LOG_FORMAT", "Text")]),
             LogFormat::Human
         );
         assert_eq!(
-            LogFormat::from_env(&lookup(&[
-                ("LOG_FORMAT", "json"),
-                ("AWS_LAMBDA_LOG_FORMAT", "Text")
-            ])),
+            format(&[("LOG_FORMAT", "json"), ("AWS_LAMBDA_LOG_FORMAT", "Text")]),
             LogFormat::Json
         );
     }
 
     #[test]
     fn level_comes_from_rust_log_then_lambda_then_log_level() {
-        assert_eq!(
-            filter_directives(&lookup(&[("RUST_LOG", "debug")])),
-            "debug"
-        );
+        let filter = |vars: &[(&str, &str)]| filter_directives(Env::new(&lookup(vars)));
+        assert_eq!(filter(&[("RUST_LOG", "debug")]), "debug");
         assert!(
-            filter_directives(&lookup(&[
-                ("AWS_LAMBDA_LOG_LEVEL", "WARN"),
-                ("LOG_LEVEL", "debug")
-            ]))
-            .starts_with("warn,")
+            filter(&[("AWS_LAMBDA_LOG_LEVEL", "WARN"), ("LOG_LEVEL", "debug")])
+                .starts_with("warn,")
         );
-        assert!(filter_directives(&lookup(&[("LOG_LEVEL", "FATAL")])).starts_with("error,"));
-        assert!(filter_directives(&lookup(&[("LOG_LEVEL", "loud")])).starts_with("info,"));
+        assert!(filter(&[("LOG_LEVEL", "FATAL")]).starts_with("error,"));
+        assert!(filter(&[("LOG_LEVEL", "loud")]).starts_with("info,"));
     }
 
     #[test]

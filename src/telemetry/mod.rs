@@ -33,6 +33,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, Registry};
 
 use crate::APP_VERSION;
+use crate::env::Env;
 
 /// Spans of this crate (and only these) are exported.
 pub const TRACE_TARGET: &str = "apuntador_backend";
@@ -95,12 +96,8 @@ pub struct TelemetrySettings {
 }
 
 impl TelemetrySettings {
-    pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Self, TelemetryError> {
-        let get = |name: &str| {
-            env(name)
-                .map(|v| v.trim().to_ascii_lowercase())
-                .filter(|v| !v.is_empty())
-        };
+    pub fn from_env(env: Env<'_>) -> Result<Self, TelemetryError> {
+        let get = |name: &str| env.get(name).map(|v| v.to_ascii_lowercase());
         let protocol = match get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
             .or_else(|| get("OTEL_EXPORTER_OTLP_PROTOCOL"))
             .as_deref()
@@ -207,7 +204,7 @@ impl Telemetry {
     }
 }
 
-fn resource(environment: &str, env: &dyn Fn(&str) -> Option<String>) -> Resource {
+fn resource(environment: &str, env: Env<'_>) -> Resource {
     let mut builder = Resource::builder_empty()
         .with_attributes([
             KeyValue::new("service.name", DEFAULT_SERVICE_NAME),
@@ -215,11 +212,11 @@ fn resource(environment: &str, env: &dyn Fn(&str) -> Option<String>) -> Resource
             KeyValue::new("deployment.environment", environment.to_owned()),
         ])
         .with_detector(Box::new(LambdaResourceDetector));
-    if env("ECS_CONTAINER_METADATA_URI_V4").is_some() {
+    if env.get("ECS_CONTAINER_METADATA_URI_V4").is_some() {
         builder = builder.with_detector(Box::new(EcsResourceDetector));
     }
     builder = builder.with_detector(Box::new(EnvResourceDetector::new()));
-    if let Some(name) = env("OTEL_SERVICE_NAME").filter(|n| !n.trim().is_empty()) {
+    if let Some(name) = env.get("OTEL_SERVICE_NAME") {
         builder = builder.with_service_name(name);
     }
     builder.build()
@@ -270,7 +267,7 @@ fn otlp_exporter(
 pub fn init(
     settings: &TelemetrySettings,
     environment: &str,
-    env: &dyn Fn(&str) -> Option<String>,
+    env: Env<'_>,
 ) -> Result<Telemetry, TelemetryError> {
     let mut builder = SdkTracerProvider::builder()
         .with_id_generator(XrayIdGenerator::default())
@@ -341,7 +338,7 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        TelemetrySettings::from_env(&move |n| map.get(n).cloned())
+        TelemetrySettings::from_env(Env::new(&move |n| map.get(n).cloned()))
     }
 
     #[test]
@@ -413,7 +410,7 @@ mod tests {
     #[test]
     fn resource_names_the_service_and_environment() {
         let map: HashMap<&str, &str> = HashMap::from([("OTEL_SERVICE_NAME", "teleprompter")]);
-        let r = resource("staging", &|n| map.get(n).map(|v| v.to_string()));
+        let r = resource("staging", Env::new(&|n| map.get(n).map(|v| v.to_string())));
         assert_eq!(
             r.get(&"service.name".into()).unwrap().as_str(),
             "teleprompter"
@@ -426,7 +423,7 @@ mod tests {
             r.get(&"deployment.environment".into()).unwrap().as_str(),
             "staging"
         );
-        let r = resource("local", &|_| None);
+        let r = resource("local", Env::new(&|_| None));
         assert_eq!(
             r.get(&"service.name".into()).unwrap().as_str(),
             DEFAULT_SERVICE_NAME
