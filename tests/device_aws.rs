@@ -300,16 +300,6 @@ async fn status_by_header(api: &RuntimeApi, device: &str, cert: &str) -> Outcome
 #[tokio::test(flavor = "multi_thread")]
 async fn headers_are_not_trusted_under_lambda() {
     let (_receiver, api, process) = start_trusting_a_header(&[("ENVIRONMENT", "production")]).await;
-    let (_, status, enrolled) = invoke(
-        &api,
-        "POST",
-        "/device/enroll",
-        Some(json!({"csr": csr(), "device_id": "header-device", "platform": "ios"})),
-        None,
-    )
-    .await;
-    // Production has no development CA: enrollment cannot issue, but the guard still decides.
-    assert_eq!(status, 503, "{enrolled}");
     let outcome = status_by_header(&api, "header-device", "-----BEGIN CERTIFICATE-----").await;
     assert_eq!(
         outcome.json()["statusCode"],
@@ -332,17 +322,8 @@ async fn headers_are_not_trusted_under_lambda() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sam_local_trusts_the_configured_header() {
     let (_receiver, api, process) = start_trusting_a_header(&[("ENVIRONMENT", "local")]).await;
-    let (_, status, enrolled) = invoke(
-        &api,
-        "POST",
-        "/device/enroll",
-        Some(json!({"csr": csr(), "device_id": "header-device", "platform": "ios"})),
-        None,
-    )
-    .await;
-    assert_eq!(status, 201, "{enrolled}");
-    let cert = enrolled["certificate"].as_str().unwrap();
-    let outcome = status_by_header(&api, "header-device", cert).await;
+    let (cert, _) = enroll_on(&api, "header-device").await;
+    let outcome = status_by_header(&api, "header-device", &cert).await;
     let answer = outcome.json();
     assert_eq!(answer["statusCode"], 200, "{answer}");
     assert!(
@@ -449,9 +430,9 @@ async fn deployment(count: usize) -> Option<(Process, String, AwsProxy, Vec<Sand
     Some((moto, moto_endpoint, proxy, sandboxes))
 }
 
-async fn enroll_on(sandbox: &Sandbox, device: &str) -> (String, String) {
+async fn enroll_on(api: &RuntimeApi, device: &str) -> (String, String) {
     let (_, status, body) = invoke(
-        &sandbox.api,
+        api,
         "POST",
         "/device/enroll",
         Some(json!({"csr": csr(), "device_id": device, "platform": "android"})),
@@ -500,7 +481,7 @@ async fn renewals_and_a_revocation_racing_across_sandboxes() {
     let (revoker, renewers) = sandboxes.split_first().unwrap();
     for round in 0..10 {
         let device = format!("race-device-{round}");
-        let (cert, serial) = enroll_on(revoker, &device).await;
+        let (cert, serial) = enroll_on(&revoker.api, &device).await;
         let with_revoke = round % 2 == 0;
         let renewals = futures_util::future::join_all(
             renewers
@@ -576,7 +557,7 @@ async fn device_requests_read_known_keys_consistently_whatever_the_history() {
     let sandbox = &sandboxes[0];
     let mut costs = Vec::new();
     for (device, renewals) in [("short-history", 1), ("long-history", 15)] {
-        let (mut cert, mut serial) = enroll_on(sandbox, device).await;
+        let (mut cert, mut serial) = enroll_on(&sandbox.api, device).await;
         for _ in 0..renewals {
             let (status, body) = renew_on(sandbox, device, &serial, &cert).await;
             assert_eq!(status, 200, "{body}");
@@ -607,7 +588,7 @@ async fn device_requests_read_known_keys_consistently_whatever_the_history() {
             "revoked, and the next request sees it"
         );
         cost.push(("status after revoke", proxy.take_calls()));
-        enroll_on(sandbox, device).await;
+        enroll_on(&sandbox.api, device).await;
         cost.push(("enroll again", proxy.take_calls()));
 
         for (request, calls) in &cost {
@@ -682,7 +663,7 @@ async fn a_renewal_that_fails_leaves_no_certificate_the_client_was_not_given() {
     let mut failures = 0;
     for n in 1..=3 {
         let device = format!("faulty-device-{n}");
-        let (cert, serial) = enroll_on(sandbox, &device).await;
+        let (cert, serial) = enroll_on(&sandbox.api, &device).await;
         proxy.fail_write(Some(n));
         let (status, body) = renew_on(sandbox, &device, &serial, &cert).await;
         proxy.fail_write(None);
