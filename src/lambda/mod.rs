@@ -8,7 +8,7 @@
 //! Why not `lambda_runtime::Runtime::run`: in its sequential mode it calls
 //! `std::env::set_var("_X_AMZN_TRACE_ID", …)` before every invocation, and glibc's `setenv`
 //! keeps every value it was ever given, so a warm sandbox grows by ~170 bytes per invocation
-//! (1.7 MB per 10,000; `tests/lambda_memory.rs`). This loop uses the same pieces
+//! (1.7 MB per 10,000; `tests/e2e/memory.rs`). This loop uses the same pieces
 //! (`lambda_runtime_api_client`, `lambda_runtime::Context`, `lambda_http`'s event adapter)
 //! and passes the trace header in the invocation context instead; AWS SDK calls get their
 //! `X-Amzn-Trace-Id` from [`crate::telemetry::aws`].

@@ -262,3 +262,30 @@ pub fn http_api_event_with_cert(
     }
     event.to_string()
 }
+
+/// The certificates that won one round of concurrent renewals of a single serial, from each
+/// renewal's (status, body): 200 wins, 403 or 409 lose, anything else fails the test. At most
+/// one renewal may win, and exactly one when no revocation raced them.
+pub fn renewal_winners(
+    round: usize,
+    answers: impl IntoIterator<Item = (u16, serde_json::Value)>,
+    revoking: bool,
+) -> Vec<String> {
+    let mut won = Vec::new();
+    for (status, body) in answers {
+        match status {
+            200 => won.push(body["certificate"].as_str().unwrap().to_owned()),
+            403 | 409 => {}
+            other => panic!("round {round}: renewal answered {other}: {body}"),
+        }
+    }
+    assert!(
+        won.len() <= 1,
+        "round {round}: {} renewals of one serial succeeded",
+        won.len()
+    );
+    if !revoking {
+        assert_eq!(won.len(), 1, "round {round}: exactly one renewal succeeds");
+    }
+    won
+}

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -80,6 +80,21 @@ impl Shared {
         }
     }
 
+    /// The form of a provider call, recorded, unless the mode answers for it first.
+    async fn receive(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<HashMap<String, String>, Response> {
+        let form: HashMap<String, String> =
+            url::form_urlencoded::parse(body).into_owned().collect();
+        self.record(headers, &form);
+        match self.gate().await {
+            Some(response) => Err(response),
+            None => Ok(form),
+        }
+    }
+
     fn record(&self, headers: &HeaderMap, form: &HashMap<String, String>) {
         let mut book = self.book.lock().unwrap();
         if let Some(h) = headers.get("x-amzn-trace-id").and_then(|v| v.to_str().ok()) {
@@ -110,17 +125,27 @@ fn client_ok(provider: &str, form: &HashMap<String, String>) -> bool {
     }
 }
 
+/// A provider call's form, recorded and let through the double's mode (which may answer it
+/// instead: the rejection).
+struct Received(HashMap<String, String>);
+
+impl FromRequest<Shared> for Received {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, shared: &Shared) -> Result<Self, Response> {
+        let (parts, body) = request.into_parts();
+        let body = axum::body::to_bytes(body, 1 << 20)
+            .await
+            .map_err(|_| StatusCode::BAD_REQUEST.into_response())?;
+        shared.receive(&parts.headers, &body).await.map(Received)
+    }
+}
+
 async fn token(
     State(shared): State<Shared>,
     Path(provider): Path<String>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
+    Received(form): Received,
 ) -> Response {
-    let form: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
-    shared.record(&headers, &form);
-    if let Some(response) = shared.gate().await {
-        return response;
-    }
     if !client_ok(&provider, &form) {
         return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client");
     }
@@ -173,13 +198,8 @@ async fn revoke(
     State(shared): State<Shared>,
     Path(provider): Path<String>,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    Received(form): Received,
 ) -> Response {
-    let form: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
-    shared.record(&headers, &form);
-    if let Some(response) = shared.gate().await {
-        return response;
-    }
     let token = match provider.as_str() {
         "dropbox" => headers
             .get("authorization")

@@ -2,15 +2,13 @@
 //! provider calls as CLIENT spans carrying `X-Amzn-Trace-Id`, and credentials from Secrets
 //! Manager (moto on 127.0.0.1), reachable or not.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::otlp::{OtlpReceiver, ReceivedSpan};
+use crate::support::provider_double::{CLIENT_SECRET, ProviderDouble};
+use crate::support::runtime_api::{Event, Outcome, RuntimeApi};
+use crate::support::{Process, binary, closed_port, http_api_event, lambda_env, moto};
 use serde_json::{Value, json};
-use support::otlp::{OtlpReceiver, ReceivedSpan};
-use support::provider_double::{CLIENT_SECRET, ProviderDouble};
-use support::runtime_api::{Event, Outcome, RuntimeApi};
-use support::{Process, binary, closed_port, http_api_event, lambda_env, moto};
 
 const ROOT: &str = "1-6b04aa01-0a0a0a0a0a0a0a0a0a0a0a0a";
 const VERIFIER: &str = "e2e-verifier-e2e-verifier-e2e-verifier-e2e-verifier";

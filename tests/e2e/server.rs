@@ -1,12 +1,10 @@
 //! The binary as a plain HTTP server (local work, ECS/Fargate): incoming trace headers parent
 //! the request span, spans are flushed on SIGTERM, and the console exporter prints JSON lines.
 
-mod support;
-
 use std::time::Duration;
 
-use support::otlp::OtlpReceiver;
-use support::{CONFIG_API_KEY, Process, SECRET_KEY, binary};
+use crate::support::otlp::OtlpReceiver;
+use crate::support::{CONFIG_API_KEY, Process, SECRET_KEY, binary};
 
 fn server_env(extra: &[(&str, &str)]) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = [

@@ -2,27 +2,23 @@
 //! (`openssl verify`, x509-parser), the key policy, and the client-certificate guard, presented
 //! through a trusted proxy header (server mode).
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-use apuntador_backend::config::Config;
 use apuntador_backend::device::ca::CertificateAuthority;
 use apuntador_backend::device::csr;
 use apuntador_backend::device::id::{DeviceId, Platform};
 use apuntador_backend::device::store::local::LocalStore;
 use apuntador_backend::device::store::{CertificateRecord, CertificateStore, Expect};
-use apuntador_backend::routes::{AppState, router};
-use apuntador_backend::telemetry::http::RequestTracing;
 use axum::Router;
-use axum::body::{Body, to_bytes};
+use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use opentelemetry_aws::trace::XrayPropagator;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use tower::ServiceExt;
 use x509_parser::prelude::*;
+
+use crate::helpers::{self, Answer};
 
 struct Fixture {
     app: Router,
@@ -44,38 +40,18 @@ async fn fixture() -> Fixture {
 /// The router with a development CA in a fresh directory, trusting `header` for certificates.
 async fn fixture_trusting(header: &str) -> Fixture {
     let dir = temp_dir();
-    let vars: HashMap<String, String> = [
-        ("ENVIRONMENT", "local"),
-        ("SECRET_KEY", "device-router-secret-0123456789abcdef0123"),
-        ("INFRASTRUCTURE_BASE_DIR", dir.to_str().unwrap()),
-        ("TRUSTED_CLIENT_CERT_HEADER", header),
-    ]
-    .iter()
-    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-    .collect();
-    let config = Arc::new(Config::from_lookup(&move |n| vars.get(n).cloned()).unwrap());
-    let tracing = RequestTracing::new(Arc::new(XrayPropagator::default()), false);
+    let config = helpers::config(
+        &[
+            ("ENVIRONMENT", "local"),
+            ("SECRET_KEY", "device-router-secret-0123456789abcdef0123"),
+            ("INFRASTRUCTURE_BASE_DIR", dir.to_str().unwrap()),
+            ("TRUSTED_CLIENT_CERT_HEADER", header),
+        ],
+        &[],
+    );
     Fixture {
-        app: router(AppState::new(config).await.unwrap(), tracing),
+        app: helpers::app(config).await,
         dir,
-    }
-}
-
-struct Answer {
-    status: StatusCode,
-    headers: axum::http::HeaderMap,
-    body: Value,
-}
-
-async fn send(app: &Router, request: Request<Body>) -> Answer {
-    let response = app.clone().oneshot(request).await.unwrap();
-    let status = response.status();
-    let headers = response.headers().clone();
-    let bytes = to_bytes(response.into_body(), 1 << 20).await.unwrap();
-    Answer {
-        status,
-        headers,
-        body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
     }
 }
 
@@ -83,29 +59,21 @@ fn encoded(pem: &str) -> String {
     percent_encoding::utf8_percent_encode(pem, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
-async fn post(app: &Router, path: &str, body: Value, cert: Option<&str>) -> Answer {
-    let mut request = Request::post(path).header(header::CONTENT_TYPE, "application/json");
-    if let Some(pem) = cert {
-        request = request.header("x-client-cert", encoded(pem));
-    }
-    send(app, request.body(Body::from(body.to_string())).unwrap()).await
+/// The certificate in `X-Client-Cert`, as the trusted proxy of these tests passes it.
+fn cert_header(cert: Option<&str>) -> Vec<(&'static str, String)> {
+    cert.map(|pem| ("x-client-cert", encoded(pem)))
+        .into_iter()
+        .collect()
 }
 
-/// `GET path` with exactly these header lines (a name may repeat).
-async fn get_with(app: &Router, path: &str, headers: &[(&str, String)]) -> Answer {
-    let mut request = Request::get(path);
-    for (name, value) in headers {
-        request = request.header(*name, value);
-    }
-    send(app, request.body(Body::empty()).unwrap()).await
+async fn post(app: &Router, path: &str, body: Value, cert: Option<&str>) -> Answer {
+    helpers::post(app, path, &body, &cert_header(cert)).await
 }
 
 async fn get(app: &Router, path: &str, cert: Option<&str>) -> Answer {
-    let mut request = Request::get(path).header("origin", "http://localhost:3000");
-    if let Some(pem) = cert {
-        request = request.header("x-client-cert", encoded(pem));
-    }
-    send(app, request.body(Body::empty()).unwrap()).await
+    let mut headers = cert_header(cert);
+    headers.push(("origin", "http://localhost:3000".to_owned()));
+    helpers::get(app, path, &headers).await
 }
 
 /// A CSR made by the `openssl` CLI (an implementation independent of ours).
@@ -144,6 +112,12 @@ async fn enroll(app: &Router, csr: &str, device: &str, platform: &str) -> Answer
         None,
     )
     .await
+}
+
+/// Enrolls `policy-<name>` (web) with a CSR for a key the `openssl` CLI makes with `key_args`.
+async fn enroll_with_key(f: &Fixture, name: &str, key_args: &[&str]) -> Answer {
+    let csr = openssl_csr(&f.dir, key_args, name);
+    enroll(&f.app, &csr, &format!("policy-{name}"), "web").await
 }
 
 fn parse_pem(pem: &str) -> Vec<u8> {
@@ -280,13 +254,7 @@ async fn key_policy_and_csr_checks() {
         ("ed25519", vec!["-newkey", "ed25519"]),
     ];
     for (name, args) in accepted {
-        let a = enroll(
-            &f.app,
-            &openssl_csr(&f.dir, &args, name),
-            &format!("policy-{name}"),
-            "web",
-        )
-        .await;
+        let a = enroll_with_key(&f, name, &args).await;
         assert_eq!(a.status, StatusCode::CREATED, "{name}: {}", a.body);
     }
     let refused = [
@@ -302,13 +270,7 @@ async fn key_policy_and_csr_checks() {
         ),
     ];
     for (name, args, why) in refused {
-        let a = enroll(
-            &f.app,
-            &openssl_csr(&f.dir, &args, name),
-            &format!("policy-{name}"),
-            "web",
-        )
-        .await;
+        let a = enroll_with_key(&f, name, &args).await;
         assert_eq!(a.status, StatusCode::BAD_REQUEST, "{name}");
         assert_eq!(a.body["error"], "invalid_csr");
         assert!(
@@ -350,12 +312,7 @@ async fn key_policy_and_csr_checks() {
     );
     let a = enroll(&f.app, &good, "../../etc/passwd", "tv").await;
     assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY);
-    let locs: Vec<Value> = a.body["errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["loc"].clone())
-        .collect();
+    let locs = a.error_locations();
     assert_eq!(
         locs,
         [json!(["body", "device_id"]), json!(["body", "platform"])]
@@ -640,7 +597,7 @@ async fn preflights_to_guarded_paths_pass() {
         .header("access-control-request-method", "POST")
         .body(Body::empty())
         .unwrap();
-    let a = send(&f.app, request).await;
+    let a = helpers::send(&f.app, request).await;
     assert_eq!(a.status, StatusCode::OK);
     assert_eq!(
         a.headers["access-control-allow-origin"],
@@ -741,7 +698,7 @@ async fn xfcc_uses_only_the_element_the_nearest_proxy_added() {
     let xfcc = |value: String| vec![("x-forwarded-client-cert", value)];
 
     // One element (the proxy replaced the header): used.
-    let own = get_with(
+    let own = helpers::get(
         &f.app,
         "/device/status/attacker-device",
         &xfcc(element(&attacker)),
@@ -751,7 +708,7 @@ async fn xfcc_uses_only_the_element_the_nearest_proxy_added() {
 
     // Two elements (the proxy appended its own to the client's): only the last counts.
     let appended = format!("{},{}", element(&victim), element(&attacker));
-    let as_victim = get_with(
+    let as_victim = helpers::get(
         &f.app,
         "/device/status/victim-device",
         &xfcc(appended.clone()),
@@ -763,12 +720,12 @@ async fn xfcc_uses_only_the_element_the_nearest_proxy_added() {
         "{}",
         as_victim.body
     );
-    let as_self = get_with(&f.app, "/device/status/attacker-device", &xfcc(appended)).await;
+    let as_self = helpers::get(&f.app, "/device/status/attacker-device", &xfcc(appended)).await;
     assert_eq!(as_self.status, StatusCode::OK, "{}", as_self.body);
 
     // The nearest element has no certificate: the proxy saw none, whatever came before.
     let bare = format!("{},By=spiffe://mesh/backend;Hash=0f1e2d", element(&victim));
-    let none = get_with(&f.app, "/device/status/victim-device", &xfcc(bare)).await;
+    let none = helpers::get(&f.app, "/device/status/victim-device", &xfcc(bare)).await;
     assert_eq!(
         status_and_code(&none),
         (
@@ -778,7 +735,7 @@ async fn xfcc_uses_only_the_element_the_nearest_proxy_added() {
     );
 
     // Two header lines, two Certs in one element, an unterminated quote: refused outright.
-    let two_lines = get_with(
+    let two_lines = helpers::get(
         &f.app,
         "/device/status/victim-device",
         &[
@@ -795,7 +752,7 @@ async fn xfcc_uses_only_the_element_the_nearest_proxy_added() {
     let unterminated = format!("Cert=\"{}", encoded(&victim));
     let mut refused = vec![two_lines];
     for value in [two_certs, unterminated] {
-        refused.push(get_with(&f.app, "/device/status/victim-device", &xfcc(value)).await);
+        refused.push(helpers::get(&f.app, "/device/status/victim-device", &xfcc(value)).await);
     }
     for answer in refused {
         assert_eq!(
@@ -824,7 +781,7 @@ async fn single_certificate_headers_must_name_exactly_one() {
         let (attacker, _) = enrolled(&f, "attacker-device").await;
         let header = name.to_ascii_lowercase();
         let header = header.as_str();
-        let own = get_with(
+        let own = helpers::get(
             &f.app,
             "/device/status/attacker-device",
             &[(header, encoded(&attacker))],
@@ -840,7 +797,7 @@ async fn single_certificate_headers_must_name_exactly_one() {
             vec![(header, encoded(&format!("{victim}{attacker}")))],
         ];
         for attempt in attempts {
-            let answer = get_with(&f.app, "/device/status/victim-device", &attempt).await;
+            let answer = helpers::get(&f.app, "/device/status/victim-device", &attempt).await;
             assert_eq!(
                 status_and_code(&answer),
                 (
@@ -895,26 +852,18 @@ async fn concurrent_renewals_and_a_revocation_leave_one_winner_and_nothing_after
                 .await
             })
         });
-        let mut won = Vec::new();
+        let mut answers = Vec::new();
         for renewal in renewals {
             let answer = renewal.await.unwrap();
-            match answer.status {
-                StatusCode::OK => won.push(answer.body["certificate"].as_str().unwrap().to_owned()),
-                StatusCode::CONFLICT | StatusCode::FORBIDDEN => {}
-                other => panic!("round {round}: renewal answered {other}: {}", answer.body),
-            }
+            answers.push((answer.status.as_u16(), answer.body));
         }
         let revoked = match revocation {
             Some(task) => Some(task.await.unwrap()),
             None => None,
         };
-        assert!(
-            won.len() <= 1,
-            "round {round}: {} renewals of one serial succeeded",
-            won.len()
-        );
+        let won = crate::support::renewal_winners(round, answers, revoked.is_some());
         match revoked {
-            None => assert_eq!(won.len(), 1, "round {round}: exactly one renewal succeeds"),
+            None => {}
             Some(answer) if answer.body["success"] == true => {
                 for presented in std::iter::once(&cert).chain(&won) {
                     let after =

@@ -1,81 +1,38 @@
 //! The OAuth routes in process, against provider doubles on 127.0.0.1 that check the protocol.
 
-mod support;
-
 use std::collections::HashMap;
-use std::sync::Arc;
 
-use apuntador_backend::config::Config;
-use apuntador_backend::routes::{AppState, router};
-use apuntador_backend::telemetry::http::RequestTracing;
 use axum::Router;
-use axum::body::{Body, to_bytes};
+use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use opentelemetry_aws::trace::XrayPropagator;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use support::provider_double::{CLIENT_SECRET, Mode, ProviderDouble};
-use tower::ServiceExt;
+
+use crate::helpers::{self, Answer};
+use crate::support::provider_double::{CLIENT_SECRET, Mode, ProviderDouble};
 
 const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk-abcdefgh";
 const APP_REDIRECT: &str = "apuntador://oauth-callback";
 const PROVIDERS: [&str; 3] = ["googledrive", "dropbox", "onedrive"];
 
 async fn app(double: &ProviderDouble, overrides: &[(&str, &str)]) -> Router {
-    let mut vars: HashMap<String, String> = double.env().into_iter().collect();
-    vars.insert(
+    let mut base: Vec<(String, String)> = double.env();
+    base.push((
         "SECRET_KEY".into(),
         "oauth-router-secret-0123456789abcdef012345".into(),
-    );
-    for (k, v) in overrides {
-        if v.is_empty() {
-            vars.remove(*k);
-        } else {
-            vars.insert((*k).into(), (*v).into());
-        }
-    }
-    let config = Arc::new(Config::from_lookup(&move |n| vars.get(n).cloned()).expect("config"));
-    let tracing = RequestTracing::new(Arc::new(XrayPropagator::default()), false);
-    router(AppState::new(config).await.unwrap(), tracing)
-}
-
-struct Answer {
-    status: StatusCode,
-    headers: axum::http::HeaderMap,
-    body: Value,
-    text: String,
-}
-
-async fn call(app: &Router, request: Request<Body>) -> Answer {
-    let response = app.clone().oneshot(request).await.unwrap();
-    let status = response.status();
-    let headers = response.headers().clone();
-    let bytes = to_bytes(response.into_body(), 1 << 20).await.unwrap();
-    let text = String::from_utf8_lossy(&bytes).into_owned();
-    Answer {
-        status,
-        headers,
-        body: serde_json::from_str(&text).unwrap_or(Value::Null),
-        text,
-    }
+    ));
+    let base: Vec<(&str, &str)> = base.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    helpers::app(helpers::config(&base, overrides)).await
 }
 
 async fn post(app: &Router, path: &str, body: Value) -> Answer {
-    let request = Request::post(path)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from(body.to_string()))
-        .unwrap();
-    call(app, request).await
+    helpers::post(app, path, &body, &[]).await
 }
 
 async fn get(app: &Router, path_and_query: &str) -> Answer {
-    call(
-        app,
-        Request::get(path_and_query).body(Body::empty()).unwrap(),
-    )
-    .await
+    helpers::get(app, path_and_query, &[]).await
 }
 
 fn query_of(url: &str) -> HashMap<String, String> {
@@ -653,7 +610,7 @@ async fn provider_failures_map_to_400_502_504() {
 }
 
 async fn app_with_closed_provider(double: &ProviderDouble) -> Router {
-    let url = format!("http://127.0.0.1:{}/token", support::closed_port());
+    let url = format!("http://127.0.0.1:{}/token", crate::support::closed_port());
     app(double, &[("OAUTH_GOOGLEDRIVE_TOKEN_URL", &url)]).await
 }
 
@@ -668,12 +625,7 @@ async fn bodies_are_validated_field_by_field() {
     )
     .await;
     assert_eq!(answer.status, StatusCode::UNPROCESSABLE_ENTITY);
-    let locs: Vec<Value> = answer.body["errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["loc"].clone())
-        .collect();
+    let locs = answer.error_locations();
     assert_eq!(
         locs,
         [
@@ -686,7 +638,7 @@ async fn bodies_are_validated_field_by_field() {
         answer.body["errors"][0],
         json!({"type": "missing", "loc": ["body", "token"], "msg": "Field required"})
     );
-    let wrong_type = call(
+    let wrong_type = helpers::send(
         &app,
         Request::post("/oauth/refresh/googledrive")
             .header(header::CONTENT_TYPE, "text/plain")

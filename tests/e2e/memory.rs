@@ -3,11 +3,9 @@
 //! X-Ray trace header, as under Lambda, because per-invocation values are what leak (a runtime
 //! that exports each trace id with `setenv` keeps every one of them: about 170 bytes each).
 
-mod support;
-
-use support::otlp::OtlpReceiver;
-use support::runtime_api::{Event, RuntimeApi};
-use support::{Process, binary, lambda_env};
+use crate::support::otlp::OtlpReceiver;
+use crate::support::runtime_api::{Event, RuntimeApi};
+use crate::support::{Process, binary, lambda_env};
 
 /// Invocations before the first reading: the allocator, connection pools and span batches
 /// reach their working size.

@@ -1,4 +1,4 @@
-//! Router tests: requests through the production layer stack, in process, without a network.
+//! Every route and error contract through the production layer stack, in process.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -7,63 +7,45 @@ use apuntador_backend::config::Config;
 use apuntador_backend::error::FieldError;
 use apuntador_backend::routes::extract::{ApiJson, FromJson};
 use apuntador_backend::routes::{AppState, router, router_with};
-use apuntador_backend::telemetry::http::RequestTracing;
 use axum::Router;
-use axum::body::{Body, to_bytes};
-use axum::http::{Request, Response, StatusCode, header};
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
 use axum::routing::{get, post};
-use opentelemetry_aws::trace::XrayPropagator;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tower::ServiceExt;
+
+use crate::helpers::{self, Answer, tracing};
 
 const API_KEY: &str = "config-api-key-0123456789abcdef0123";
 
 fn config(vars: &[(&str, &str)]) -> Arc<Config> {
-    let mut map: HashMap<String, String> = HashMap::from([
-        ("CONFIG_API_KEY".to_owned(), API_KEY.to_owned()),
-        (
-            "SECRET_KEY".to_owned(),
-            "state-secret-0123456789abcdef0123456789".to_owned(),
-        ),
-        // No origin is allowed unless configured (outside ENVIRONMENT=local).
-        (
-            "ALLOWED_ORIGINS".to_owned(),
-            "http://localhost:3000,http://localhost:5173,tauri://localhost".to_owned(),
-        ),
-    ]);
-    for (k, v) in vars {
-        map.insert((*k).to_owned(), (*v).to_owned());
-    }
-    Arc::new(Config::from_lookup(&move |n| map.get(n).cloned()).expect("valid test config"))
-}
-
-fn tracing() -> RequestTracing {
-    RequestTracing::new(Arc::new(XrayPropagator::default()), false)
+    helpers::config(
+        &[
+            ("CONFIG_API_KEY", API_KEY),
+            ("SECRET_KEY", "state-secret-0123456789abcdef0123456789"),
+            // No origin is allowed unless configured (outside ENVIRONMENT=local).
+            (
+                "ALLOWED_ORIGINS",
+                "http://localhost:3000,http://localhost:5173,tauri://localhost",
+            ),
+        ],
+        vars,
+    )
 }
 
 async fn app() -> Router {
-    router(AppState::new(config(&[])).await.unwrap(), tracing())
+    helpers::app(config(&[])).await
 }
 
-async fn send(app: Router, request: Request<Body>) -> (Response<Body>, Value) {
-    let response = app.oneshot(request).await.expect("router is infallible");
-    let (parts, body) = response.into_parts();
-    let bytes = to_bytes(body, 1 << 20).await.expect("body");
-    let json = if bytes.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null)
-    };
-    (Response::from_parts(parts, Body::empty()), json)
+/// The answer and its JSON body.
+async fn send(app: Router, request: Request<Body>) -> (Answer, Value) {
+    let answer = helpers::send(&app, request).await;
+    let body = answer.body.clone();
+    (answer, body)
 }
 
 fn get_req(path: &str) -> Request<Body> {
     Request::get(path).body(Body::empty()).unwrap()
-}
-
-fn header_str<'a>(response: &'a Response<Body>, name: &str) -> Option<&'a str> {
-    response.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
 fn assert_xray_id(value: Option<&str>) -> String {
@@ -85,7 +67,7 @@ fn assert_xray_id(value: Option<&str>) -> String {
 #[tokio::test]
 async fn root_and_health_answer_with_the_version() {
     let (res, body) = send(app().await, get_req("/")).await;
-    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.status, StatusCode::OK);
     assert_eq!(
         body,
         json!({"message": "Apuntador OAuth Backend", "version": "1.0.41", "docs": null})
@@ -100,15 +82,15 @@ async fn root_and_health_answer_with_the_version() {
         body,
         json!({"status": "ok", "version": "1.0.41", "message": "Public endpoint (no mTLS)"})
     );
-    assert_xray_id(header_str(&res, "x-trace-id"));
+    assert_xray_id(res.header("x-trace-id"));
 }
 
 #[tokio::test]
 async fn every_response_gets_a_distinct_x_ray_trace_id() {
     let (a, _) = send(app().await, get_req("/")).await;
     let (b, _) = send(app().await, get_req("/nowhere")).await;
-    let a = assert_xray_id(header_str(&a, "x-trace-id"));
-    let b = assert_xray_id(header_str(&b, "x-trace-id"));
+    let a = assert_xray_id(a.header("x-trace-id"));
+    let b = assert_xray_id(b.header("x-trace-id"));
     assert_ne!(a, b);
 }
 
@@ -123,7 +105,7 @@ async fn incoming_x_ray_header_sets_the_trace_id() {
         .unwrap();
     let (res, _) = send(app().await, request).await;
     assert_eq!(
-        header_str(&res, "x-trace-id"),
+        res.header("x-trace-id"),
         Some("1-5759e988-bd862e3fe1be46a994272793")
     );
 }
@@ -135,13 +117,10 @@ async fn unknown_path_is_a_404_problem_with_cors() {
         .body(Body::empty())
         .unwrap();
     let (res, body) = send(app().await, request).await;
-    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    assert_eq!(res.status, StatusCode::NOT_FOUND);
+    assert_eq!(res.header("content-type"), Some("application/problem+json"));
     assert_eq!(
-        header_str(&res, "content-type"),
-        Some("application/problem+json")
-    );
-    assert_eq!(
-        header_str(&res, "access-control-allow-origin"),
+        res.header("access-control-allow-origin"),
         Some("http://localhost:3000")
     );
     assert_eq!(body["status"], 404);
@@ -150,7 +129,7 @@ async fn unknown_path_is_a_404_problem_with_cors() {
         body["type"],
         "https://datatracker.ietf.org/doc/html/rfc7231#section-6.5.4"
     );
-    assert_xray_id(header_str(&res, "x-trace-id"));
+    assert_xray_id(res.header("x-trace-id"));
 }
 
 #[tokio::test]
@@ -159,8 +138,8 @@ async fn wrong_method_is_a_405_problem_with_allow() {
         .body(Body::empty())
         .unwrap();
     let (res, body) = send(app().await, request).await;
-    assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED);
-    let allow = header_str(&res, "allow").expect("Allow header");
+    assert_eq!(res.status, StatusCode::METHOD_NOT_ALLOWED);
+    let allow = res.header("allow").expect("Allow header");
     assert!(allow.split(',').any(|m| m.trim() == "GET"), "{allow}");
     assert_eq!(body["status"], 405);
     assert_eq!(body["instance"], "/config/providers");
@@ -194,9 +173,12 @@ async fn config_needs_the_bearer_key() {
             request = request.header(header::AUTHORIZATION, value);
         }
         let (res, body) = send(app().await, request.body(Body::empty()).unwrap()).await;
-        assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "{authorization:?}");
+        assert_eq!(res.status, StatusCode::UNAUTHORIZED, "{authorization:?}");
         assert_eq!(body["detail"], detail, "{authorization:?}");
-        assert!(header_str(&res, "www-authenticate").is_some_and(|v| v.starts_with("Bearer")));
+        assert!(
+            res.header("www-authenticate")
+                .is_some_and(|v| v.starts_with("Bearer"))
+        );
         assert!(!body.to_string().contains(API_KEY));
     }
 }
@@ -212,7 +194,7 @@ async fn config_lists_providers_with_the_app_version() {
         .body(Body::empty())
         .unwrap();
     let (res, body) = send(app, request).await;
-    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.status, StatusCode::OK);
     assert_eq!(
         body,
         json!({"providers": {
@@ -236,7 +218,7 @@ async fn config_without_a_key_configured_is_unavailable() {
         request,
     )
     .await;
-    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(res.status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(body["detail"].as_str().unwrap().contains("CONFIG_API_KEY"));
 }
 
@@ -249,22 +231,19 @@ async fn preflight_is_answered_before_any_auth() {
         .body(Body::empty())
         .unwrap();
     let (res, _) = send(app().await, request).await;
-    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.status, StatusCode::OK);
     assert_eq!(
-        header_str(&res, "access-control-allow-origin"),
+        res.header("access-control-allow-origin"),
         Some("http://localhost:5173")
     );
-    assert_eq!(
-        header_str(&res, "access-control-allow-credentials"),
-        Some("true")
-    );
-    assert_eq!(header_str(&res, "access-control-max-age"), Some("600"));
+    assert_eq!(res.header("access-control-allow-credentials"), Some("true"));
+    assert_eq!(res.header("access-control-max-age"), Some("600"));
     assert!(
-        header_str(&res, "access-control-allow-headers")
+        res.header("access-control-allow-headers")
             .unwrap()
             .contains("authorization")
     );
-    assert_xray_id(header_str(&res, "x-trace-id"));
+    assert_xray_id(res.header("x-trace-id"));
 }
 
 #[tokio::test]
@@ -275,11 +254,11 @@ async fn trace_id_is_exposed_to_allowed_origins_only() {
         .unwrap();
     let (res, _) = send(app().await, allowed).await;
     assert_eq!(
-        header_str(&res, "access-control-allow-origin"),
+        res.header("access-control-allow-origin"),
         Some("tauri://localhost")
     );
     assert_eq!(
-        header_str(&res, "access-control-expose-headers"),
+        res.header("access-control-expose-headers"),
         Some("x-trace-id")
     );
     let foreign = Request::get("/")
@@ -287,7 +266,7 @@ async fn trace_id_is_exposed_to_allowed_origins_only() {
         .body(Body::empty())
         .unwrap();
     let (res, _) = send(app().await, foreign).await;
-    assert_eq!(header_str(&res, "access-control-allow-origin"), None);
+    assert_eq!(res.header("access-control-allow-origin"), None);
 }
 
 // --- the pipeline, probed with routes mounted under the production layers ---
@@ -359,7 +338,7 @@ async fn valid_json_reaches_the_handler() {
         ),
     )
     .await;
-    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.status, StatusCode::OK);
 }
 
 #[tokio::test]
@@ -369,7 +348,7 @@ async fn malformed_json_is_400() {
         post_json("/probe/greet", "application/json", r#"{"name": "#),
     )
     .await;
-    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(res.status, StatusCode::BAD_REQUEST);
     assert_eq!(body["status"], 400);
     assert_eq!(body["instance"], "/probe/greet");
 }
@@ -385,7 +364,7 @@ async fn failed_validation_is_422_with_field_errors() {
         ),
     )
     .await;
-    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(res.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(body["errors"].as_array().unwrap().len(), 2);
     assert_eq!(body["errors"][0]["loc"], json!(["body", "name"]));
     assert_eq!(body["errors"][1]["loc"], json!(["body", "times"]));
@@ -394,7 +373,7 @@ async fn failed_validation_is_422_with_field_errors() {
         post_json("/probe/greet", "application/json", r#"{"name":"abc"}"#),
     )
     .await;
-    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(res.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(
         body["errors"][0],
         json!({"type": "missing", "loc": ["body", "times"], "msg": "Field required"})
@@ -408,11 +387,8 @@ async fn wrong_media_type_is_415() {
         post_json("/probe/greet", "text/plain", r#"{"name":"abc","times":1}"#),
     )
     .await;
-    assert_eq!(res.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
-    assert_eq!(
-        header_str(&res, "content-type"),
-        Some("application/problem+json")
-    );
+    assert_eq!(res.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(res.header("content-type"), Some("application/problem+json"));
     assert!(
         body["detail"]
             .as_str()
@@ -429,7 +405,7 @@ async fn body_over_the_limit_is_413() {
         post_json("/probe/greet", "application/json", &big),
     )
     .await;
-    assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(res.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(body["status"], 413);
     let small = r#"{"name":"abc","times":1}"#;
     let (res, _) = send(
@@ -437,7 +413,7 @@ async fn body_over_the_limit_is_413() {
         post_json("/probe/greet", "application/json", small),
     )
     .await;
-    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.status, StatusCode::OK);
 }
 
 #[tokio::test]
@@ -447,12 +423,12 @@ async fn a_panic_is_a_500_problem_without_internal_detail() {
         .body(Body::empty())
         .unwrap();
     let (res, body) = send(probe_app(&[]).await, request).await;
-    assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(res.status, StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(body["title"], "Internal Server Error");
     assert!(!body.to_string().contains("hunter2"));
     assert_eq!(
-        header_str(&res, "access-control-allow-origin"),
+        res.header("access-control-allow-origin"),
         Some("http://localhost:3000")
     );
-    assert_xray_id(header_str(&res, "x-trace-id"));
+    assert_xray_id(res.header("x-trace-id"));
 }

@@ -1,13 +1,11 @@
 //! The binary as Lambda runs it, under a Runtime API double that sends `Lambda-Runtime-Trace-Id`
 //! (the AWS emulator does not), with an OTLP receiver standing in for the ADOT collector layer.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
-use support::otlp::{Behaviour, OtlpReceiver, ReceivedSpan};
-use support::runtime_api::{Event, Outcome, RuntimeApi};
-use support::{CONFIG_API_KEY, Process, binary, closed_port, lambda_env};
+use crate::support::otlp::{Behaviour, OtlpReceiver, ReceivedSpan};
+use crate::support::runtime_api::{Event, Outcome, RuntimeApi};
+use crate::support::{CONFIG_API_KEY, Process, binary, closed_port, lambda_env};
 
 const ROOT: &str = "1-6b04aa01-0123456789abcdef01234567";
 const PARENT: &str = "53995c3f42cd8ad8";
@@ -410,7 +408,7 @@ async fn a_weak_secret_stops_the_function_with_a_clear_message() {
 }
 
 /// Measurement, not a test: prints client-visible and post-response (flush) times per OTLP
-/// protocol. Run with `cargo test --release --test lambda_runtime_double -- --ignored --nocapture`.
+/// protocol. Run with `cargo test --release --test e2e -- --ignored --nocapture`.
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "measurement; run on demand"]
 async fn measure_flush_cost_per_protocol() {

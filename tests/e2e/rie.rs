@@ -1,16 +1,14 @@
 //! Every sample event in `events/` (the files `sam local invoke -e` takes), invoked through the
 //! AWS Lambda Runtime Interface Emulator against the real binary, as Lambda would.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
+use crate::support::otlp::OtlpReceiver;
+use crate::support::provider_double::ProviderDouble;
+use crate::support::{Process, binary, lambda_env, rie};
 use serde_json::Value;
-use support::otlp::OtlpReceiver;
-use support::provider_double::ProviderDouble;
-use support::{Process, binary, lambda_env, rie};
 
 /// What each sample event must produce: status, a body field to check, whether it is traced.
 struct Expect {

@@ -1,0 +1,17 @@
+//! In-process tests of the router with its production layers, one binary (the crate is linked
+//! once) with one set of helpers:
+//!
+//! - [`router`]: every route and error contract through the layer stack;
+//! - [`oauth`]: the OAuth routes against provider doubles on 127.0.0.1 that check the protocol;
+//! - [`device`]: the device CA with the local backend, issuance checked by independent tools
+//!   (`openssl verify`, x509-parser), the key policy, and the client-certificate guard through a
+//!   trusted proxy header.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod helpers;
+
+mod device;
+mod oauth;
+mod router;

@@ -1,0 +1,22 @@
+//! End-to-end tests of the release binary (`APUNTADOR_BIN`, or the one cargo built), each in a
+//! process of its own on loopback, one test binary:
+//!
+//! - [`lambda`]: under a Runtime API double that sends `Lambda-Runtime-Trace-Id`, with an OTLP
+//!   receiver: parenting, sampling, attributes, log correlation, the flush after the response and
+//!   before the next `/next`, a dead, failing or hanging collector, bad events;
+//! - [`rie`]: every file in `events/` through the AWS Runtime Interface Emulator;
+//! - [`server`]: server mode parenting, SIGTERM flush, console exporter, log formats;
+//! - [`oauth_lambda`]: the OAuth flows per provider as Lambda runs them, credentials from
+//!   Secrets Manager on moto;
+//! - [`device_aws`]: the device CA on DynamoDB and Secrets Manager (moto), several sandboxes racing;
+//! - [`memory`]: resident memory stays flat over thousands of invocations.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod device_aws;
+mod lambda;
+mod memory;
+mod oauth_lambda;
+mod rie;
+mod server;
