@@ -8,8 +8,15 @@
 //! `/next`, i.e. the flush) at p50/p99 over a mix of routes, and resident memory (peak, and
 //! after 100 vs after all invocations). Then server mode requests per second with `wrk`.
 
-#[path = "../tests/support/mod.rs"]
-mod support;
+/// The test harness, and the binary under measurement.
+mod support {
+    pub use apuntador_harness::*;
+
+    /// `APUNTADOR_BIN`, else the binary cargo built for this run.
+    pub fn binary() -> std::path::PathBuf {
+        binary_or(env!("CARGO_BIN_EXE_apuntador-backend"))
+    }
+}
 
 use std::path::Path;
 use std::time::{Duration, Instant};

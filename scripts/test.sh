@@ -44,12 +44,13 @@ esac
 rie=$("$venv/bin/python" -c 'import os, samcli; print(os.path.join(os.path.dirname(samcli.__file__), "local", "rapid"))')/aws-lambda-rie-$rie_arch
 export AWS_LAMBDA_RIE="$rie" APUNTADOR_REQUIRE_RIE=1 MOTO_SERVER="$venv/bin/moto_server"
 
-step "cargo fmt --check"
-cargo fmt --check
+step "cargo fmt --all --check"
+cargo fmt --all --check
 
-# --all-features also lints the optional mimalloc allocator the benchmark compares.
-step "cargo clippy --all-targets --all-features -- -D warnings"
-cargo clippy --locked --all-targets --all-features -- -D warnings
+# --all-features also lints the optional mimalloc allocator the benchmark compares; --workspace
+# the test harness crate.
+step "cargo clippy --workspace --all-targets --all-features -- -D warnings"
+cargo clippy --locked --workspace --all-targets --all-features -- -D warnings
 
 step "cargo build --release (the binary the end-to-end tests run)"
 cargo build --locked --release --bin apuntador-backend

@@ -7,8 +7,7 @@
 //!   (`openssl verify`, x509-parser), the key policy, and the client-certificate guard through a
 //!   trusted proxy header.
 
-#[path = "../support/mod.rs"]
-mod support;
+use apuntador_harness as support;
 
 mod helpers;
 

@@ -11,8 +11,15 @@
 //! - [`device_aws`]: the device CA on DynamoDB and Secrets Manager (moto), several sandboxes racing;
 //! - [`memory`]: resident memory stays flat over thousands of invocations.
 
-#[path = "../support/mod.rs"]
-mod support;
+/// The harness, and the binary under test.
+mod support {
+    pub use apuntador_harness::*;
+
+    /// `APUNTADOR_BIN`, else the binary cargo built for this run.
+    pub fn binary() -> std::path::PathBuf {
+        binary_or(env!("CARGO_BIN_EXE_apuntador-backend"))
+    }
+}
 
 mod device_aws;
 mod lambda;

@@ -1,6 +1,5 @@
 //! Test harness shared by the end-to-end tests: the function process, an OTLP receiver, a
 //! Lambda Runtime API double and the AWS Runtime Interface Emulator. Loopback only.
-#![allow(dead_code)]
 
 pub mod aws_proxy;
 pub mod otlp;
@@ -18,11 +17,12 @@ pub const SECRET_KEY: &str = "e2e-state-secret-0123456789abcdef0123456789";
 pub const CONFIG_API_KEY: &str = "example-config-api-key-for-local-events-0123456789";
 
 /// The binary under test: `APUNTADOR_BIN` (the test script points it at the release build) or
-/// the one cargo built for this test run.
-pub fn binary() -> PathBuf {
+/// `built`, the one cargo built for this run (callers pass `env!("CARGO_BIN_EXE_apuntador-backend")`,
+/// which only the backend's own tests and benches can name).
+pub fn binary_or(built: &str) -> PathBuf {
     std::env::var_os("APUNTADOR_BIN")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_apuntador-backend")))
+        .unwrap_or_else(|| PathBuf::from(built))
 }
 
 /// Environment a Lambda sandbox gives the function, minus the Runtime API address.
