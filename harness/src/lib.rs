@@ -1,5 +1,7 @@
-//! Test harness shared by the end-to-end tests: the function process, an OTLP receiver, a
-//! Lambda Runtime API double and the AWS Runtime Interface Emulator. Loopback only.
+//! The harness the backend's tests and benchmark share (a crate of its own, so no test source is
+//! included by path): the function process, a Lambda Runtime API double, an OTLP receiver, OAuth
+//! provider doubles, a serialising AWS proxy in front of moto, moto itself and the AWS Runtime
+//! Interface Emulator. Loopback only.
 
 pub mod aws_proxy;
 pub mod otlp;
