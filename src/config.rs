@@ -96,12 +96,11 @@ impl Config {
     /// Reads configuration through `env`, so tests need not touch the process environment.
     pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let env = Env::new(lookup);
-        let get = |name: &str| env.get(name);
         let environment = Environment::from_env(env);
         let mut warnings = Vec::new();
 
-        let host = get("HOST").unwrap_or_else(|| "127.0.0.1".to_owned());
-        let port = get("PORT").unwrap_or_else(|| "8000".to_owned());
+        let host = env.get("HOST").unwrap_or_else(|| "127.0.0.1".to_owned());
+        let port = env.get("PORT").unwrap_or_else(|| "8000".to_owned());
         let listen_addr = parse_listen_addr(&host, &port)?;
 
         match &environment {
@@ -109,13 +108,13 @@ impl Config {
                 "ENVIRONMENT is not set: running as production (secrets must be at least 32 bytes and not a published default, no development CA, no default CORS origins); set ENVIRONMENT=local for local development"
                     .to_owned(),
             ),
-            Environment::Deployed(_) if get("ENVIRONMENT").is_none() => warnings.push(
+            Environment::Deployed(_) if env.get("ENVIRONMENT").is_none() => warnings.push(
                 "ENVIRONMENT is not set: running as production under Lambda".to_owned(),
             ),
             _ => {}
         }
 
-        let secret_key = match check_secret("SECRET_KEY", get("SECRET_KEY"), &environment)? {
+        let secret_key = match check_secret("SECRET_KEY", env.get("SECRET_KEY"), &environment)? {
             Some(key) => key,
             None => {
                 warnings.push(
@@ -125,7 +124,8 @@ impl Config {
                 Secret::new(random_secret()?)
             }
         };
-        let config_api_key = check_secret("CONFIG_API_KEY", get("CONFIG_API_KEY"), &environment)?;
+        let config_api_key =
+            check_secret("CONFIG_API_KEY", env.get("CONFIG_API_KEY"), &environment)?;
         if config_api_key.as_ref() == Some(&secret_key) {
             return Err(ConfigError::SharedSecret);
         }
@@ -143,12 +143,12 @@ impl Config {
             allowed_origins: env.list("ALLOWED_ORIGINS", default_origins),
             allowed_methods: env.list("CORS_ALLOWED_METHODS", DEFAULT_METHODS),
             allowed_headers: cors_headers(
-                get("CORS_ALLOWED_HEADERS")
+                env.get("CORS_ALLOWED_HEADERS")
                     .as_deref()
                     .unwrap_or(DEFAULT_HEADERS),
             )?,
         };
-        let max_body_bytes = match get("MAX_BODY_BYTES") {
+        let max_body_bytes = match env.get("MAX_BODY_BYTES") {
             None => DEFAULT_MAX_BODY_BYTES,
             Some(v) => v.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
                 EnvError::new("MAX_BODY_BYTES", v, "expected a positive number of bytes")
