@@ -132,15 +132,6 @@ fn unquote(raw: &str) -> Option<String> {
     Some(out)
 }
 
-/// Who the certificate says the caller is, with the device's current record as the guard read
-/// it (strongly consistent, just now), so routes need not read it again.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeviceIdentity {
-    pub device_id: DeviceId,
-    pub serial: Serial,
-    pub current: CertificateRecord,
-}
-
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum GuardError {
     #[error("a client certificate is required for this endpoint")]
@@ -202,8 +193,10 @@ pub fn presented_pem(
     Ok(Some(pem.into_owned()).filter(|p| !p.trim().is_empty()))
 }
 
-/// Verifies a presented certificate against the CA and the store.
-pub async fn verify(pem: &str, devices: &DeviceService) -> Result<DeviceIdentity, GuardError> {
+/// Verifies a presented certificate against the CA and the store. On success it is its device's
+/// current record, returned as the guard read it (strongly consistent, just now) so routes need
+/// not read it again: its `device_id` and `serial` are the caller's.
+pub async fn verify(pem: &str, devices: &DeviceService) -> Result<CertificateRecord, GuardError> {
     let (_, parsed) = x509_parser::pem::parse_x509_pem(pem.trim().as_bytes())
         .map_err(|_| GuardError::Rejected("not a PEM certificate"))?;
     let (_, certificate) = X509Certificate::from_der(&parsed.contents)
@@ -252,9 +245,5 @@ pub async fn verify(pem: &str, devices: &DeviceService) -> Result<DeviceIdentity
             "does not match the registered certificate",
         ));
     }
-    Ok(DeviceIdentity {
-        device_id,
-        serial,
-        current,
-    })
+    Ok(current)
 }

@@ -226,7 +226,7 @@ async fn renew(
 ) -> Result<Json<EnrollmentBody>, ApiError> {
     caller.acting_on(&body.device)?;
     caller.presenting(&body.old_serial)?;
-    let renewed = state.devices.renew(&body.csr, &caller.0.current).await?;
+    let renewed = state.devices.renew(&body.csr, &caller.0).await?;
     Ok(Json(renewed.into()))
 }
 
@@ -318,7 +318,7 @@ async fn status(
         )])
     })?;
     caller.acting_on(&device)?;
-    let record = caller.0.current;
+    let record = caller.0;
     let days_until_expiry = (record.expires_at - Utc::now())
         .num_seconds()
         .div_euclid(86_400);

@@ -16,7 +16,8 @@ use serde::de::DeserializeOwned;
 use serde_json::error::Category;
 
 use super::AppState;
-use crate::device::guard::{DeviceIdentity, GuardError, presented_pem, verify};
+use crate::device::guard::{GuardError, presented_pem, verify};
+use crate::device::store::CertificateRecord;
 use crate::error::{ApiError, FieldError};
 
 /// A request body as a handler gets it: parsed once from the JSON the client sent
@@ -237,8 +238,9 @@ impl From<GuardError> for ApiError {
     }
 }
 
-/// The caller's verified device certificate (401 when absent, 403 when not acceptable).
-pub struct Authenticated(pub DeviceIdentity);
+/// The caller's verified device certificate, as its device's current record (401 when absent,
+/// 400 when the proxy header is ambiguous, 403 when not acceptable).
+pub struct Authenticated(pub CertificateRecord);
 
 impl FromRequestParts<AppState> for Authenticated {
     type Rejection = ApiError;
