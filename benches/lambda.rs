@@ -3,7 +3,7 @@
 //! (`cargo bench --bench lambda`), which also measures sizes and writes the report.
 //!
 //! Measures, per telemetry setting (OTLP to a live collector, exporter `none`, collector down,
-//! collector hanging): cold start (process start → first `/next`), client-visible duration
+//! collector hanging, the X-Ray daemon transport to a live UDP receiver and to no daemon): cold start (process start → first `/next`), client-visible duration
 //! (event handed over → response posted) and post-response time (response posted → next
 //! `/next`, i.e. the flush) at p50/p99 over a mix of routes, and resident memory (peak, and
 //! after 100 vs after all invocations). Then server mode requests per second with `wrk`.
@@ -53,6 +53,43 @@ fn ms(d: Duration) -> f64 {
 
 fn pct(sorted: &[Duration], p: f64) -> f64 {
     ms(sorted[((sorted.len() as f64 - 1.0) * p).round() as usize])
+}
+
+/// A UDP socket standing in for the X-Ray daemon: counts what arrives, so the daemon rows are
+/// known to measure real sends (X-Ray's translator drops spans whose trace id is older than 30
+/// days, which is why the invocations' `Root` carries the current time).
+struct UdpSink {
+    address: String,
+    datagrams: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl UdpSink {
+    fn start() -> Self {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let address = socket.local_addr().unwrap().to_string();
+        let datagrams = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = datagrams.clone();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 65_536];
+            while socket.recv(&mut buf).is_ok() {
+                count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+        Self { address, datagrams }
+    }
+
+    fn count(&self) -> usize {
+        self.datagrams.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// The current time as the 8 hex digits that open an X-Ray trace id.
+fn epoch_hex() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    format!("{secs:08x}")
 }
 
 struct Setting {
@@ -114,9 +151,10 @@ async fn run(setting: &Setting, invocations: usize) -> Row {
         .collect();
     let mut outcomes = Vec::with_capacity(invocations);
     let mut rss_100 = 0;
+    let epoch = epoch_hex();
     for i in 0..invocations + WARMUP {
         let trace_header = Some(format!(
-            "Root=1-6b04aa01-{i:024x};Parent=53995c3f42cd8ad8;Sampled=1"
+            "Root=1-{epoch}-{i:024x};Parent=53995c3f42cd8ad8;Sampled=1"
         ));
         let outcome = api
             .invoke(Event {
@@ -245,6 +283,18 @@ async fn main() {
     assert!(created.status.success());
 
     let live = format!("http://{}", receiver.http_addr);
+    let daemon = UdpSink::start();
+    let xray = |address: &str| {
+        [
+            base_env(&ca_dir, &double, &live),
+            vec![
+                ("OTEL_TRACES_EXPORTER".into(), "xray".into()),
+                ("AWS_XRAY_DAEMON_ADDRESS".into(), address.to_owned()),
+            ],
+        ]
+        .concat()
+    };
+    let no_daemon = format!("127.0.0.1:{}", closed_port());
     let settings = [
         Setting {
             name: "OTLP http/protobuf, live collector",
@@ -270,13 +320,29 @@ async fn main() {
             name: "collector hanging (timeout 1000 ms)",
             env: base_env(&ca_dir, &double, &format!("http://{}", hanging.http_addr)),
         },
+        Setting {
+            name: "X-Ray daemon transport (UDP), daemon listening",
+            env: xray(&daemon.address),
+        },
+        Setting {
+            name: "X-Ray daemon transport, no daemon",
+            env: xray(&no_daemon),
+        },
     ];
     println!(
         "| setting | cold start p50 / p99 | client-visible p50 / p99 | post-response p50 / p99 / max | RSS after 100 → {invocations} | peak RSS |"
     );
     println!("|---|---|---|---|---|---|");
     for setting in &settings {
+        let before = daemon.count();
         let r = run(setting, invocations).await;
+        if setting.name.contains("daemon listening") {
+            assert!(
+                daemon.count() - before >= invocations,
+                "the daemon received {} datagrams for {invocations} invocations",
+                daemon.count() - before
+            );
+        }
         println!(
             "| {} | {:.1} / {:.1} ms | {:.3} / {:.3} ms | {:.3} / {:.3} / {:.1} ms | {:.1} → {:.1} MB | {:.1} MB |",
             r.name,

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Checks what template.yaml deploys with a mutual-TLS custom domain (review item 4).
+"""Checks what template.yaml deploys with a mutual-TLS custom domain (review item 4) and with
+each telemetry transport (issue 15).
 
 API Gateway mutual TLS applies to a whole domain. If the domain that requires client
 certificates were the only way in, a new device could not enroll, a browser could not finish the
@@ -13,10 +14,23 @@ template's conditions resolved as they would be), this script asserts:
     handshake cannot be skipped) and which reaches the function;
   * the ApiUrl output points at the open API.
 
+For each TelemetryTransport, on arm64 and x86_64 (conditions computed from the parameter values,
+as CloudFormation would), it resolves the function's Layers and OTEL_TRACES_EXPORTER:
+
+  * collector with CollectorLayerArn empty: exactly one layer, the ADOT collector release
+    DEFAULT_COLLECTOR for the architecture (arm64 / amd64 in its name), never one of the releases
+    before OLDEST_SAFE_COLLECTOR (known CVEs); OTEL_TRACES_EXPORTER=otlp;
+  * collector with CollectorLayerArn set: exactly that ARN; otlp;
+  * daemon: no layer; xray;
+  * none: no layer; none;
+  * Tracing: Active for every transport, and CollectorLayerArn's AllowedPattern accepts "" and
+    a layer version ARN but not a layer ARN without its version.
+
 Run with the test tools' Python (cfn-lint's YAML reader understands the intrinsic-function
 tags): python scripts/check-template.py template.yaml
 """
 
+import re
 import sys
 
 from cfnlint.decode import decode
@@ -28,6 +42,29 @@ OPEN_ROUTES = [
     ("POST", "/oauth/authorize/{provider}"),
     ("GET", "/oauth/callback/{provider}"),
 ]
+
+# The collector layer the template attaches when CollectorLayerArn is empty, and the oldest
+# release without known CVEs.
+DEFAULT_COLLECTOR = (0, 156, 0)
+OLDEST_SAFE_COLLECTOR = (0, 151, 0)
+COLLECTOR_LAYER = re.compile(
+    r"arn:aws:lambda:(?P<region>[a-z0-9-]+):901920570463:layer:"
+    r"aws-otel-collector-(?P<arch>amd64|arm64)-ver-(?P<ver>\d+-\d+-\d+):\d+"
+)
+REGION = "eu-west-1"
+EXAMPLE_LAYER_ARN = "arn:aws:lambda:eu-west-1:123456789012:layer:example-collector:7"
+# (parameter overrides, expected layers (None: the default collector), OTEL_TRACES_EXPORTER)
+TRANSPORTS = [
+    ({"TelemetryTransport": "collector"}, None, "otlp"),
+    (
+        {"TelemetryTransport": "collector", "CollectorLayerArn": EXAMPLE_LAYER_ARN},
+        [EXAMPLE_LAYER_ARN],
+        "otlp",
+    ),
+    ({"TelemetryTransport": "daemon"}, [], "xray"),
+    ({"TelemetryTransport": "none"}, [], "none"),
+]
+LAYER_ARCH = {"arm64": "arm64", "x86_64": "amd64"}
 
 
 def resolve(node, conditions):
@@ -43,8 +80,123 @@ def resolve(node, conditions):
                 out[key] = value
         return out
     if isinstance(node, list):
-        return [resolve(v, conditions) for v in node if v != {"Ref": "AWS::NoValue"}]
+        # Resolved first: an Fn::If in a list (Layers, Policies) may yield AWS::NoValue.
+        resolved = (resolve(v, conditions) for v in node)
+        return [v for v in resolved if v != {"Ref": "AWS::NoValue"}]
     return node
+
+
+def condition_values(template, parameters):
+    """Every condition's value with `parameters` (the template's defaults overridden)."""
+    definitions = template.get("Conditions", {})
+    values = {}
+
+    def evaluate(node):
+        if isinstance(node, dict) and len(node) == 1:
+            (key, arg), = node.items()
+            if key == "Ref":
+                return parameters[arg]
+            if key == "Condition":
+                return condition(arg)
+            if key == "Fn::Equals":
+                return str(evaluate(arg[0])) == str(evaluate(arg[1]))
+            if key == "Fn::Not":
+                return not evaluate(arg[0])
+            if key == "Fn::And":
+                return all(evaluate(a) for a in arg)
+            if key == "Fn::Or":
+                return any(evaluate(a) for a in arg)
+            raise ValueError(f"condition function {key} not understood")
+        return node
+
+    def condition(name):
+        if name not in values:
+            values[name] = evaluate(definitions[name])
+        return values[name]
+
+    for name in definitions:
+        condition(name)
+    return values
+
+
+def substitute(node, parameters):
+    """A resolved value with Ref to parameters and Fn::Sub replaced by strings."""
+    if isinstance(node, dict) and set(node) == {"Ref"} and node["Ref"] in parameters:
+        return parameters[node["Ref"]]
+    if isinstance(node, dict) and set(node) == {"Fn::Sub"}:
+        arg = node["Fn::Sub"]
+        text, variables = (arg, {}) if isinstance(arg, str) else arg
+        names = dict(parameters, **{k: substitute(v, parameters) for k, v in variables.items()})
+        return re.sub(r"\$\{([^}!]+)\}", lambda m: str(names.get(m.group(1), m.group(0))), text)
+    if isinstance(node, dict):
+        return {k: substitute(v, parameters) for k, v in node.items()}
+    if isinstance(node, list):
+        return [substitute(v, parameters) for v in node]
+    return node
+
+
+def telemetry_problems(template):
+    """What is wrong with each TelemetryTransport's layers, exporter and tracing mode."""
+    declared = template.get("Parameters", {})
+    defaults = {name: str(p.get("Default", "")) for name, p in declared.items()}
+    problems = []
+    for name in ("TelemetryTransport", "CollectorLayerArn"):
+        if name not in declared:
+            problems.append(f"no parameter {name}")
+    pattern = declared.get("CollectorLayerArn", {}).get("AllowedPattern")
+    if pattern is not None:
+        unversioned = EXAMPLE_LAYER_ARN.rsplit(":", 1)[0]
+        for value, allowed in (("", True), (EXAMPLE_LAYER_ARN, True), (unversioned, False)):
+            if bool(re.fullmatch(pattern, value)) != allowed:
+                verdict = "refuses" if allowed else "accepts"
+                problems.append(f"CollectorLayerArn's AllowedPattern {verdict} {value!r}")
+    for overrides, expected_layers, expected_exporter in TRANSPORTS:
+        for arch in LAYER_ARCH:
+            parameters = dict(defaults, **overrides, Architecture=arch)
+            parameters.update({"AWS::Region": REGION, "AWS::Partition": "aws"})
+            label = " ".join(f"{k}={v}" for k, v in dict(overrides, Architecture=arch).items())
+            conditions = condition_values(template, parameters)
+            function = substitute(
+                resolve(template["Resources"]["BackendFunction"], conditions), parameters
+            )["Properties"]
+            layers = function.get("Layers", [])
+            variables = function.get("Environment", {}).get("Variables", {})
+            exporter = variables.get("OTEL_TRACES_EXPORTER")
+            if function.get("Tracing") != "Active":
+                problems.append(f"{label}: Tracing is {function.get('Tracing')!r}, not Active")
+            if exporter != expected_exporter:
+                problems.append(
+                    f"{label}: OTEL_TRACES_EXPORTER={exporter}, not {expected_exporter}"
+                )
+            if expected_layers is not None:
+                if layers != expected_layers:
+                    problems.append(f"{label}: layers {layers}, not {expected_layers}")
+                continue
+            if len(layers) != 1:
+                problems.append(f"{label}: layers {layers}, not the one collector layer")
+                continue
+            match = COLLECTOR_LAYER.fullmatch(str(layers[0]))
+            if not match:
+                problems.append(f"{label}: layer {layers[0]} is not an ADOT collector layer ARN")
+                continue
+            version = tuple(int(n) for n in match["ver"].split("-"))
+            if match["arch"] != LAYER_ARCH[arch]:
+                problems.append(
+                    f"{label}: layer {layers[0]} is for {match['arch']}, not {LAYER_ARCH[arch]}"
+                )
+            if match["region"] != REGION:
+                problems.append(f"{label}: layer {layers[0]} is not in the stack's region {REGION}")
+            if version != DEFAULT_COLLECTOR:
+                problems.append(
+                    f"{label}: default layer is collector {'.'.join(map(str, version))}, not "
+                    f"{'.'.join(map(str, DEFAULT_COLLECTOR))}"
+                )
+            if version < OLDEST_SAFE_COLLECTOR:
+                problems.append(
+                    f"{label}: default layer {layers[0]} is a release with known CVEs (before "
+                    f"{'.'.join(map(str, OLDEST_SAFE_COLLECTOR))})"
+                )
+    return problems
 
 
 def ref_name(value):
@@ -58,10 +210,10 @@ def ref_name(value):
     return None
 
 
-def main(path):
-    template, errors = decode(path)
+def main(source):
+    template, errors = decode(source)
     if errors:
-        sys.exit(f"{path}: {errors}")
+        sys.exit(f"{source}: {errors}")
     conditions = {name: True for name in template.get("Conditions", {})}
     # The deployment under test: mutual-TLS domain set, every optional feature on.
     conditions.update(HasMtlsDomain=True)
@@ -146,12 +298,25 @@ def main(path):
     if not any(f"${{{api}}}.execute-api" in api_url for api in open_apis):
         problems.append(f"ApiUrl ({api_url}) is not the open API's endpoint")
 
+    telemetry = telemetry_problems(template)
     if problems:
         print("template.yaml with CustomDomainName set:", file=sys.stderr)
         for problem in problems:
             print(f"  - {problem}", file=sys.stderr)
+    else:
+        print("template.yaml: open routes stay reachable; mutual TLS guards only the device API")
+    if telemetry:
+        print(f"{source} telemetry transports:", file=sys.stderr)
+        for problem in telemetry:
+            print(f"  - {problem}", file=sys.stderr)
+    else:
+        default = ".".join(map(str, DEFAULT_COLLECTOR))
+        print(
+            f"{source}: collector attaches collector {default} for the architecture or the pinned "
+            "CollectorLayerArn (otlp); daemon (xray) and none attach no layer; Tracing is Active"
+        )
+    if problems or telemetry:
         sys.exit(1)
-    print("template.yaml: open routes stay reachable; mutual TLS guards only the device API")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@
 # links; SAM adds the emulator itself) and runs SAM with --skip-pull-image. It never replaces a
 # real image: if the tag already exists it is used as it is. With registry access, remove
 # --skip-pull-image (APUNTADOR_SAM_PULL=1) and SAM uses the real image. The collector layer is
-# left out by the local parameters (WithCollectorLayer=false), as for every sam local run.
+# left out by the local parameters (TelemetryTransport=none), as for every sam local run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -3,7 +3,8 @@
 #   formatting, clippy, unit + router + end-to-end tests (release binary under the AWS Lambda
 #   Runtime Interface Emulator and under a Runtime API double, with an OTLP receiver), and the
 #   SAM template lint. Installs what it needs: a Python virtualenv with aws-sam-cli (which ships
-#   the emulator), cfn-lint, cargo-lambda and moto (Secrets Manager on 127.0.0.1).
+#   the emulator), cfn-lint, cargo-lambda, moto (Secrets Manager, DynamoDB and X-Ray on
+#   127.0.0.1) and rotel (an OpenTelemetry collector with an X-Ray exporter).
 #
 # Caches live outside the clone so repeated runs (and CI on the same machine) are fast:
 #   APUNTADOR_CACHE (default ~/.cache/apuntador-backend) holds target/ and venv/.
@@ -43,6 +44,8 @@ case "$(uname -m)" in
 esac
 rie=$("$venv/bin/python" -c 'import os, samcli; print(os.path.join(os.path.dirname(samcli.__file__), "local", "rapid"))')/aws-lambda-rie-$rie_arch
 export AWS_LAMBDA_RIE="$rie" APUNTADOR_REQUIRE_RIE=1 MOTO_SERVER="$venv/bin/moto_server"
+# The X-Ray tests need rotel (a real collector with an X-Ray exporter): fail, never skip.
+export APUNTADOR_REQUIRE_ROTEL=1
 
 step "cargo fmt --all --check"
 cargo fmt --all --check
@@ -60,7 +63,7 @@ step "cargo test"
 test_log="$cache/last-test.log"
 cargo test --locked 2>&1 | tee "$test_log"
 
-step "template lint (cfn-lint, sam validate --lint) and the mutual-TLS domain layout"
+step "template lint (cfn-lint, sam validate --lint), the mutual-TLS domain layout and the telemetry transports"
 cfn-lint template.yaml
 sam validate --lint --region eu-west-1
 python scripts/check-template.py template.yaml

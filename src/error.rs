@@ -98,6 +98,29 @@ impl ApiError {
         }
     }
 
+    /// See [`Problem::class`].
+    fn class(&self) -> String {
+        let name = match self {
+            Self::Coded {
+                code: Some(code), ..
+            } => return code.clone(),
+            Self::Unauthorized {
+                code: Some(code), ..
+            } => code,
+            Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::BadRequest(_) => "bad_request",
+            Self::Unauthorized { .. } => "unauthorized",
+            Self::Validation(_) => "validation_error",
+            Self::UnsupportedMediaType(_) => "unsupported_media_type",
+            Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::ServiceUnavailable(_) => "service_unavailable",
+            Self::Internal(_) => "internal_error",
+            Self::Coded { status, .. } => return format!("http_{}", status.as_u16()),
+        };
+        name.to_owned()
+    }
+
     fn detail(&self) -> String {
         match self {
             Self::NotFound => "No route matches this path.".to_owned(),
@@ -130,7 +153,16 @@ pub struct Problem {
     /// OAuth error code (RFC 6749 style), on OAuth failures.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The low-cardinality class of the failure for telemetry: the `error` code when there is
+    /// one, else a name for the status (`validation_error`, `not_found`, …). Not in the body.
+    #[serde(skip)]
+    pub class: String,
 }
+
+/// The failure's class ([`Problem::class`]), left in the extensions of an error response for the
+/// request layer (`error.type` and the `error_type` annotation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorClass(pub String);
 
 /// Problem type URIs: the RFC section that defines each status (kept from the spec's table).
 fn type_uri(status: StatusCode) -> &'static str {
@@ -176,6 +208,7 @@ impl From<&ApiError> for Problem {
                 ApiError::Unauthorized { code, .. } => code.map(str::to_owned),
                 _ => None,
             },
+            class: error.class(),
         }
     }
 }
@@ -212,6 +245,7 @@ pub async fn render_problems(request: Request, next: Next) -> Response {
         return response;
     };
     problem.instance = path;
+    let class = ErrorClass(std::mem::take(&mut problem.class));
     let body = match serde_json::to_vec(&problem) {
         Ok(body) => body,
         Err(_) => br#"{"title":"Internal Server Error","status":500}"#.to_vec(),
@@ -221,6 +255,7 @@ pub async fn render_problems(request: Request, next: Next) -> Response {
         .headers
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
     parts.headers.remove(header::CONTENT_LENGTH);
+    parts.extensions.insert(class);
     Response::from_parts(parts, axum::body::Body::from(body))
 }
 

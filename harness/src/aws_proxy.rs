@@ -120,7 +120,9 @@ impl AwsProxy {
     }
 }
 
-async fn forward(
+/// Forwards one request to `upstream` (without `host` and `content-length`, which the client
+/// sets) and answers with what came back.
+pub(crate) async fn forward(
     client: &reqwest::Client,
     upstream: &str,
     method: Method,

@@ -1,12 +1,14 @@
 //! The harness the backend's tests and benchmark share (a crate of its own, so no test source is
 //! included by path): the function process, a Lambda Runtime API double, an OTLP receiver, OAuth
-//! provider doubles, a serialising AWS proxy in front of moto, moto itself and the AWS Runtime
+//! provider doubles, a serialising AWS proxy in front of moto, moto itself, X-Ray (moto's API, a
+//! daemon double, a segment document checker and the rotel collector) and the AWS Runtime
 //! Interface Emulator. Loopback only.
 
 pub mod aws_proxy;
 pub mod otlp;
 pub mod provider_double;
 pub mod runtime_api;
+pub mod xray;
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;

@@ -182,6 +182,7 @@ async fn enroll(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<Enroll>,
 ) -> Result<(StatusCode, Json<EnrollmentBody>), ApiError> {
+    crate::telemetry::annotations::device_platform(body.platform.as_str());
     let enrollment = state
         .devices
         .enroll(&body.csr, &body.device, body.platform)

@@ -251,6 +251,9 @@ impl FromRequestParts<AppState> for Authenticated {
             Ok(Some(pem)) => verify(&pem, &state.devices).await,
             Err(e) => Err(e),
         };
+        if let Ok(record) = &result {
+            crate::telemetry::annotations::device_platform(record.platform.as_str());
+        }
         result.map(Authenticated).map_err(|e| {
             tracing::warn!(reason = %e, "client certificate refused");
             e.into()

@@ -3,6 +3,10 @@
 //! and FaaS attributes, status Error on 5xx, one access-log line, and `X-Trace-ID` on every
 //! response.
 //!
+//! The span also carries the X-Ray annotations ([`super::annotations`]): route, status, cold
+//! start, service version, the OAuth provider a route names, and the error class an error
+//! response leaves in its extensions ([`crate::error::ErrorClass`]).
+//!
 //! Health checks (`/health`, `/health/public`) get neither a span nor an access line unless
 //! `TRACE_HEALTH_CHECKS=true`; they still get an `X-Trace-ID`.
 
@@ -24,11 +28,20 @@ use tracing::Instrument;
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+use crate::APP_VERSION;
+use crate::error::ErrorClass;
+use crate::oauth::provider::ProviderId;
+
+use super::annotations;
 use super::lambda::take_cold_start;
 use super::xray::{new_trace_id, parent_from_header, xray_trace_id};
 
 /// The response header that gives clients the trace id of their request.
 pub const TRACE_ID_HEADER: HeaderName = HeaderName::from_static("x-trace-id");
+
+/// Longest `User-Agent` kept on a span: the header is the caller's to fill, and X-Ray's
+/// daemon takes at most 64 KB per document.
+const MAX_USER_AGENT: usize = 256;
 
 /// Paths that load balancers and uptime checks poll.
 const HEALTH_PATHS: [&str; 2] = ["/health", "/health/public"];
@@ -130,7 +143,7 @@ pub async fn trace_requests(
         .headers()
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+        .map(|v| truncate(v, MAX_USER_AGENT).to_owned());
     let client_address = lambda
         .as_ref()
         .and_then(|i| i.source_ip.clone())
@@ -152,6 +165,9 @@ pub async fn trace_requests(
         Some(route) => format!("{method} {route}"),
         None => method.to_string(),
     };
+    let provider = route
+        .as_deref()
+        .and_then(|route| provider_in_path(route, &path));
 
     let span = tracing::info_span!(
         "request",
@@ -172,7 +188,16 @@ pub async fn trace_requests(
         "cloud.platform" = lambda.as_ref().map(|_| "aws_lambda"),
         "cloud.resource_id" = lambda.as_ref().map(|i| i.function_arn.as_str()),
         "aws.api_gateway.request_id" = lambda.as_ref().and_then(|i| i.gateway_request_id.as_deref()),
+        "error.type" = Empty,
+        { annotations::HTTP_ROUTE } = route.as_deref(),
+        { annotations::HTTP_STATUS_CODE } = Empty,
+        { annotations::COLD_START } = cold_start,
+        { annotations::OAUTH_PROVIDER } = provider,
+        { annotations::ERROR_TYPE } = Empty,
+        { annotations::SERVICE_VERSION } = APP_VERSION,
     );
+    let keys = annotations::annotation_keys_attribute();
+    span.set_attribute(keys.key, keys.value);
     if let Some(parent) = parent.clone() {
         let _ = span.set_parent(parent);
     }
@@ -190,8 +215,13 @@ pub async fn trace_requests(
 
     let status = response.status();
     span.record("http.response.status_code", i64::from(status.as_u16()));
+    span.record(annotations::HTTP_STATUS_CODE, i64::from(status.as_u16()));
     if status.is_server_error() {
         span.record("otel.status_description", format!("HTTP {status}"));
+    }
+    if let Some(ErrorClass(class)) = response.extensions().get::<ErrorClass>() {
+        span.record("error.type", class.as_str());
+        span.record(annotations::ERROR_TYPE, class.as_str());
     }
     let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
     span.in_scope(|| {
@@ -207,8 +237,59 @@ pub async fn trace_requests(
     response
 }
 
+/// The provider a route like `/oauth/token/{provider}` names, if it is one this service knows
+/// (so an unknown name from a hostile path never becomes an annotation value).
+fn provider_in_path(route: &str, path: &str) -> Option<&'static str> {
+    route
+        .split('/')
+        .zip(path.split('/'))
+        .find(|(template, _)| *template == "{provider}")
+        .and_then(|(_, segment)| ProviderId::parse(segment))
+        .map(ProviderId::as_str)
+}
+
+/// At most `max` bytes of `text`, cut at a character boundary.
+fn truncate(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
 fn set_trace_header(response: &mut Response, trace_id: TraceId) {
     if let Ok(value) = HeaderValue::from_str(&xray_trace_id(trace_id)) {
         response.headers_mut().insert(TRACE_ID_HEADER, value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_known_providers_become_annotations() {
+        assert_eq!(
+            provider_in_path("/oauth/token/{provider}", "/oauth/token/dropbox"),
+            Some("dropbox")
+        );
+        assert_eq!(
+            provider_in_path("/oauth/token/{provider}", "/oauth/token/evil%20value"),
+            None
+        );
+        assert_eq!(provider_in_path("/health", "/health"), None);
+    }
+
+    #[test]
+    fn long_values_are_cut_at_a_character_boundary() {
+        assert_eq!(truncate("abc", 5), "abc");
+        assert_eq!(truncate("ñññ", 3), "ñ");
+        assert_eq!(
+            truncate(&"x".repeat(1000), MAX_USER_AGENT).len(),
+            MAX_USER_AGENT
+        );
     }
 }

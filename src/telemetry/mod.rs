@@ -4,14 +4,18 @@
 //! Pipeline: `tracing` spans of this crate → `tracing-opentelemetry` → SDK tracer provider (X-Ray
 //! id generator, parent-based sampler from `OTEL_TRACES_SAMPLER`) → batch processor on its own
 //! thread → [`exporter::Resilient`] → OTLP over HTTP/protobuf (default) or gRPC to the ADOT
-//! collector on localhost. Log lines go to stdout through [`logs`].
+//! collector on localhost; or, with `OTEL_TRACES_EXPORTER=xray`, → [`xray_daemon`] → X-Ray
+//! segment documents over UDP to the X-Ray daemon, no collector. Log lines go to stdout through
+//! [`logs`].
 
+pub mod annotations;
 pub mod aws;
 pub mod exporter;
 pub mod http;
 pub mod lambda;
 pub mod logs;
 pub mod xray;
+pub mod xray_daemon;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,7 +37,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, Registry};
 
 use crate::APP_VERSION;
-use crate::env::Env;
+use crate::env::{Env, under_lambda};
 
 /// Spans of this crate (and only these) are exported.
 pub const TRACE_TARGET: &str = "apuntador_backend";
@@ -63,7 +67,15 @@ pub enum TelemetryError {
 /// Where spans go (`OTEL_TRACES_EXPORTER`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SpanSink {
-    Otlp { protocol: OtlpProtocol },
+    Otlp {
+        protocol: OtlpProtocol,
+    },
+    /// X-Ray segment documents over UDP to the daemon; `facade` inside Lambda (the invocation
+    /// span becomes a subsegment of Lambda's function segment).
+    XrayDaemon {
+        address: xray_daemon::DaemonAddress,
+        facade: bool,
+    },
     Console,
     None,
 }
@@ -114,13 +126,19 @@ impl TelemetrySettings {
         };
         let sink = match get("OTEL_TRACES_EXPORTER").as_deref() {
             None | Some("otlp") => SpanSink::Otlp { protocol },
+            Some("xray") => SpanSink::XrayDaemon {
+                address: xray_daemon::DaemonAddress::parse(
+                    env.get("AWS_XRAY_DAEMON_ADDRESS").as_deref(),
+                )?,
+                facade: under_lambda(env),
+            },
             Some("console") => SpanSink::Console,
             Some("none") => SpanSink::None,
             Some(other) => {
                 return Err(TelemetryError::Unsupported {
                     name: "OTEL_TRACES_EXPORTER",
                     value: other.to_owned(),
-                    allowed: "otlp, console, none",
+                    allowed: "otlp, xray, console, none",
                 });
             }
         };
@@ -278,6 +296,10 @@ pub fn init(
                 exporter::Resilient::new(otlp_exporter(*protocol, settings.export_timeout)?);
             builder.with_span_processor(BatchSpanProcessor::builder(exporter).build())
         }
+        SpanSink::XrayDaemon { address, facade } => {
+            let exporter = xray_daemon::XrayDaemonExporter::new(address, *facade)?;
+            builder.with_span_processor(BatchSpanProcessor::builder(exporter).build())
+        }
         SpanSink::Console => {
             builder.with_span_processor(BatchSpanProcessor::builder(exporter::ConsoleJson).build())
         }
@@ -396,6 +418,19 @@ mod tests {
             settings(&[("OTEL_TRACES_EXPORTER", "none")]).unwrap().sink,
             SpanSink::None
         );
+        assert_eq!(
+            settings(&[
+                ("OTEL_TRACES_EXPORTER", "xray"),
+                ("AWS_XRAY_DAEMON_ADDRESS", "169.254.79.129:2000"),
+                ("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001"),
+            ])
+            .unwrap()
+            .sink,
+            SpanSink::XrayDaemon {
+                address: xray_daemon::DaemonAddress::parse(Some("169.254.79.129:2000")).unwrap(),
+                facade: true
+            }
+        );
     }
 
     #[test]
@@ -403,7 +438,18 @@ mod tests {
         assert!(settings(&[("OTEL_EXPORTER_OTLP_TIMEOUT", "soon")]).is_err());
         let err = settings(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")]).unwrap_err();
         assert!(err.to_string().contains("http/protobuf, grpc"), "{err}");
-        assert!(settings(&[("OTEL_TRACES_EXPORTER", "zipkin")]).is_err());
+        let err = settings(&[("OTEL_TRACES_EXPORTER", "zipkin")]).unwrap_err();
+        assert!(
+            err.to_string().contains("otlp, xray, console, none"),
+            "{err}"
+        );
+        assert!(
+            settings(&[
+                ("OTEL_TRACES_EXPORTER", "xray"),
+                ("AWS_XRAY_DAEMON_ADDRESS", "no-port")
+            ])
+            .is_err()
+        );
         assert!(settings(&[("OTEL_PROPAGATORS", "b3")]).is_err());
     }
 

@@ -97,6 +97,34 @@ async fn invocation_span_is_the_child_of_the_lambda_trace_header() {
             span.attributes
         );
     }
+    // The X-Ray annotations ride on the span under keys X-Ray filters accept, and the span
+    // names them in `aws.xray.annotations`, which is what the ADOT awsxray exporter indexes.
+    for (key, value) in [
+        ("http_route", "/config/providers"),
+        ("http_status_code", "200"),
+        ("cold_start", "true"),
+        ("service_version", "1.0.41"),
+    ] {
+        assert_eq!(
+            span.attr(key),
+            Some(value),
+            "{key} in {:?}",
+            span.attributes
+        );
+    }
+    let listed = span.attr("aws.xray.annotations").unwrap_or_default();
+    for key in [
+        "http_route",
+        "http_status_code",
+        "cold_start",
+        "oauth_provider",
+        "device_platform",
+        "error_type",
+        "service_version",
+    ] {
+        assert!(listed.contains(&format!("\"{key}\"")), "{key} in {listed}");
+    }
+    assert_eq!(span.attr("error_type"), None, "a 200 has no error class");
     assert_eq!(span.resource_attr("service.name"), Some("apuntador-e2e"));
     assert_eq!(span.resource_attr("service.version"), Some("1.0.41"));
     assert_eq!(span.resource_attr("deployment.environment"), Some("e2e"));

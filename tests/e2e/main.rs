@@ -9,7 +9,9 @@
 //! - [`oauth_lambda`]: the OAuth flows per provider as Lambda runs them, credentials from
 //!   Secrets Manager on moto;
 //! - [`device_aws`]: the device CA on DynamoDB and Secrets Manager (moto), several sandboxes racing;
-//! - [`memory`]: resident memory stays flat over thousands of invocations.
+//! - [`memory`]: resident memory stays flat over thousands of invocations;
+//! - [`xray`]: the traces as X-Ray stores them (moto's X-Ray API), through a real collector
+//!   (rotel) and through the daemon transport, checked against X-Ray's document schema.
 
 /// The harness, and the binary under test.
 mod support {
@@ -27,3 +29,4 @@ mod memory;
 mod oauth_lambda;
 mod rie;
 mod server;
+mod xray;
