@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use support::otlp::{Behaviour, OtlpReceiver};
 use support::provider_double::ProviderDouble;
 use support::runtime_api::{Event, RuntimeApi};
-use support::{Process, binary, closed_port, lambda_env};
+use support::{Process, binary, closed_port, epoch_hex, lambda_env};
 
 /// Measured invocations per setting: 1000, or `BENCH_INVOCATIONS` (a longer run shows whether
 /// resident memory keeps growing). Above 100, because RSS is also read after the first 100.
@@ -81,15 +81,6 @@ impl UdpSink {
     fn count(&self) -> usize {
         self.datagrams.load(std::sync::atomic::Ordering::Relaxed)
     }
-}
-
-/// The current time as the 8 hex digits that open an X-Ray trace id.
-fn epoch_hex() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    format!("{secs:08x}")
 }
 
 struct Setting {
@@ -337,10 +328,12 @@ async fn main() {
         let before = daemon.count();
         let r = run(setting, invocations).await;
         if setting.name.contains("daemon listening") {
+            // One datagram per traced invocation at least: four routes of the mix of five are
+            // traced (health checks are not).
+            let received = daemon.count() - before;
             assert!(
-                daemon.count() - before >= invocations,
-                "the daemon received {} datagrams for {invocations} invocations",
-                daemon.count() - before
+                received >= invocations * 4 / 5,
+                "the daemon received {received} datagrams for {invocations} invocations"
             );
         }
         println!(

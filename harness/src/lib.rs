@@ -49,6 +49,16 @@ pub fn lambda_env(otlp_endpoint: &str) -> Vec<(String, String)> {
     .collect()
 }
 
+/// The current time as the 8 hex digits that open an X-Ray trace id. Tests build their `Root`s
+/// with it: X-Ray (and this backend, which then starts a fresh trace) refuses trace ids older
+/// than 30 days, so a fixed id in a test would stop working a month after it was written.
+pub fn epoch_hex() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    format!("{secs:08x}")
+}
+
 /// A running process whose stdout and stderr lines are collected.
 pub struct Process {
     child: Child,

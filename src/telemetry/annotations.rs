@@ -11,8 +11,10 @@
 //! depending on its version's `exporter.xray.allowDot` gate, so a dotted name would give users a
 //! different filter expression per collector release.
 //!
-//! None of these values comes from a secret: route templates, status codes, provider and
-//! platform names from closed sets, error codes from this service's own vocabulary.
+//! None of these values comes from a secret or the caller's free text: route templates, status
+//! codes, provider and platform names from closed sets, error codes from this service's own
+//! vocabulary or, for a provider's refusal, its OAuth error code (bounded by the OAuth client's
+//! `is_error_code`: at most 64 characters of `[A-Za-z0-9_.]`).
 
 use opentelemetry::{Array, KeyValue, StringValue, Value};
 use tracing_opentelemetry::OpenTelemetrySpanExt;

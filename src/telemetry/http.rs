@@ -34,7 +34,7 @@ use crate::oauth::provider::ProviderId;
 
 use super::annotations;
 use super::lambda::take_cold_start;
-use super::xray::{new_trace_id, parent_from_header, xray_trace_id};
+use super::xray::{acceptable_time, new_trace_id, parent_from_header, xray_trace_id};
 
 /// The response header that gives clients the trace id of their request.
 pub const TRACE_ID_HEADER: HeaderName = HeaderName::from_static("x-trace-id");
@@ -97,13 +97,15 @@ fn invocation(request: &Request) -> Option<Invocation> {
     })
 }
 
+/// The first `X-Forwarded-For` entry, if it is an IP address: the caller can write anything
+/// there, and the value ends up in the span (`client.address`, X-Ray's `client_ip`).
 fn forwarded_for(headers: &HeaderMap) -> Option<String> {
     let value = headers.get("x-forwarded-for")?.to_str().ok()?;
-    value
-        .split(',')
-        .next()
-        .map(|s| s.trim().to_owned())
-        .filter(|s| !s.is_empty())
+    let first = value.split(',').next()?.trim();
+    first
+        .parse::<std::net::IpAddr>()
+        .ok()
+        .map(|ip| ip.to_string())
 }
 
 /// Axum middleware that wraps every request in its span. Runs outermost.
@@ -122,7 +124,13 @@ pub async fn trace_requests(
             let cx = tracing_state
                 .propagator
                 .extract(&HeaderExtractor(request.headers()));
-            cx.span().span_context().is_valid().then_some(cx)
+            // An X-Ray header whose Root X-Ray would refuse (older than 30 days, or ahead):
+            // joining it would lose the trace, so the request starts a fresh one. A W3C
+            // `traceparent` carries no time in its id and is taken as it is.
+            let refused_xray = request.headers().contains_key("x-amzn-trace-id")
+                && !request.headers().contains_key("traceparent")
+                && !acceptable_time(cx.span().span_context().trace_id());
+            (cx.span().span_context().is_valid() && !refused_xray).then_some(cx)
         }
     };
 
@@ -244,7 +252,12 @@ fn provider_in_path(route: &str, path: &str) -> Option<&'static str> {
         .split('/')
         .zip(path.split('/'))
         .find(|(template, _)| *template == "{provider}")
-        .and_then(|(_, segment)| ProviderId::parse(segment))
+        .and_then(|(_, segment)| {
+            let decoded = percent_encoding::percent_decode_str(segment)
+                .decode_utf8()
+                .ok()?;
+            ProviderId::parse(&decoded)
+        })
         .map(ProviderId::as_str)
 }
 
@@ -280,7 +293,31 @@ mod tests {
             provider_in_path("/oauth/token/{provider}", "/oauth/token/evil%20value"),
             None
         );
+        assert_eq!(
+            provider_in_path("/oauth/token/{provider}", "/oauth/token/%64ropbox"),
+            Some("dropbox"),
+            "decoded as the router decodes it"
+        );
         assert_eq!(provider_in_path("/health", "/health"), None);
+    }
+
+    #[test]
+    fn only_an_ip_address_is_taken_from_x_forwarded_for() {
+        let headers = |value: &str| {
+            let mut map = HeaderMap::new();
+            map.insert("x-forwarded-for", HeaderValue::from_str(value).unwrap());
+            map
+        };
+        assert_eq!(
+            forwarded_for(&headers("203.0.113.9, 10.0.0.1")).as_deref(),
+            Some("203.0.113.9")
+        );
+        assert_eq!(
+            forwarded_for(&headers(" 2001:db8::1 ")).as_deref(),
+            Some("2001:db8::1")
+        );
+        assert_eq!(forwarded_for(&headers(&"x".repeat(70_000))), None);
+        assert_eq!(forwarded_for(&headers("evil<script>")), None);
     }
 
     #[test]

@@ -58,7 +58,7 @@ pub enum TelemetryError {
         value: String,
         allowed: &'static str,
     },
-    #[error("could not build the OTLP exporter: {0}")]
+    #[error("could not build the span exporter: {0}")]
     Exporter(String),
     #[error("a global tracing subscriber is already installed")]
     SubscriberTaken,
@@ -297,7 +297,7 @@ pub fn init(
             builder.with_span_processor(BatchSpanProcessor::builder(exporter).build())
         }
         SpanSink::XrayDaemon { address, facade } => {
-            let exporter = xray_daemon::XrayDaemonExporter::new(address, *facade)?;
+            let exporter = xray_daemon::XrayDaemonExporter::new(address, *facade);
             builder.with_span_processor(BatchSpanProcessor::builder(exporter).build())
         }
         SpanSink::Console => {

@@ -10,15 +10,16 @@
 //!   is sent as a *subsegment* of that parent, never as a second segment (which X-Ray would show
 //!   as another node) or a new trace. Outside Lambda it stays the service's segment.
 //! - **X-Ray's rules for names and errors.** Names lose the characters X-Ray refuses (`{`, `}`
-//!   of a route template; the translator would otherwise drop the span), and a 4xx/5xx server
-//!   span is marked failed so the document carries `error`/`fault` (the OpenTelemetry rule
-//!   leaves a 4xx server span's status unset; X-Ray's SDKs flag it).
+//!   of a route template; the translator would otherwise drop the span), and a span with a
+//!   4xx/5xx `http.response.status_code` is marked failed so its document carries
+//!   `error`/`fault`, as the ADOT exporter decides from the status code alone (OpenTelemetry
+//!   leaves a 4xx server span's status unset).
 //! - **The datagram limit.** One document per datagram, at most [`MAX_DATAGRAM`] bytes with the
 //!   header line. Documents are never nested, so a large trace is many small datagrams; a single
 //!   document over the limit is dropped and counted in a warning.
 //! - **A missing daemon costs nothing.** The socket is non-blocking and a send never waits; a
 //!   failing send is counted and logged at most once a minute, and the spans are lost, as UDP
-//!   intends.
+//!   intends. An address that does not resolve does not stop the service either.
 
 use std::borrow::Cow;
 use std::io::ErrorKind;
@@ -110,58 +111,95 @@ pub struct Sent {
     pub failed: usize,
 }
 
-/// How often, at most, an unreachable daemon is logged. A UDP send cannot tell that the
-/// daemon is back (on loopback every other send to a closed port succeeds), so there is no
-/// "recovered" line: a failure is reported at once, then with the count lost in between.
+/// How often, at most, each kind of loss is logged (and how often an address that did not
+/// resolve is looked up again). A UDP send cannot tell that the daemon is back (on loopback
+/// every other send to a closed port succeeds), so there is no "recovered" line: a loss is
+/// reported at once, then at most once an interval with the count lost in between.
 const WARNING_INTERVAL: Duration = Duration::from_secs(60);
 
+/// Counts losses and says when one is due to be logged.
 #[derive(Debug, Default)]
-struct Unreachable {
+struct Throttle {
     warned_at: Option<Instant>,
-    /// Datagrams that failed since the last warning.
-    lost: u64,
+    /// Lost since the last warning.
+    count: u64,
+}
+
+impl Throttle {
+    /// Adds `n` losses; the total to log if a warning is due (and resets it).
+    fn note(&mut self, n: usize) -> Option<u64> {
+        self.count += n as u64;
+        let due = self
+            .warned_at
+            .is_none_or(|at| at.elapsed() >= WARNING_INTERVAL);
+        if n == 0 || !due {
+            return None;
+        }
+        self.warned_at = Some(Instant::now());
+        Some(std::mem::take(&mut self.count))
+    }
 }
 
 #[derive(Debug)]
 struct State {
     buffer: Vec<u8>,
-    unreachable: Unreachable,
+    /// Connected to the daemon; `None` while its address does not resolve.
+    socket: Option<UdpSocket>,
+    looked_up_at: Instant,
+    lookup_error: Option<String>,
+    unreachable: Throttle,
+    dropped: Throttle,
 }
 
 /// The span exporter of the daemon transport.
 #[derive(Debug)]
 pub struct XrayDaemonExporter {
     translator: SegmentTranslator,
-    socket: UdpSocket,
+    address: DaemonAddress,
     /// `true` inside Lambda: the invocation's span becomes a subsegment of Lambda's segment.
     facade: bool,
     state: Mutex<State>,
 }
 
+/// A non-blocking UDP socket connected to the daemon.
+fn connect(address: &DaemonAddress) -> Result<UdpSocket, String> {
+    let target = address.resolve().map_err(|e| e.to_string())?;
+    let local: SocketAddr = if target.is_ipv4() {
+        ([0, 0, 0, 0], 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    UdpSocket::bind(local)
+        .and_then(|s| s.set_nonblocking(true).map(|()| s))
+        .and_then(|s| s.connect(target).map(|()| s))
+        .map_err(|e| format!("X-Ray daemon socket: {e}"))
+}
+
 impl XrayDaemonExporter {
-    pub fn new(address: &DaemonAddress, facade: bool) -> Result<Self, TelemetryError> {
-        let target = address.resolve()?;
-        let local: SocketAddr = if target.is_ipv4() {
-            ([0, 0, 0, 0], 0).into()
-        } else {
-            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    /// Never fails on the daemon: an address that does not resolve yet (a sidecar's name while
+    /// it starts) is logged at the first export and looked up again once a minute, spans being
+    /// dropped meanwhile, rather than stopping the service.
+    pub fn new(address: &DaemonAddress, facade: bool) -> Self {
+        let (socket, lookup_error) = match connect(address) {
+            Ok(socket) => (Some(socket), None),
+            Err(error) => (None, Some(error)),
         };
-        let socket = UdpSocket::bind(local)
-            .and_then(|s| s.set_nonblocking(true).map(|()| s))
-            .and_then(|s| s.connect(target).map(|()| s))
-            .map_err(|e| TelemetryError::Exporter(format!("X-Ray daemon socket: {e}")))?;
         let mut buffer = Vec::with_capacity(8 * 1024);
         buffer.extend_from_slice(HEADER);
-        Ok(Self {
+        Self {
             translator: SegmentTranslator::new()
                 .with_indexed_attrs(annotations::KEYS.iter().map(|k| (*k).to_owned())),
-            socket,
+            address: address.clone(),
             facade,
             state: Mutex::new(State {
                 buffer,
-                unreachable: Unreachable::default(),
+                socket,
+                looked_up_at: Instant::now(),
+                lookup_error,
+                unreachable: Throttle::default(),
+                dropped: Throttle::default(),
             }),
-        })
+        }
     }
 
     /// Translates and sends one batch; never blocks on the network.
@@ -175,12 +213,21 @@ impl XrayDaemonExporter {
             ..Sent::default()
         };
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let State {
-            buffer,
-            unreachable,
-        } = &mut *state;
+        let state = &mut *state;
+        if state.socket.is_none() && state.looked_up_at.elapsed() >= WARNING_INTERVAL {
+            state.looked_up_at = Instant::now();
+            match connect(&self.address) {
+                Ok(socket) => state.socket = Some(socket),
+                Err(error) => state.lookup_error = Some(error),
+            }
+        }
         let mut first_error = None;
         for document in &documents {
+            let Some(socket) = &state.socket else {
+                sent.failed += 1;
+                continue;
+            };
+            let buffer = &mut state.buffer;
             buffer.truncate(HEADER.len());
             if serde_json::to_writer(&mut *buffer, document).is_err() {
                 sent.untranslatable += 1;
@@ -190,57 +237,51 @@ impl XrayDaemonExporter {
                 sent.oversize += 1;
                 continue;
             }
-            match self.socket.send(buffer) {
+            match socket.send(buffer) {
                 Ok(_) => sent.datagrams += 1,
                 Err(error) => {
                     sent.failed += 1;
-                    first_error.get_or_insert(error);
+                    if first_error.is_none() {
+                        first_error = Some(if error.kind() == ErrorKind::ConnectionRefused {
+                            format!("{error} (nothing listens there: is active tracing on?)")
+                        } else {
+                            error.to_string()
+                        });
+                    }
                 }
             }
         }
-        if buffer.capacity() > 64 * 1024 {
-            buffer.shrink_to(8 * 1024);
+        if state.buffer.capacity() > 64 * 1024 {
+            state.buffer.shrink_to(8 * 1024);
         }
-        report(&sent, first_error, unreachable);
+        let error = if state.socket.is_none() {
+            state.lookup_error.clone()
+        } else {
+            first_error
+        };
+        report(&sent, error, state);
         sent
     }
 }
 
-fn report(sent: &Sent, error: Option<std::io::Error>, unreachable: &mut Unreachable) {
-    if sent.untranslatable > 0 || sent.oversize > 0 {
+fn report(sent: &Sent, error: Option<String>, state: &mut State) {
+    if let Some(count) = state.dropped.note(sent.untranslatable + sent.oversize) {
         tracing::warn!(
             target: "apuntador::telemetry",
-            untranslatable = sent.untranslatable,
-            oversize = sent.oversize,
+            dropped_spans = count,
             max_datagram = MAX_DATAGRAM,
-            "spans dropped: X-Ray would not accept their documents"
+            "spans dropped: their X-Ray documents were refused or over the datagram limit \
+             (warned at most once a minute)"
         );
     }
-    let Some(error) = error else {
-        return;
-    };
-    unreachable.lost += sent.failed as u64;
-    let due = unreachable
-        .warned_at
-        .is_none_or(|at| at.elapsed() >= WARNING_INTERVAL);
-    if !due {
-        return;
+    if let (Some(error), Some(count)) = (error, state.unreachable.note(sent.failed)) {
+        tracing::warn!(
+            target: "apuntador::telemetry",
+            error = %error,
+            dropped_datagrams = count,
+            "X-Ray daemon unreachable; spans are dropped (warned at most once a minute)"
+        );
     }
-    let hint = if error.kind() == ErrorKind::ConnectionRefused {
-        " (nothing listens there: is active tracing on?)"
-    } else {
-        ""
-    };
-    tracing::warn!(
-        target: "apuntador::telemetry",
-        error = %error,
-        dropped_datagrams = unreachable.lost,
-        "X-Ray daemon unreachable{hint}; spans are dropped (warned at most once a minute)"
-    );
-    *unreachable = Unreachable {
-        warned_at: Some(Instant::now()),
-        lost: 0,
-    };
 }
 
 impl SpanExporter for XrayDaemonExporter {
@@ -264,9 +305,6 @@ fn prepare(span: &mut SpanData, facade: bool) {
     if let Some(name) = segment_name(&span.name) {
         span.name = Cow::Owned(name);
     }
-    if span.span_kind != SpanKind::Server {
-        return;
-    }
     let status_code = span
         .attributes
         .iter()
@@ -278,7 +316,7 @@ fn prepare(span: &mut SpanData, facade: bool) {
     if matches!(status_code, Some(400..=599)) && span.status == Status::Unset {
         span.status = Status::error("");
     }
-    if facade && span.parent_span_id != SpanId::INVALID {
+    if facade && span.span_kind == SpanKind::Server && span.parent_span_id != SpanId::INVALID {
         // A subsegment of Lambda's function segment. Its http block keeps method, user agent
         // and status; `client.address` goes, because for a non-server span the translator
         // would build the URL from it.
@@ -384,7 +422,7 @@ mod tests {
     #[test]
     fn in_lambda_the_invocation_is_a_subsegment_of_the_header_parent() {
         let (socket, address) = receiver();
-        let exporter = XrayDaemonExporter::new(&address, true).unwrap();
+        let exporter = XrayDaemonExporter::new(&address, true);
         let sent = exporter.send(vec![span(
             SpanKind::Server,
             0x53995c3f42cd8ad8,
@@ -415,7 +453,7 @@ mod tests {
     #[test]
     fn outside_lambda_the_server_span_is_the_segment() {
         let (socket, address) = receiver();
-        let exporter = XrayDaemonExporter::new(&address, false).unwrap();
+        let exporter = XrayDaemonExporter::new(&address, false);
         exporter.send(vec![span(
             SpanKind::Server,
             0x53995c3f42cd8ad8,
@@ -429,35 +467,82 @@ mod tests {
     #[test]
     fn an_oversize_document_is_dropped_and_counted_not_sent() {
         let (socket, address) = receiver();
-        let exporter = XrayDaemonExporter::new(&address, true).unwrap();
+        let exporter = XrayDaemonExporter::new(&address, true);
+        // A span attribute the translator keeps (it becomes an annotation), too large to send.
         let huge = "x".repeat(MAX_DATAGRAM);
         let sent = exporter.send(vec![
             span(
                 SpanKind::Internal,
                 7,
-                vec![KeyValue::new(annotations::ERROR_TYPE, huge)],
+                vec![KeyValue::new(annotations::OAUTH_PROVIDER, huge)],
             ),
             span(SpanKind::Client, 7, vec![]),
         ]);
-        assert_eq!(sent.oversize + sent.untranslatable, 1, "{sent:?}");
-        assert_eq!(sent.datagrams, 1, "{sent:?}");
-        receive(&socket);
+        assert_eq!(
+            (sent.oversize, sent.untranslatable, sent.datagrams),
+            (1, 0, 1),
+            "{sent:?}"
+        );
+        let document = receive(&socket);
+        assert!(
+            document.get("annotations").is_none(),
+            "the small one: {document}"
+        );
     }
 
     #[test]
-    fn no_daemon_costs_a_counted_failure_not_a_wait() {
+    fn no_daemon_costs_counted_failures() {
         let closed = {
             let s = UdpSocket::bind("127.0.0.1:0").unwrap();
             s.local_addr().unwrap().to_string()
         };
-        let exporter =
-            XrayDaemonExporter::new(&DaemonAddress::parse(Some(&closed)).unwrap(), true).unwrap();
-        for _ in 0..5 {
-            exporter.send(vec![span(SpanKind::Client, 7, vec![])]);
-        }
-        // A loopback port with no listener answers with ICMP: sends after the first fail.
+        let exporter = XrayDaemonExporter::new(&DaemonAddress::parse(Some(&closed)).unwrap(), true);
+        // A loopback port with no listener answers with ICMP: later sends fail.
+        let failed: usize = (0..6)
+            .map(|_| {
+                exporter
+                    .send(vec![span(SpanKind::Client, 7, vec![])])
+                    .failed
+            })
+            .sum();
+        assert!(failed >= 1, "no send reported the missing daemon");
+    }
+
+    #[test]
+    fn an_address_that_does_not_resolve_drops_spans_and_does_not_stop_the_service() {
+        let address = DaemonAddress::parse(Some("no-such-daemon.invalid:2000")).unwrap();
+        let exporter = XrayDaemonExporter::new(&address, true);
         let sent = exporter.send(vec![span(SpanKind::Client, 7, vec![])]);
-        assert_eq!(sent.datagrams + sent.failed, 1, "{sent:?}");
+        assert_eq!((sent.datagrams, sent.failed), (0, 1), "{sent:?}");
+    }
+
+    #[test]
+    fn losses_are_logged_at_once_then_at_most_once_an_interval_with_their_count() {
+        let mut throttle = Throttle::default();
+        assert_eq!(throttle.note(0), None, "nothing lost, nothing to say");
+        assert_eq!(throttle.note(2), Some(2));
+        assert_eq!(throttle.note(3), None);
+        assert_eq!(throttle.note(1), None);
+        throttle.warned_at = Some(Instant::now() - WARNING_INTERVAL);
+        assert_eq!(
+            throttle.note(1),
+            Some(5),
+            "the count since the last warning"
+        );
+    }
+
+    #[test]
+    fn a_client_call_answered_4xx_is_an_error() {
+        let (socket, address) = receiver();
+        let exporter = XrayDaemonExporter::new(&address, true);
+        exporter.send(vec![span(
+            SpanKind::Client,
+            7,
+            vec![KeyValue::new("http.response.status_code", 400)],
+        )]);
+        let document = receive(&socket);
+        assert_eq!(document["error"], true, "{document}");
+        assert_eq!(document["namespace"], "remote");
     }
 
     #[test]

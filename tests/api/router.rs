@@ -96,18 +96,35 @@ async fn every_response_gets_a_distinct_x_ray_trace_id() {
 
 #[tokio::test]
 async fn incoming_x_ray_header_sets_the_trace_id() {
+    let root = format!(
+        "1-{}-bd862e3fe1be46a994272793",
+        apuntador_harness::epoch_hex()
+    );
     let request = Request::get("/config/providers")
         .header(
             "x-amzn-trace-id",
-            "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1",
+            format!("Root={root};Parent=53995c3f42cd8ad8;Sampled=1"),
         )
         .body(Body::empty())
         .unwrap();
     let (res, _) = send(app().await, request).await;
-    assert_eq!(
-        res.header("x-trace-id"),
-        Some("1-5759e988-bd862e3fe1be46a994272793")
-    );
+    assert_eq!(res.header("x-trace-id"), Some(root.as_str()));
+}
+
+#[tokio::test]
+async fn an_x_ray_header_x_ray_would_refuse_gets_a_fresh_trace() {
+    let stale = "1-5759e988-bd862e3fe1be46a994272793";
+    let request = Request::get("/config/providers")
+        .header(
+            "x-amzn-trace-id",
+            format!("Root={stale};Parent=53995c3f42cd8ad8;Sampled=1"),
+        )
+        .body(Body::empty())
+        .unwrap();
+    let (res, _) = send(app().await, request).await;
+    let fresh = res.header("x-trace-id").expect("X-Trace-ID").to_owned();
+    assert_ne!(fresh, stale, "a 2016 Root is not joined");
+    assert!(fresh.starts_with("1-") && fresh.len() == 35, "{fresh}");
 }
 
 #[tokio::test]

@@ -14,7 +14,9 @@ use apuntador_backend::device::ca::CertificateAuthority;
 use aws_sdk_secretsmanager::config::{BehaviorVersion, Credentials, Region};
 use serde_json::{Value, json};
 
-const ROOT: &str = "1-6b04aa01-0d0d0d0d0d0d0d0d0d0d0d0d";
+static ROOT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!("1-{}-0d0d0d0d0d0d0d0d0d0d0d0d", crate::support::epoch_hex())
+});
 
 fn csr() -> String {
     let key = rcgen::KeyPair::generate().unwrap();
@@ -58,7 +60,7 @@ async fn invoke(
     cert: Option<&str>,
 ) -> (Outcome, u16, Value) {
     let event = http_api_event_with_cert(method, path, "", body.as_ref(), cert);
-    let trace_header = Some(format!("Root={ROOT};Parent=53995c3f42cd8ad8;Sampled=1"));
+    let trace_header = Some(format!("Root={};Parent=53995c3f42cd8ad8;Sampled=1", *ROOT));
     let outcome = api
         .invoke(Event {
             body: event,
@@ -162,7 +164,7 @@ async fn enrollment_guard_renewal_and_revocation_on_dynamodb_and_secrets_manager
             "{:?}",
             span.attributes
         );
-        assert_eq!(span.xray_trace_id(), ROOT);
+        assert_eq!(span.xray_trace_id(), *ROOT);
     }
 
     let (_, status, _) = invoke(&api, "GET", "/device/status/aws-device-1", None, None).await;
@@ -354,7 +356,7 @@ async fn aws_calls_carry_their_span_as_the_x_ray_parent() {
     let outcome = api
         .invoke(Event {
             body: event,
-            trace_header: Some(format!("Root={ROOT};Parent=53995c3f42cd8ad8;Sampled=1")),
+            trace_header: Some(format!("Root={};Parent=53995c3f42cd8ad8;Sampled=1", *ROOT)),
         })
         .await;
     assert_eq!(
@@ -375,7 +377,7 @@ async fn aws_calls_carry_their_span_as_the_x_ray_parent() {
     for header in headers {
         assert_eq!(
             header,
-            format!("Root={ROOT};Parent={};Sampled=1", call.span_id),
+            format!("Root={};Parent={};Sampled=1", *ROOT, call.span_id),
             "each attempt names the call's span as its parent"
         );
     }

@@ -1,13 +1,15 @@
 //! The binary as Lambda runs it, under a Runtime API double that sends `Lambda-Runtime-Trace-Id`
 //! (the AWS emulator does not), with an OTLP receiver standing in for the ADOT collector layer.
 
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 use crate::support::otlp::{Behaviour, OtlpReceiver, ReceivedSpan};
 use crate::support::runtime_api::{Event, Outcome, RuntimeApi};
-use crate::support::{CONFIG_API_KEY, Process, binary, closed_port, lambda_env};
+use crate::support::{CONFIG_API_KEY, Process, binary, closed_port, epoch_hex, lambda_env};
 
-const ROOT: &str = "1-6b04aa01-0123456789abcdef01234567";
+static ROOT: LazyLock<String> =
+    LazyLock::new(|| format!("1-{}-0123456789abcdef01234567", epoch_hex()));
 const PARENT: &str = "53995c3f42cd8ad8";
 const SERVER_KIND: i32 = 2;
 
@@ -55,16 +57,19 @@ async fn invocation_span_is_the_child_of_the_lambda_trace_header() {
     let first = api
         .invoke(event(
             "http-api-config-providers.json",
-            Some(header(ROOT, 1)),
+            Some(header(&ROOT, 1)),
         ))
         .await;
     assert!(first.ok, "{}", first.body);
     assert_eq!(first.json()["statusCode"], 200);
-    assert_eq!(response_header(&first, "x-trace-id").as_deref(), Some(ROOT));
+    assert_eq!(
+        response_header(&first, "x-trace-id").as_deref(),
+        Some(ROOT.as_str())
+    );
 
     let spans = receiver.wait_for_spans(1, Duration::from_secs(5)).await;
     let span = span_of(&spans, &first).expect("span of the first invocation");
-    assert_eq!(span.xray_trace_id(), ROOT);
+    assert_eq!(span.xray_trace_id(), *ROOT);
     assert_eq!(span.parent_span_id, PARENT);
     assert_eq!(span.kind, SERVER_KIND);
     assert_eq!(span.name, "GET /config/providers");
@@ -138,7 +143,10 @@ async fn invocation_span_is_the_child_of_the_lambda_trace_header() {
     let second = api
         .invoke(event(
             "http-api-root.json",
-            Some(header("1-6b04aa02-0123456789abcdef01234568", 1)),
+            Some(header(
+                &format!("1-{}-0123456789abcdef01234568", epoch_hex()),
+                1,
+            )),
         ))
         .await;
     let spans = receiver.wait_for_spans(2, Duration::from_secs(5)).await;
@@ -151,7 +159,7 @@ async fn invocation_span_is_the_child_of_the_lambda_trace_header() {
         .iter()
         .find(|l| l["message"] == "request completed" && l["route"] == "/config/providers")
         .expect("access log line");
-    assert_eq!(access["trace_id"], ROOT);
+    assert_eq!(access["trace_id"], ROOT.as_str());
     assert_eq!(access["function_request_id"], first.request_id.as_str());
     assert_eq!(access["cold_start"], true);
     assert_eq!(access["status"], 200);
@@ -171,7 +179,8 @@ async fn invocation_span_is_the_child_of_the_lambda_trace_header() {
 async fn sampled_zero_is_answered_but_not_exported() {
     let receiver = OtlpReceiver::start().await;
     let (api, _process) = start(&http_endpoint(&receiver), &[]).await;
-    let unsampled_root = "1-6b04aa03-aaaaaaaaaaaaaaaaaaaaaaaa";
+    let unsampled_root = format!("1-{}-aaaaaaaaaaaaaaaaaaaaaaaa", epoch_hex());
+    let unsampled_root = unsampled_root.as_str();
     let unsampled = api
         .invoke(event("http-api-root.json", Some(header(unsampled_root, 0))))
         .await;
@@ -181,7 +190,7 @@ async fn sampled_zero_is_answered_but_not_exported() {
         Some(unsampled_root)
     );
     let sampled = api
-        .invoke(event("http-api-root.json", Some(header(ROOT, 1))))
+        .invoke(event("http-api-root.json", Some(header(&ROOT, 1))))
         .await;
     let spans = receiver.wait_for_spans(1, Duration::from_secs(5)).await;
     assert!(span_of(&spans, &sampled).is_some());
@@ -198,7 +207,7 @@ async fn spans_leave_after_the_response_and_before_the_next_poll() {
     let (api, _process) = start(&http_endpoint(&receiver), &[]).await;
     let mut outcomes = Vec::new();
     for i in 0..5 {
-        let root = format!("1-6b04aa1{i}-0123456789abcdef0123456{i}");
+        let root = format!("1-{}-0123456789abcdef0123456{i}", epoch_hex());
         outcomes.push(
             api.invoke(event(
                 "http-api-config-providers.json",
@@ -252,7 +261,7 @@ async fn a_dead_or_failing_collector_costs_little_and_logs_once() {
             let o = api
                 .invoke(event(
                     "http-api-config-providers.json",
-                    Some(header(ROOT, 1)),
+                    Some(header(&ROOT, 1)),
                 ))
                 .await;
             assert_eq!(o.json()["statusCode"], 200, "{endpoint}: {}", o.body);
@@ -299,7 +308,7 @@ async fn a_hanging_collector_delays_no_caller_and_few_flushes() {
         let o = api
             .invoke(event(
                 "http-api-config-providers.json",
-                Some(header(ROOT, 1)),
+                Some(header(&ROOT, 1)),
             ))
             .await;
         assert_eq!(o.json()["statusCode"], 200);
@@ -332,7 +341,7 @@ async fn a_hanging_collector_delays_no_caller_and_few_flushes() {
     receiver.set_behaviour(Behaviour::Accept);
     tokio::time::sleep(Duration::from_millis(4100)).await;
     let recovered = api
-        .invoke(event("http-api-root.json", Some(header(ROOT, 1))))
+        .invoke(event("http-api-root.json", Some(header(&ROOT, 1))))
         .await;
     let spans = receiver.wait_for_spans(1, Duration::from_secs(5)).await;
     assert!(
@@ -352,7 +361,7 @@ async fn grpc_exports_to_the_collector_too() {
     let endpoint = format!("http://{}", receiver.grpc_addr);
     let (api, _process) = start(&endpoint, &[("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")]).await;
     let outcome = api
-        .invoke(event("http-api-root.json", Some(header(ROOT, 1))))
+        .invoke(event("http-api-root.json", Some(header(&ROOT, 1))))
         .await;
     let next_poll = api
         .poll_after(outcome.answered_at, Duration::from_secs(5))
@@ -360,7 +369,7 @@ async fn grpc_exports_to_the_collector_too() {
         .unwrap();
     let spans = receiver.wait_for_spans(1, Duration::from_secs(5)).await;
     let span = span_of(&spans, &outcome).expect("span over gRPC");
-    assert_eq!(span.xray_trace_id(), ROOT);
+    assert_eq!(span.xray_trace_id(), *ROOT);
     assert!(span.at <= next_poll);
 }
 
@@ -376,7 +385,7 @@ async fn bad_events_get_an_invocation_error_and_the_function_keeps_serving() {
         let outcome = api
             .invoke(Event {
                 body: body.to_owned(),
-                trace_header: Some(header(ROOT, 1)),
+                trace_header: Some(header(&ROOT, 1)),
             })
             .await;
         assert!(
@@ -397,14 +406,14 @@ async fn health_checks_are_not_traced_or_logged_by_default() {
     let receiver = OtlpReceiver::start().await;
     let (api, process) = start(&http_endpoint(&receiver), &[]).await;
     let health = api
-        .invoke(event("http-api-health.json", Some(header(ROOT, 1))))
+        .invoke(event("http-api-health.json", Some(header(&ROOT, 1))))
         .await;
     assert_eq!(
         response_header(&health, "x-trace-id").as_deref(),
-        Some(ROOT)
+        Some(ROOT.as_str())
     );
     let root = api
-        .invoke(event("http-api-root.json", Some(header(ROOT, 1))))
+        .invoke(event("http-api-root.json", Some(header(&ROOT, 1))))
         .await;
     let spans = receiver.wait_for_spans(1, Duration::from_secs(5)).await;
     let span = span_of(&spans, &root).expect("span of the traced invocation");
@@ -467,7 +476,7 @@ async fn measure_flush_cost_per_protocol() {
         .await;
         let mut outcomes = Vec::new();
         for i in 0..400 {
-            let root = format!("1-6b04aa01-{i:024x}");
+            let root = format!("1-{}-{i:024x}", epoch_hex());
             outcomes.push(
                 api.invoke(event(
                     "http-api-config-providers.json",

@@ -23,7 +23,10 @@ fn rss_kib(process: &Process) -> u64 {
 
 /// A distinct, well-formed trace header per invocation, as Lambda sends.
 fn trace_header(n: u32) -> String {
-    format!("Root=1-6b04aa01-{n:024x};Parent={n:016x};Sampled=1")
+    format!(
+        "Root=1-{}-{n:024x};Parent={n:016x};Sampled=1",
+        crate::support::epoch_hex()
+    )
 }
 
 async fn invoke_many(api: &RuntimeApi, bodies: &[String], from: u32, count: u32) {

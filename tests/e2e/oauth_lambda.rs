@@ -10,13 +10,15 @@ use crate::support::runtime_api::{Event, Outcome, RuntimeApi};
 use crate::support::{Process, binary, closed_port, http_api_event, lambda_env, moto};
 use serde_json::{Value, json};
 
-const ROOT: &str = "1-6b04aa01-0a0a0a0a0a0a0a0a0a0a0a0a";
+static ROOT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!("1-{}-0a0a0a0a0a0a0a0a0a0a0a0a", crate::support::epoch_hex())
+});
 const VERIFIER: &str = "e2e-verifier-e2e-verifier-e2e-verifier-e2e-verifier";
 const SERVER: i32 = 2;
 const CLIENT: i32 = 3;
 
 fn trace_header() -> Option<String> {
-    Some(format!("Root={ROOT};Parent=53995c3f42cd8ad8;Sampled=1"))
+    Some(format!("Root={};Parent=53995c3f42cd8ad8;Sampled=1", *ROOT))
 }
 
 async fn start(receiver: &OtlpReceiver, extra: Vec<(String, String)>) -> (RuntimeApi, Process) {
@@ -154,7 +156,7 @@ async fn full_flows_trace_every_provider_call() {
             assert_eq!(client.len(), 1, "{provider} {path}: one provider call");
             let client = client[0];
             assert_eq!(client.kind, CLIENT);
-            assert_eq!(client.xray_trace_id(), ROOT);
+            assert_eq!(client.xray_trace_id(), *ROOT);
             assert_eq!(client.attr("http.request.method"), Some("POST"));
             assert_eq!(client.attr("server.address"), Some("127.0.0.1"));
             assert_eq!(
@@ -166,7 +168,7 @@ async fn full_flows_trace_every_provider_call() {
                 Some(format!("http://{}/{provider}/{path}", double.addr).as_str())
             );
             assert_eq!(client.attr("http.response.status_code"), Some("200"));
-            let header = format!("Root={ROOT};Parent={};Sampled=1", client.span_id);
+            let header = format!("Root={};Parent={};Sampled=1", *ROOT, client.span_id);
             assert!(
                 double.trace_headers().contains(&header),
                 "{header} not in {:?}",

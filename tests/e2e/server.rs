@@ -48,22 +48,20 @@ async fn incoming_x_ray_header_parents_the_span_and_sigterm_flushes_it() {
         ("OTEL_BSP_SCHEDULE_DELAY", "60000"),
     ]);
     let client = reqwest::Client::new();
+    let root = format!("1-{}-00000000000000000000abcd", crate::support::epoch_hex());
     let response = client
         .get(format!("{url}/config/providers"))
         .header("authorization", format!("Bearer {CONFIG_API_KEY}"))
         .header(
             "x-amzn-trace-id",
-            "Root=1-6b04aa01-00000000000000000000abcd;Parent=1111111111111111;Sampled=1",
+            format!("Root={root};Parent=1111111111111111;Sampled=1"),
         )
         .header("user-agent", "server-e2e")
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    assert_eq!(
-        response.headers()["x-trace-id"].to_str().unwrap(),
-        "1-6b04aa01-00000000000000000000abcd"
-    );
+    assert_eq!(response.headers()["x-trace-id"].to_str().unwrap(), root);
     let health = client.get(format!("{url}/health")).send().await.unwrap();
     assert_eq!(health.status(), 200);
     assert!(
@@ -82,7 +80,7 @@ async fn incoming_x_ray_header_parents_the_span_and_sigterm_flushes_it() {
         "one span (health checks are not traced): {spans:?}"
     );
     let span = &spans[0];
-    assert_eq!(span.xray_trace_id(), "1-6b04aa01-00000000000000000000abcd");
+    assert_eq!(span.xray_trace_id(), root);
     assert_eq!(span.parent_span_id, "1111111111111111");
     assert_eq!(span.attr("http.route"), Some("/config/providers"));
     assert_eq!(span.attr("client.address"), Some("127.0.0.1"));

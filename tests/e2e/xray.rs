@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 use crate::support::provider_double::{CLIENT_SECRET, Mode, ProviderDouble};
 use crate::support::runtime_api::{Event, Outcome, RuntimeApi};
 use crate::support::xray::{DaemonDouble, Rotel, XrayApi, check_segment_document};
-use crate::support::{Process, binary, closed_port, http_api_event, lambda_env, moto};
+use crate::support::{Process, binary, http_api_event, lambda_env, moto};
 
 const PARENT: &str = "53995c3f42cd8ad8";
 const VERIFIER: &str = "xray-verifier-xray-verifier-xray-verifier-xray-verifier";
@@ -140,6 +140,8 @@ struct Ran {
     unsampled: String,
     /// A malformed header: answered, on a fresh trace (its id from `X-Trace-ID`).
     fresh: String,
+    /// A well-formed but 2016 `Root`: answered, on a fresh trace.
+    renewed: String,
     secrets: Vec<String>,
 }
 
@@ -215,6 +217,26 @@ async fn scenario(api: &RuntimeApi, double: &ProviderDouble) -> Ran {
         .to_owned();
     assert!(fresh.starts_with("1-") && fresh.len() == 35, "{fresh}");
 
+    // A well-formed Root of 2016: X-Ray would refuse its segments, so it is not joined either.
+    let stale = "1-5759e988-bd862e3fe1be46a994272793";
+    let (outcome, _) = invoke(
+        api,
+        &format!("Root={stale};Parent={PARENT};Sampled=1"),
+        "GET",
+        "/",
+        None,
+    )
+    .await;
+    assert_eq!(status(&outcome), 200);
+    let renewed = outcome.json()["headers"]["x-trace-id"]
+        .as_str()
+        .expect("X-Trace-ID")
+        .to_owned();
+    assert_ne!(
+        renewed, stale,
+        "a trace X-Ray would drop is replaced by a fresh one"
+    );
+
     Ran {
         authorize,
         token,
@@ -222,6 +244,7 @@ async fn scenario(api: &RuntimeApi, double: &ProviderDouble) -> Ran {
         upstream_failure,
         unsampled,
         fresh,
+        renewed,
         secrets: vec![
             VERIFIER.to_owned(),
             code,
@@ -272,6 +295,7 @@ async fn stored(xray: &XrayApi, ran: &Ran, schema_exceptions: &[&str]) -> Vec<Ve
         (&ran.invalid, 1),
         (&ran.upstream_failure, 2),
         (&ran.fresh, 1),
+        (&ran.renewed, 1),
     ];
     let mut traces = Vec::new();
     for (trace_id, count) in expected {
@@ -310,11 +334,12 @@ async fn stored(xray: &XrayApi, ran: &Ran, schema_exceptions: &[&str]) -> Vec<Ve
         let server = invocation(documents);
         assert_eq!(children(documents, server).len(), 1, "{documents:#?}");
     }
-    assert!(
-        traces[4].iter().all(|d| d["parent_id"] != PARENT),
-        "the malformed header's parent is not used: {:#?}",
-        traces[4]
-    );
+    for fresh in &traces[4..] {
+        assert!(
+            fresh.iter().all(|d| d["parent_id"] != PARENT),
+            "a refused header's parent is not used: {fresh:#?}"
+        );
+    }
 
     // Sampled=0 stores nothing. It was invoked before the fresh trace, which is stored, and
     // spans leave in invocation order, so it would be there by now.
@@ -421,6 +446,19 @@ async fn through_the_daemon_spans_are_subsegments_of_lambdas_segment() {
     let ran = scenario(&api, &double).await;
     let traces = stored(&xray, &ran, &[]).await;
     assert!(daemon.problems().is_empty(), "{:?}", daemon.problems());
+    // No secret in anything the function sent or printed, read back or not.
+    let sent: Vec<String> = daemon
+        .datagrams()
+        .iter()
+        .filter_map(|d| d.document.as_ref().map(Value::to_string))
+        .chain(process.lines())
+        .collect();
+    for secret in &ran.secrets {
+        assert!(
+            sent.iter().all(|text| !text.contains(secret.as_str())),
+            "a secret was sent or logged"
+        );
+    }
     assert!(
         daemon.datagrams().iter().all(|d| d
             .document
@@ -499,16 +537,19 @@ async fn through_the_daemon_spans_are_subsegments_of_lambdas_segment() {
     );
 }
 
+/// A loopback UDP address nothing listens on (bound, then released).
+fn closed_udp_address() -> String {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.local_addr().unwrap().to_string()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_missing_daemon_loses_spans_quietly_and_delays_nothing() {
     let (api, process) = start(
         lambda_env("http://127.0.0.1:1"),
         &[
             ("OTEL_TRACES_EXPORTER", "xray".to_owned()),
-            (
-                "AWS_XRAY_DAEMON_ADDRESS",
-                format!("127.0.0.1:{}", closed_port()),
-            ),
+            ("AWS_XRAY_DAEMON_ADDRESS", closed_udp_address()),
         ],
     )
     .await;
