@@ -141,6 +141,7 @@ async fn the_device_platform_is_annotated_once_the_request_names_it() {
     let app = app_with(&[
         ("ENVIRONMENT", "local"),
         ("INFRASTRUCTURE_BASE_DIR", base.as_str()),
+        ("TRUSTED_CLIENT_CERT_HEADER", "X-Client-Cert"),
     ])
     .await;
     let body =
@@ -156,6 +157,32 @@ async fn the_device_platform_is_annotated_once_the_request_names_it() {
         .await
         .unwrap();
     assert_eq!(enrolled.status(), StatusCode::CREATED);
+    let body = axum::body::to_bytes(enrolled.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let certificate = serde_json::from_slice::<serde_json::Value>(&body).unwrap()["certificate"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // A guarded route learns the platform from the certificate's record.
+    let status = app
+        .clone()
+        .oneshot(
+            Request::get("/device/status/span-probe-device")
+                .header(
+                    "x-client-cert",
+                    percent_encoding::utf8_percent_encode(
+                        &certificate,
+                        percent_encoding::NON_ALPHANUMERIC,
+                    )
+                    .to_string(),
+                )
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status.status(), StatusCode::OK);
     let invalid = app
         .oneshot(
             Request::post("/device/enroll")
@@ -175,6 +202,16 @@ async fn the_device_platform_is_annotated_once_the_request_names_it() {
         .filter(|s| s.name == "POST /device/enroll")
         .collect();
     assert_eq!(enrolments.len(), 2, "{spans:?}");
+    let status = spans
+        .iter()
+        .find(|s| s.name == "GET /device/status/{device_id}")
+        .expect("status span");
+    assert_eq!(
+        attribute(status, "device_platform").as_deref(),
+        Some("android"),
+        "{:?}",
+        status.attributes
+    );
     assert_eq!(
         attribute(enrolments[0], "device_platform").as_deref(),
         Some("android"),

@@ -295,8 +295,27 @@ impl SpanExporter for XrayDaemonExporter {
         Ok(())
     }
 
+    /// The resource with `service.name` made a valid X-Ray name: outside Lambda it names the
+    /// service's segment, and a name X-Ray refuses would make every segment fail translation.
     fn set_resource(&mut self, resource: &opentelemetry_sdk::Resource) {
-        self.translator.set_resource(resource);
+        let service = Key::from_static_str("service.name");
+        let fixed = resource
+            .get(&service)
+            .and_then(|name| segment_name(name.as_str().as_ref()));
+        match fixed {
+            Some(name) => {
+                let attributes = resource
+                    .iter()
+                    .map(|(k, v)| opentelemetry::KeyValue::new(k.clone(), v.clone()))
+                    .filter(|kv| kv.key != service)
+                    .chain([opentelemetry::KeyValue::new("service.name", name)]);
+                let resource = opentelemetry_sdk::Resource::builder_empty()
+                    .with_attributes(attributes)
+                    .build();
+                self.translator.set_resource(&resource);
+            }
+            None => self.translator.set_resource(resource),
+        }
     }
 }
 
@@ -543,6 +562,20 @@ mod tests {
         let document = receive(&socket);
         assert_eq!(document["error"], true, "{document}");
         assert_eq!(document["namespace"], "remote");
+    }
+
+    #[test]
+    fn a_service_name_x_ray_refuses_still_names_the_segment() {
+        let (socket, address) = receiver();
+        let mut exporter = XrayDaemonExporter::new(&address, false);
+        exporter.set_resource(
+            &opentelemetry_sdk::Resource::builder_empty()
+                .with_service_name("teleprompter (eu)")
+                .build(),
+        );
+        let sent = exporter.send(vec![span(SpanKind::Server, 0, vec![])]);
+        assert_eq!(sent.datagrams, 1, "{sent:?}");
+        assert_eq!(receive(&socket)["name"], "teleprompter eu");
     }
 
     #[test]
