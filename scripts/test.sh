@@ -8,7 +8,9 @@
 #
 # Caches live outside the clone so repeated runs (and CI on the same machine) are fast:
 #   APUNTADOR_CACHE (default ~/.cache/apuntador-backend) holds target/ and venv/.
-# Set APUNTADOR_SAM_BUILD=1 to also run `sam build` (cargo-lambda + zig, a few minutes cold), and
+# Set APUNTADOR_DOCS_BROWSER=1 to render the API documentation page in headless Chromium
+# (installed from Debian when missing; about a minute the first time), APUNTADOR_SAM_BUILD=1 to
+# also run `sam build` (cargo-lambda + zig, a few minutes cold), and
 # APUNTADOR_SAM_LOCAL=1 to run scripts/sam-local.sh: `sam build`, `sam local invoke` of every
 # event and `sam local start-api` under a Docker it installs and starts (about 10 minutes cold).
 set -euo pipefail
@@ -77,6 +79,25 @@ fi
 if [ "${APUNTADOR_SAM_LOCAL:-0}" = "1" ]; then
   step "sam local (scripts/sam-local.sh)"
   scripts/sam-local.sh
+fi
+
+if [ "${APUNTADOR_DOCS_BROWSER:-0}" = "1" ]; then
+  step "the API documentation page in headless Chromium (scripts/docs-browser-check.sh)"
+  docs_log="$cache/docs-server.log"
+  env -i PATH="$PATH" PORT=0 ENVIRONMENT=local ENABLE_DOCS=true OTEL_TRACES_EXPORTER=none \
+    INFRASTRUCTURE_BASE_DIR="$cache/docs-server-ca" "$APUNTADOR_BIN" >"$docs_log" 2>&1 &
+  docs_pid=$!
+  trap 'kill "$docs_pid" 2>/dev/null || true' EXIT
+  docs_url=""
+  for _ in $(seq 100); do
+    docs_url=$(grep -o 'listening on http://[0-9.:]*' "$docs_log" | head -1 | sed 's/listening on //') || true
+    [ -n "$docs_url" ] && break
+    sleep 0.1
+  done
+  [ -n "$docs_url" ] || { cat "$docs_log"; exit 1; }
+  scripts/docs-browser-check.sh "$docs_url"
+  kill "$docs_pid"
+  trap - EXIT
 fi
 
 step "all checks passed"

@@ -73,6 +73,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Whether `/health` and `/health/public` get spans and access-log lines.
     pub trace_health_checks: bool,
+    /// `ENABLE_DOCS`: serve `/openapi.json`, `/docs` and `/redoc`.
+    pub docs: bool,
     pub oauth: OAuthSettings,
     pub devices: DeviceSettings,
     /// Warnings to log once logging is up (for example a generated local secret).
@@ -155,6 +157,7 @@ impl Config {
             })?,
         };
         let trace_health_checks = env.flag("TRACE_HEALTH_CHECKS", false)?;
+        let docs = env.flag("ENABLE_DOCS", false)?;
 
         let oauth = OAuthSettings::from_env(env)?;
         let devices = DeviceSettings::from_env(env, &environment, &mut warnings)?;
@@ -167,6 +170,7 @@ impl Config {
             cors,
             max_body_bytes,
             trace_health_checks,
+            docs,
             oauth,
             devices,
             warnings,

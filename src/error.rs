@@ -14,11 +14,12 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use thiserror::Error;
 
-/// One field that failed validation (spec §1.3.2 shape).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// One field that failed validation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FieldError {
     /// Machine-readable code such as `missing`, `string_type` or `string_too_short`.
     #[serde(rename = "type")]
+    #[schema(example = "string_too_short")]
     pub kind: String,
     /// Where the value was: `["body", "<field>"]`, `["query", "<name>"]`, `["path", "<name>"]`.
     pub loc: Vec<String>,
@@ -139,14 +140,21 @@ impl ApiError {
     }
 }
 
-/// The RFC 9457 body. `instance` is filled in by [`render_problems`].
-#[derive(Debug, Clone, Serialize)]
+/// An RFC 9457 problem: every error answer has this body (`application/problem+json`).
+/// (`instance` is filled in by `render_problems`.)
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Problem {
+    /// The RFC section that defines the status.
     #[serde(rename = "type")]
+    #[schema(example = "https://datatracker.ietf.org/doc/html/rfc4918#section-11.2")]
     pub kind: &'static str,
+    #[schema(example = "Validation Error")]
     pub title: &'static str,
+    #[schema(example = 422)]
     pub status: u16,
     pub detail: String,
+    /// The request path.
+    #[schema(example = "/oauth/token/googledrive")]
     pub instance: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,

@@ -49,6 +49,21 @@ pub fn lambda_env(otlp_endpoint: &str) -> Vec<(String, String)> {
     .collect()
 }
 
+/// The binary in server mode (`PORT=0` in `env` picks a free port): the process and its base
+/// URL, read from its "listening on http://…" log line.
+pub fn serve(program: &std::path::Path, env: &[(String, String)]) -> (Process, String) {
+    let process = Process::spawn(program, &[], env);
+    let line = process
+        .wait_for_line("listening on http://", Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("server did not start: {:?}", process.lines()));
+    let start = line.find("http://").unwrap_or_default();
+    let url: String = line[start..]
+        .chars()
+        .take_while(|c| *c != '"' && !c.is_whitespace())
+        .collect();
+    (process, url)
+}
+
 /// The current time as the 8 hex digits that open an X-Ray trace id. Tests build their `Root`s
 /// with it: X-Ray (and this backend, which then starts a fresh trace) refuses trace ids older
 /// than 30 days, so a fixed id in a test would stop working a month after it was written.

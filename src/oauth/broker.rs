@@ -78,14 +78,14 @@ pub struct AuthorizeRequest {
     pub state: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Authorization {
     pub authorization_url: String,
     pub state: String,
 }
 
 /// What `/token` and `/refresh` answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Tokens {
     pub access_token: String,
     pub refresh_token: Option<String>,
@@ -102,7 +102,7 @@ struct ProviderTokens {
 }
 
 /// What `/revoke` answers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Revocation {
     pub success: bool,
     pub message: &'static str,

@@ -7,8 +7,10 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::AppState;
+use super::docs::{BodyErrors, GuardErrors};
 use super::extract::{ApiJson, Authenticated, FieldChecks, FromJson};
 use crate::device::id::{DeviceId, Platform, Serial};
 use crate::device::material::MaterialError;
@@ -98,12 +100,19 @@ fn naive(t: DateTime<Utc>) -> String {
     }
 }
 
-#[derive(Debug, Serialize)]
-struct EnrollmentBody {
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct EnrollmentBody {
+    /// The device's client certificate (PEM).
     certificate: String,
+    /// Its serial: 32 uppercase hexadecimal digits.
+    #[schema(value_type = String, pattern = "^[0-9A-F]{32}$")]
     serial: Serial,
+    /// UTC, ISO 8601 without offset.
+    #[schema(example = "2026-12-01T09:30:00")]
     issued_at: String,
+    #[schema(example = "2026-12-31T09:30:00")]
     expires_at: String,
+    /// The CA certificate (PEM), for the client's trust store.
     ca_certificate: String,
 }
 
@@ -132,7 +141,7 @@ fn csr_error(csr: &str) -> Option<FieldError> {
         .ends_with("-----END CERTIFICATE REQUEST-----")
     {
         "Value error, CSR must end with PEM footer"
-    } else if csr.len() > 16 * 1024 {
+    } else if csr.chars().count() > 16 * 1024 {
         "String should have at most 16384 characters"
     } else {
         return None;
@@ -145,18 +154,39 @@ fn csr_error(csr: &str) -> Option<FieldError> {
     Some(FieldError::new(kind, &["body", "csr"], msg))
 }
 
-/// `POST /device/enroll` as sent.
-#[derive(Debug, Deserialize)]
-struct EnrollBody {
+/// An enrolment request.
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct EnrollBody {
+    /// The device's certificate signing request, PEM (`-----BEGIN CERTIFICATE REQUEST-----`).
+    #[schema(
+        min_length = 100,
+        max_length = 16384,
+        pattern = "^\\s*-----BEGIN CERTIFICATE REQUEST-----[\\s\\S]*-----END CERTIFICATE REQUEST-----\\s*$"
+    )]
     csr: String,
+    /// 5 to 128 of `A-Z a-z 0-9 _ -`.
+    #[schema(min_length = 5, max_length = 128, pattern = "^[A-Za-z0-9_-]{5,128}$")]
     device_id: String,
+    /// Decides the certificate's lifetime (android, ios: 30 days; desktop: 7; web: 1).
+    #[schema(value_type = DevicePlatform)]
     platform: String,
     /// Accepted for compatibility; attestation is verified by the attestation routes.
     #[allow(dead_code)]
     attestation: Option<String>,
 }
 
-struct Enroll {
+/// The client platforms.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub(crate) enum DevicePlatform {
+    Android,
+    Ios,
+    Desktop,
+    Web,
+}
+
+pub(crate) struct Enroll {
     csr: String,
     device: DeviceId,
     platform: Platform,
@@ -178,7 +208,16 @@ impl FromJson for Enroll {
     }
 }
 
-async fn enroll(
+/// Issues the device's first client certificate from its CSR.
+#[utoipa::path(post, path = "/device/enroll", tag = "device",
+    request_body = EnrollBody,
+    responses(
+        (status = 201, description = "The certificate", body = EnrollmentBody),
+        (status = 409, description = "The device already has a certificate (`already_enrolled`): renew it", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The CA or the certificate store is unavailable", body = crate::error::Problem, content_type = "application/problem+json"),
+        BodyErrors,
+    ))]
+pub(crate) async fn enroll(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<Enroll>,
 ) -> Result<(StatusCode, Json<EnrollmentBody>), ApiError> {
@@ -190,15 +229,25 @@ async fn enroll(
     Ok((StatusCode::CREATED, Json(enrollment.into())))
 }
 
-/// `POST /device/renew` as sent.
-#[derive(Debug, Deserialize)]
-struct RenewBody {
+/// A renewal request.
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct RenewBody {
+    /// A new CSR, PEM.
+    #[schema(
+        min_length = 100,
+        max_length = 16384,
+        pattern = "^\\s*-----BEGIN CERTIFICATE REQUEST-----[\\s\\S]*-----END CERTIFICATE REQUEST-----\\s*$"
+    )]
     csr: String,
+    /// The device of the certificate presented.
+    #[schema(min_length = 5, max_length = 128, pattern = "^[A-Za-z0-9_-]{5,128}$")]
     device_id: String,
+    /// The serial of the certificate presented: 32 hexadecimal digits.
+    #[schema(pattern = "^[0-9A-Fa-f]{32}$")]
     old_serial: String,
 }
 
-struct Renew {
+pub(crate) struct Renew {
     csr: String,
     device: DeviceId,
     old_serial: Serial,
@@ -220,7 +269,16 @@ impl FromJson for Renew {
     }
 }
 
-async fn renew(
+/// Replaces the certificate presented by a new one (the old one stops working at once).
+#[utoipa::path(post, path = "/device/renew", tag = "device",
+    request_body = RenewBody,
+    security(("device_certificate" = [])),
+    responses(
+        (status = 200, description = "The new certificate", body = EnrollmentBody),
+        (status = 409, description = "`old_serial` is not the certificate presented, or it was replaced meanwhile (`serial_mismatch`)", body = crate::error::Problem, content_type = "application/problem+json"),
+        BodyErrors, GuardErrors,
+    ))]
+pub(crate) async fn renew(
     State(state): State<AppState>,
     caller: Authenticated,
     ApiJson(body): ApiJson<Renew>,
@@ -231,14 +289,18 @@ async fn renew(
     Ok(Json(renewed.into()))
 }
 
-/// `POST /device/revoke` as sent.
-#[derive(Debug, Deserialize)]
-struct RevokeBody {
+/// A revocation request.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = DeviceRevocationBody)]
+pub(crate) struct RevokeBody {
+    /// The device of the certificate presented.
+    #[schema(min_length = 5, max_length = 128, pattern = "^[A-Za-z0-9_-]{5,128}$")]
     device_id: String,
+    #[schema(max_length = 256)]
     reason: Option<String>,
 }
 
-struct Revoke {
+pub(crate) struct Revoke {
     device: DeviceId,
     reason: Option<String>,
 }
@@ -268,14 +330,23 @@ impl FromJson for Revoke {
     }
 }
 
-#[derive(Debug, Serialize)]
-struct RevokeAnswer {
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct RevokeAnswer {
     success: bool,
+    #[schema(value_type = String)]
     device_id: DeviceId,
     message: String,
 }
 
-async fn revoke(
+/// Revokes the device's certificate (the one presented).
+#[utoipa::path(post, path = "/device/revoke", tag = "device", operation_id = "revoke_device",
+    request_body = RevokeBody,
+    security(("device_certificate" = [])),
+    responses(
+        (status = 200, description = "Revoked", body = RevokeAnswer),
+        BodyErrors, GuardErrors,
+    ))]
+pub(crate) async fn revoke(
     State(state): State<AppState>,
     caller: Authenticated,
     ApiJson(body): ApiJson<Revoke>,
@@ -296,10 +367,13 @@ async fn revoke(
     }))
 }
 
-#[derive(Debug, Serialize)]
-struct StatusAnswer {
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct StatusAnswer {
+    #[schema(value_type = String)]
     device_id: DeviceId,
+    #[schema(value_type = String, pattern = "^[0-9A-F]{32}$")]
     serial: Serial,
+    #[schema(value_type = DevicePlatform)]
     platform: Platform,
     issued_at: String,
     expires_at: String,
@@ -307,7 +381,17 @@ struct StatusAnswer {
     days_until_expiry: i64,
 }
 
-async fn status(
+/// The certificate presented, as the CA records it.
+#[utoipa::path(get, path = "/device/status/{device_id}", tag = "device",
+    params(("device_id" = String, Path, description = "The device of the certificate presented (5 to 128 of A-Z a-z 0-9 _ -)",
+        min_length = 5, max_length = 128, pattern = "^[A-Za-z0-9_-]{5,128}$")),
+    security(("device_certificate" = [])),
+    responses(
+        (status = 200, description = "The certificate's record", body = StatusAnswer),
+        (status = 422, description = "`device_id` is not a device id", body = crate::error::Problem, content_type = "application/problem+json"),
+        GuardErrors,
+    ))]
+pub(crate) async fn status(
     caller: Authenticated,
     Path(device_id): Path<String>,
 ) -> Result<Json<StatusAnswer>, ApiError> {
@@ -334,14 +418,23 @@ async fn status(
     }))
 }
 
-#[derive(Debug, Serialize)]
-struct CaCertificate {
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct CaCertificate {
     certificate: String,
     format: &'static str,
     usage: &'static str,
 }
 
-async fn ca_certificate(State(state): State<AppState>) -> Result<Json<CaCertificate>, ApiError> {
+/// The CA certificate, for clients' trust stores.
+#[utoipa::path(get, path = "/device/ca-certificate", tag = "device",
+    responses(
+        (status = 200, description = "The CA certificate", body = CaCertificate),
+        (status = 503, description = "The CA is unavailable", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 500, description = "The CA material is invalid", body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn ca_certificate(
+    State(state): State<AppState>,
+) -> Result<Json<CaCertificate>, ApiError> {
     let ca = state.devices.authority().await?;
     Ok(Json(CaCertificate {
         certificate: ca.certificate_pem().to_owned(),
@@ -350,8 +443,8 @@ async fn ca_certificate(State(state): State<AppState>) -> Result<Json<CaCertific
     }))
 }
 
-#[derive(Debug, Serialize)]
-struct PinAnswer {
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct PinAnswer {
     sha256_base64: String,
     sha256_hex: String,
     certificate_pem: String,
@@ -359,7 +452,16 @@ struct PinAnswer {
     usage: &'static str,
 }
 
-async fn ca_certificate_pin(State(state): State<AppState>) -> Result<Json<PinAnswer>, ApiError> {
+/// The CA certificate's SHA-256 pin, for certificate pinning.
+#[utoipa::path(get, path = "/device/ca-certificate-pin", tag = "device",
+    responses(
+        (status = 200, description = "The pin", body = PinAnswer),
+        (status = 503, description = "The CA is unavailable", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 500, description = "The CA material is invalid", body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn ca_certificate_pin(
+    State(state): State<AppState>,
+) -> Result<Json<PinAnswer>, ApiError> {
     let (pin, certificate_pem) = state.devices.pin().await?;
     Ok(Json(PinAnswer {
         sha256_base64: pin.sha256_base64,

@@ -2,11 +2,14 @@
 //! application version and no dependency checks, so a load balancer never fails a healthy
 //! process because a downstream service is slow.
 
+use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::AppState;
+use super::docs::DOCS_PATH;
 use crate::APP_VERSION;
 
 pub fn router() -> Router<AppState> {
@@ -16,30 +19,41 @@ pub fn router() -> Router<AppState> {
         .route("/health/public", get(health_public))
 }
 
-#[derive(Debug, Serialize)]
-struct Root {
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Root {
+    #[schema(example = "Apuntador OAuth Backend")]
     message: &'static str,
+    #[schema(example = "1.0.41")]
     version: &'static str,
-    /// API documentation is not served; kept for clients that read the field.
+    /// The API documentation page (`/docs`) when `ENABLE_DOCS` is on, else `null`.
+    #[schema(example = "/docs")]
     docs: Option<&'static str>,
 }
 
-#[derive(Debug, Serialize)]
-struct Health {
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Health {
+    #[schema(example = "ok")]
     status: &'static str,
+    #[schema(example = "1.0.41")]
     version: &'static str,
     message: &'static str,
 }
 
-async fn root() -> Json<Root> {
+/// Service name, version and where the API documentation is.
+#[utoipa::path(get, path = "/", tag = "health",
+    responses((status = 200, description = "The service", body = Root)))]
+pub(crate) async fn root(State(state): State<AppState>) -> Json<Root> {
     Json(Root {
         message: "Apuntador OAuth Backend",
         version: APP_VERSION,
-        docs: None,
+        docs: state.config.docs.then_some(DOCS_PATH),
     })
 }
 
-async fn health() -> Json<Health> {
+/// Liveness: answers whenever the process serves requests; checks no dependency.
+#[utoipa::path(get, path = "/health", tag = "health",
+    responses((status = 200, description = "Alive", body = Health)))]
+pub(crate) async fn health() -> Json<Health> {
     Json(Health {
         status: "ok",
         version: APP_VERSION,
@@ -47,7 +61,10 @@ async fn health() -> Json<Health> {
     })
 }
 
-async fn health_public() -> Json<Health> {
+/// Liveness on the public API (no client certificate needed anywhere).
+#[utoipa::path(get, path = "/health/public", tag = "health",
+    responses((status = 200, description = "Alive", body = Health)))]
+pub(crate) async fn health_public() -> Json<Health> {
     Json(Health {
         status: "ok",
         version: APP_VERSION,

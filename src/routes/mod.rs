@@ -7,6 +7,7 @@
 //! problem rendering → panic catcher → body limit → routes.
 
 pub mod device;
+pub mod docs;
 pub mod extract;
 pub mod health;
 pub mod oauth;
@@ -91,8 +92,14 @@ pub fn router(state: AppState, tracing: RequestTracing) -> Router {
 pub fn router_with(state: AppState, tracing: RequestTracing, extra: Router<AppState>) -> Router {
     let body_limit = state.config.max_body_bytes;
     let cors = cors_layer(&state.config.cors);
+    let docs = if state.config.docs {
+        docs::router()
+    } else {
+        Router::new()
+    };
     Router::new()
         .merge(extra)
+        .merge(docs)
         .merge(health::router())
         .merge(oauth::router())
         .merge(device::router())

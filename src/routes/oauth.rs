@@ -14,8 +14,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
+use utoipa::ToSchema;
 
 use super::AppState;
+use super::docs::{BodyErrors, OAuthErrors};
 use super::extract::{ApiJson, FieldChecks, FromJson};
 use crate::error::{ApiError, FieldError};
 use crate::oauth::broker::{AuthorizeRequest, BrokerError, CallbackQuery};
@@ -135,12 +137,52 @@ fn verifier_error(verifier: &str) -> Option<FieldError> {
     })
 }
 
-/// `POST /oauth/authorize` as sent, made into the broker's [`AuthorizeRequest`].
-#[derive(Debug, Deserialize)]
+/// The providers, as the path names them.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub(crate) enum Provider {
+    GoogleDrive,
+    Dropbox,
+    OneDrive,
+}
+
+/// The sign-in request (made into the broker's `AuthorizeRequest`).
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct AuthorizeBody {
+    /// The PKCE verifier (RFC 7636): 43 to 128 of `A-Z a-z 0-9 - . _ ~`. Only its S256
+    /// challenge goes to the provider.
+    #[schema(
+        min_length = 43,
+        max_length = 128,
+        pattern = "^[A-Za-z0-9._~-]{43,128}$"
+    )]
     code_verifier: String,
+    /// Where the app wants the user back, on the allowlist (`ALLOWED_REDIRECT_URIS`): printable
+    /// ASCII without `"` or `\`.
+    #[schema(
+        min_length = 1,
+        max_length = 2048,
+        pattern = "^[!#-\\[\\]-~]+$",
+        example = "apuntador://oauth-callback"
+    )]
     redirect_uri: String,
+    /// The app's own state, returned to it untouched: printable ASCII without `"` or `\`.
+    #[schema(max_length = 512, pattern = "^[!#-\\[\\]-~]*$")]
     state: Option<String>,
+}
+
+/// Printable ASCII without `"` and `\`: what the redirect URI and the app's state may hold, so
+/// their length in characters is their length in the sealed state (the documented pattern).
+fn charset_error(field: &str, value: &str) -> Option<FieldError> {
+    let allowed = |b: u8| (0x21..=0x7e).contains(&b) && b != b'"' && b != b'\\';
+    (!value.bytes().all(allowed)).then(|| {
+        FieldError::new(
+            "string_pattern_mismatch",
+            &["body", field],
+            "String should be printable ASCII without '\"' or '\\'",
+        )
+    })
 }
 
 impl FromJson for AuthorizeRequest {
@@ -149,6 +191,8 @@ impl FromJson for AuthorizeRequest {
     fn from_json(raw: AuthorizeBody) -> Result<Self, Vec<FieldError>> {
         let mut checks = FieldChecks::default();
         checks.check(verifier_error(&raw.code_verifier));
+        checks.check(charset_error("redirect_uri", &raw.redirect_uri));
+        checks.check(raw.state.as_deref().and_then(|s| charset_error("state", s)));
         checks.check(sealed_length_error(
             "redirect_uri",
             &raw.redirect_uri,
@@ -168,7 +212,15 @@ impl FromJson for AuthorizeRequest {
     }
 }
 
-async fn authorize(
+/// Starts a sign-in: the provider's authorization URL (PKCE S256) and the sealed state.
+#[utoipa::path(post, path = "/oauth/authorize/{provider}", tag = "oauth",
+    params(("provider" = Provider, Path, description = "The cloud provider")),
+    request_body = AuthorizeBody,
+    responses(
+        (status = 200, description = "Where to send the user", body = crate::oauth::broker::Authorization),
+        BodyErrors, OAuthErrors,
+    ))]
+pub(crate) async fn authorize(
     State(state): State<AppState>,
     Path(provider): Path<String>,
     ApiJson(request): ApiJson<AuthorizeRequest>,
@@ -177,7 +229,19 @@ async fn authorize(
     Ok(no_store(authorization))
 }
 
-async fn callback(
+/// The provider's redirect after consent; always sends the user on to the app.
+#[utoipa::path(get, path = "/oauth/callback/{provider}", tag = "oauth",
+    params(
+        ("provider" = String, Path, description = "The cloud provider (an unknown one still redirects, with an error)"),
+        ("code" = Option<String>, Query, description = "The authorization code"),
+        ("state" = Option<String>, Query, description = "The sealed state from /oauth/authorize"),
+        ("error" = Option<String>, Query, description = "The provider's error code, when the user refused"),
+    ),
+    responses(
+        (status = 302, description = "To the app's redirect URI with `code` and `state`, or `error` (never `error_description`)",
+            headers(("Location" = String, description = "The app's redirect URI"))),
+    ))]
+pub(crate) async fn callback(
     State(state): State<AppState>,
     Path(provider): Path<String>,
     RawQuery(raw): RawQuery,
@@ -210,15 +274,26 @@ async fn callback(
     response
 }
 
-#[derive(Debug, Deserialize)]
-struct TokenBody {
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct TokenBody {
+    /// The authorization code the callback passed to the app.
+    #[schema(min_length = 1, max_length = 4096)]
     code: String,
+    /// The verifier whose challenge /oauth/authorize sent.
+    #[schema(
+        min_length = 43,
+        max_length = 128,
+        pattern = "^[A-Za-z0-9._~-]{43,128}$"
+    )]
     code_verifier: String,
+    /// The sealed state /oauth/authorize returned. Required (the schema says so; the type is
+    /// optional only so that its absence gets a precise field error).
+    #[schema(required = true, value_type = String, min_length = 1, max_length = 4096)]
     state: Option<String>,
 }
 
 /// `POST /oauth/token` with its state required (the spec made it optional; §10.7).
-struct Token {
+pub(crate) struct Token {
     code: String,
     code_verifier: String,
     state: String,
@@ -247,7 +322,15 @@ impl FromJson for Token {
     }
 }
 
-async fn token(
+/// Exchanges the code for tokens (the backend adds the client secret).
+#[utoipa::path(post, path = "/oauth/token/{provider}", tag = "oauth",
+    params(("provider" = Provider, Path, description = "The cloud provider")),
+    request_body = TokenBody,
+    responses(
+        (status = 200, description = "The provider's tokens (`Cache-Control: no-store`)", body = crate::oauth::broker::Tokens),
+        BodyErrors, OAuthErrors,
+    ))]
+pub(crate) async fn token(
     State(state): State<AppState>,
     Path(provider): Path<String>,
     ApiJson(body): ApiJson<Token>,
@@ -259,8 +342,9 @@ async fn token(
     Ok(no_store(tokens))
 }
 
-#[derive(Debug, Deserialize)]
-struct RefreshBody {
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct RefreshBody {
+    #[schema(min_length = 1, max_length = 8192)]
     refresh_token: String,
 }
 
@@ -274,7 +358,15 @@ impl FromJson for RefreshBody {
     }
 }
 
-async fn refresh(
+/// New tokens for a refresh token.
+#[utoipa::path(post, path = "/oauth/refresh/{provider}", tag = "oauth",
+    params(("provider" = Provider, Path, description = "The cloud provider")),
+    request_body = RefreshBody,
+    responses(
+        (status = 200, description = "The provider's tokens (`Cache-Control: no-store`)", body = crate::oauth::broker::Tokens),
+        BodyErrors, OAuthErrors,
+    ))]
+pub(crate) async fn refresh(
     State(state): State<AppState>,
     Path(provider): Path<String>,
     ApiJson(body): ApiJson<RefreshBody>,
@@ -283,8 +375,11 @@ async fn refresh(
     Ok(no_store(tokens))
 }
 
-#[derive(Debug, Deserialize)]
-struct RevokeBody {
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = TokenRevocationBody)]
+pub(crate) struct RevokeBody {
+    /// An access or refresh token.
+    #[schema(min_length = 1, max_length = 8192)]
     token: String,
 }
 
@@ -298,7 +393,15 @@ impl FromJson for RevokeBody {
     }
 }
 
-async fn revoke(
+/// Revokes a token at the provider (OneDrive has no revocation endpoint: `success` false).
+#[utoipa::path(post, path = "/oauth/revoke/{provider}", tag = "oauth", operation_id = "revoke_token",
+    params(("provider" = Provider, Path, description = "The cloud provider")),
+    request_body = RevokeBody,
+    responses(
+        (status = 200, description = "Whether the provider revoked it", body = crate::oauth::broker::Revocation),
+        BodyErrors, OAuthErrors,
+    ))]
+pub(crate) async fn revoke(
     State(state): State<AppState>,
     Path(provider): Path<String>,
     ApiJson(body): ApiJson<RevokeBody>,

@@ -7,11 +7,12 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
 use subtle::ConstantTimeEq;
+use utoipa::ToSchema;
 
 use super::AppState;
 use crate::APP_VERSION;
 use crate::env::Secret;
-use crate::error::ApiError;
+use crate::error::{ApiError, Problem};
 use crate::oauth::provider::ProviderId;
 
 /// How long clients may cache the answer, in seconds.
@@ -21,27 +22,38 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/config/providers", get(providers))
 }
 
-#[derive(Debug, Serialize)]
-struct ProviderStatus {
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ProviderStatus {
     enabled: bool,
     requires_mtls: bool,
 }
 
-#[derive(Debug, Serialize)]
-struct Providers {
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Providers {
     googledrive: ProviderStatus,
     dropbox: ProviderStatus,
     onedrive: ProviderStatus,
 }
 
-#[derive(Debug, Serialize)]
-struct ProvidersResponse {
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ProvidersResponse {
     providers: Providers,
+    #[schema(example = "1.0.41")]
     version: &'static str,
+    /// Seconds clients may cache the answer.
+    #[schema(example = 3600)]
     cache_ttl: u32,
 }
 
-async fn providers(
+/// Which cloud providers this deployment offers.
+#[utoipa::path(get, path = "/config/providers", tag = "configuration",
+    security(("config_api_key" = [])),
+    responses(
+        (status = 200, description = "The providers", body = ProvidersResponse),
+        (status = 401, description = "Missing or wrong API key (`WWW-Authenticate: Bearer`)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The configuration API is disabled (no `CONFIG_API_KEY`)", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn providers(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Json<ProvidersResponse>, ApiError> {

@@ -86,6 +86,34 @@ async fn root_and_health_answer_with_the_version() {
 }
 
 #[tokio::test]
+async fn the_docs_are_off_by_default_and_on_with_enable_docs() {
+    for path in ["/openapi.json", "/docs", "/redoc", "/docs/init.js"] {
+        let (res, body) = send(app().await, get_req(path)).await;
+        assert_eq!(res.status, StatusCode::NOT_FOUND, "{path}");
+        assert_eq!(
+            res.header("content-type"),
+            Some("application/problem+json"),
+            "{path}"
+        );
+        assert_eq!(body["status"], 404);
+    }
+    let docs = helpers::app(config(&[("ENABLE_DOCS", "true")])).await;
+    let (res, body) = send(docs.clone(), get_req("/")).await;
+    assert_eq!(res.status, StatusCode::OK);
+    assert_eq!(body["docs"], "/docs", "the root points to the page");
+    let (res, document) = send(docs.clone(), get_req("/openapi.json")).await;
+    assert_eq!(res.status, StatusCode::OK);
+    assert_eq!(document["openapi"], "3.1.0");
+    assert_eq!(document["info"]["version"], "1.0.41");
+    let (res, _) = send(docs, get_req("/docs")).await;
+    assert_eq!(res.status, StatusCode::OK);
+    assert!(
+        res.header("content-type")
+            .is_some_and(|t| t.starts_with("text/html"))
+    );
+}
+
+#[tokio::test]
 async fn every_response_gets_a_distinct_x_ray_trace_id() {
     let (a, _) = send(app().await, get_req("/")).await;
     let (b, _) = send(app().await, get_req("/nowhere")).await;

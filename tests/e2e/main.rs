@@ -4,6 +4,8 @@
 //! - [`lambda`]: under a Runtime API double that sends `Lambda-Runtime-Trace-Id`, with an OTLP
 //!   receiver: parenting, sampling, attributes, log correlation, the flush after the response and
 //!   before the next `/next`, a dead, failing or hanging collector, bad events;
+//! - [`contract`]: the OpenAPI document against the routers and the running server
+//!   (openapi-spec-validator, schemathesis);
 //! - [`rie`]: every file in `events/` through the AWS Runtime Interface Emulator;
 //! - [`server`]: server mode parenting, SIGTERM flush, console exporter, log formats;
 //! - [`oauth_lambda`]: the OAuth flows per provider as Lambda runs them, credentials from
@@ -23,6 +25,7 @@ mod support {
     }
 }
 
+mod contract;
 mod device_aws;
 mod lambda;
 mod memory;

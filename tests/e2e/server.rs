@@ -24,18 +24,9 @@ fn server_env(extra: &[(&str, &str)]) -> Vec<(String, String)> {
     env
 }
 
-/// Starts the server and returns it with its base URL (read from the "listening" log line).
+/// Starts the server and returns it with its base URL.
 fn start(extra: &[(&str, &str)]) -> (Process, String) {
-    let process = Process::spawn(&binary(), &[], &server_env(extra));
-    let line = process
-        .wait_for_line("listening on http://", Duration::from_secs(10))
-        .unwrap_or_else(|| panic!("server did not start: {:?}", process.lines()));
-    let start = line.find("http://").unwrap();
-    let url: String = line[start..]
-        .chars()
-        .take_while(|c| *c != '"' && !c.is_whitespace())
-        .collect();
-    (process, url)
+    crate::support::serve(&binary(), &server_env(extra))
 }
 
 #[tokio::test(flavor = "multi_thread")]

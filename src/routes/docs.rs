@@ -1,0 +1,230 @@
+//! The API contract for client developers: the OpenAPI 3.1 document (`GET /openapi.json`) and
+//! the page that renders it (`GET /docs`, also `/redoc`), served only with `ENABLE_DOCS=true`.
+//!
+//! The document is generated from the code: each handler's `#[utoipa::path]` (its route,
+//! parameters, body and responses) and the request and response types' `ToSchema` derives,
+//! whose limits are the ones the extractors enforce. [`ApiDoc`] lists the handlers; a test
+//! compares that list with the routes the routers register, so a route cannot be added without
+//! its documentation. The document is built the first time it is asked for and kept: nothing
+//! of it runs at cold start, and with docs off nothing of it runs at all.
+//!
+//! The page is Redoc 2, vendored under `assets/docs/` (see its README): the browser loads
+//! nothing from another origin, and the page is served with a CSP that allows only this one.
+
+use std::sync::OnceLock;
+
+use axum::Router;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{IntoResponses, Modify, OpenApi};
+
+use super::AppState;
+use crate::error::Problem;
+
+/// Where the documentation page is (the root route's `docs` field).
+pub const DOCS_PATH: &str = "/docs";
+
+/// The document: every route of the service, the shared error shape and the security schemes.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Apuntador backend",
+        description = "OAuth 2.0 broker with PKCE for Google Drive, Dropbox and OneDrive, and a private certificate authority for the Apuntador teleprompter apps. Errors are RFC 9457 `application/problem+json`.",
+        license(name = "MIT")
+    ),
+    paths(
+        super::health::root,
+        super::health::health,
+        super::health::health_public,
+        super::provider_config::providers,
+        super::oauth::authorize,
+        super::oauth::callback,
+        super::oauth::token,
+        super::oauth::refresh,
+        super::oauth::revoke,
+        super::device::enroll,
+        super::device::renew,
+        super::device::revoke,
+        super::device::status,
+        super::device::ca_certificate,
+        super::device::ca_certificate_pin,
+    ),
+    components(schemas(Problem, crate::error::FieldError, super::oauth::Provider)),
+    modifiers(&SecuritySchemes),
+    tags(
+        (name = "health", description = "Liveness and version"),
+        (name = "configuration", description = "What this deployment offers"),
+        (name = "oauth", description = "The OAuth 2.0 broker (PKCE S256); the client secret never leaves the backend"),
+        (name = "device", description = "The device certificate authority; guarded routes need the device's client certificate (mutual TLS on the device API's domain)"),
+    )
+)]
+pub struct ApiDoc;
+
+/// The config API key (bearer) and the device client certificate (mutual TLS).
+struct SecuritySchemes;
+
+impl Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "config_api_key",
+            SecurityScheme::Http(
+                Http::builder()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("CONFIG_API_KEY, as `Authorization: Bearer <key>`"))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "device_certificate",
+            SecurityScheme::MutualTls {
+                description: Some(
+                    "The device's client certificate, issued by /device/enroll, presented in the TLS handshake with the device API's custom domain".to_owned(),
+                ),
+                deprecated: None,
+                extensions: None,
+            },
+        );
+    }
+}
+
+/// Failures of any route that reads a JSON body.
+#[derive(IntoResponses)]
+#[allow(dead_code)]
+pub(crate) enum BodyErrors {
+    /// The body is not JSON, or has trailing data.
+    #[response(status = 400, content_type = "application/problem+json")]
+    Malformed(Problem),
+    /// The body is larger than `MAX_BODY_BYTES`.
+    #[response(status = 413, content_type = "application/problem+json")]
+    TooLarge(Problem),
+    /// The body is not `application/json`.
+    #[response(status = 415, content_type = "application/problem+json")]
+    NotJson(Problem),
+    /// A field is missing, of the wrong type, or out of its limits (`errors` lists each).
+    #[response(status = 422, content_type = "application/problem+json")]
+    Invalid(Problem),
+    /// An unexpected error (details are logged, never sent).
+    #[response(status = 500, content_type = "application/problem+json")]
+    Internal(Problem),
+}
+
+/// Failures of the OAuth routes that call the provider (`error` carries the code:
+/// `invalid_state`, `invalid_grant`, `invalid_redirect_uri`, the provider's own code, …).
+#[derive(IntoResponses)]
+#[allow(dead_code)]
+pub(crate) enum OAuthErrors {
+    /// The state, verifier, redirect URI or grant was refused.
+    #[response(status = 400, content_type = "application/problem+json")]
+    Refused(Problem),
+    /// The provider is not enabled on this deployment.
+    #[response(status = 403, content_type = "application/problem+json")]
+    Disabled(Problem),
+    /// No such provider.
+    #[response(status = 404, content_type = "application/problem+json")]
+    Unknown(Problem),
+    /// The provider failed or could not be reached.
+    #[response(status = 502, content_type = "application/problem+json")]
+    Upstream(Problem),
+    /// The provider is not configured here, or its credentials cannot be loaded now.
+    #[response(status = 503, content_type = "application/problem+json")]
+    Unavailable(Problem),
+    /// The provider did not answer in time.
+    #[response(status = 504, content_type = "application/problem+json")]
+    Timeout(Problem),
+}
+
+/// Failures of the routes guarded by the client certificate, and of the CA behind them.
+#[derive(IntoResponses)]
+#[allow(dead_code)]
+pub(crate) enum GuardErrors {
+    /// The proxy header named more than one certificate (`ambiguous_client_certificate`).
+    #[response(status = 400, content_type = "application/problem+json")]
+    Ambiguous(Problem),
+    /// No client certificate was presented.
+    #[response(status = 401, content_type = "application/problem+json")]
+    Missing(Problem),
+    /// The certificate is not acceptable (expired, revoked, replaced, another CA), or belongs to
+    /// another device (`device_mismatch`).
+    #[response(status = 403, content_type = "application/problem+json")]
+    Refused(Problem),
+    /// The CA or the certificate store is unavailable.
+    #[response(status = 503, content_type = "application/problem+json")]
+    Unavailable(Problem),
+}
+
+/// The document, built on first use.
+pub fn openapi_json() -> &'static [u8] {
+    static DOCUMENT: OnceLock<Vec<u8>> = OnceLock::new();
+    DOCUMENT.get_or_init(|| ApiDoc::openapi().to_json().unwrap_or_default().into_bytes())
+}
+
+const PAGE: &str = include_str!("../../assets/docs/index.html");
+const REDOC: &[u8] = include_bytes!("../../assets/docs/redoc.standalone.js");
+const INIT: &[u8] = include_bytes!("../../assets/docs/init.js");
+
+/// Only this origin: the page, its scripts and the document. Redoc 2 needs inline styles
+/// (styled-components), `data:` images (heading link icons) and a `blob:` worker (search);
+/// measured in Chromium, see assets/docs/README.md. The page carries the same policy in a meta
+/// tag.
+const CSP: &str =
+    "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; worker-src blob:";
+
+fn asset(content_type: &'static str, body: &'static [u8]) -> Response {
+    let mut response = body.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=3600"),
+    );
+    response
+}
+
+async fn document() -> Response {
+    asset("application/json", openapi_json())
+}
+
+async fn page() -> Response {
+    let mut response = asset("text/html; charset=utf-8", PAGE.as_bytes());
+    response.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    response
+}
+
+async fn redoc() -> Response {
+    asset("application/javascript; charset=utf-8", REDOC)
+}
+
+async fn init() -> Response {
+    asset("application/javascript; charset=utf-8", INIT)
+}
+
+/// The documentation routes (mounted only with `ENABLE_DOCS=true`; off, they are 404 like any
+/// unknown path).
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/openapi.json", get(document))
+        .route(DOCS_PATH, get(page))
+        .route("/redoc", get(page))
+        .route("/docs/redoc.standalone.js", get(redoc))
+        .route("/docs/init.js", get(init))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_document_is_openapi_3_1_with_both_security_schemes() {
+        let document: serde_json::Value = serde_json::from_slice(openapi_json()).unwrap();
+        assert_eq!(document["openapi"], "3.1.0");
+        let schemes = &document["components"]["securitySchemes"];
+        assert_eq!(schemes["config_api_key"]["scheme"], "bearer");
+        assert_eq!(schemes["device_certificate"]["type"], "mutualTLS");
+    }
+}
