@@ -92,11 +92,13 @@ if [ "${APUNTADOR_DOCS_BROWSER:-0}" = "1" ]; then
   for _ in $(seq 100); do
     docs_url=$(grep -o 'listening on http://[0-9.:]*' "$docs_log" | head -1 | sed 's/listening on //') || true
     [ -n "$docs_url" ] && break
+    kill -0 "$docs_pid" 2>/dev/null || break
     sleep 0.1
   done
-  [ -n "$docs_url" ] || { cat "$docs_log"; exit 1; }
+  [ -n "$docs_url" ] || { echo "the server did not start:" >&2; cat "$docs_log" >&2; exit 1; }
   scripts/docs-browser-check.sh "$docs_url"
-  kill "$docs_pid"
+  kill "$docs_pid" 2>/dev/null || true
+  wait "$docs_pid" 2>/dev/null || true
   trap - EXIT
 fi
 

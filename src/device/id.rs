@@ -86,8 +86,9 @@ impl<'de> Deserialize<'de> for Serial {
 }
 
 /// The client platform; decides the certificate lifetime.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
+#[schema(as = DevicePlatform)]
 pub enum Platform {
     Android,
     Ios,

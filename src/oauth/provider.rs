@@ -7,8 +7,21 @@ use url::Url;
 
 use crate::env::{Env, EnvError};
 
-/// A provider the broker knows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+/// A provider the broker knows (also the path parameter's schema in the API document).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
+#[schema(as = Provider, rename_all = "lowercase")]
 pub enum ProviderId {
     #[serde(rename = "googledrive")]
     GoogleDrive,

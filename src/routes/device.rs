@@ -1,7 +1,7 @@
 //! The device routes (spec §2.9–2.14): enrollment (201), renewal, revocation and status behind
 //! the client-certificate guard, and the public CA certificate and pin.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 
 use super::AppState;
 use super::docs::{BodyErrors, GuardErrors};
-use super::extract::{ApiJson, Authenticated, FieldChecks, FromJson};
+use super::extract::{ApiJson, ApiPath, Authenticated, FieldChecks, FromJson};
 use crate::device::id::{DeviceId, Platform, Serial};
 use crate::device::material::MaterialError;
 use crate::device::service::{DeviceError, Enrollment};
@@ -128,16 +128,20 @@ impl From<Enrollment> for EnrollmentBody {
     }
 }
 
+/// The white space a CSR may have around its PEM frame: exactly the documented pattern's
+/// `[ \t\r\n]` (Unicode white space differs between Rust, JavaScript and Python).
+const PEM_SPACE: [char; 4] = [' ', '\t', '\r', '\n'];
+
 fn csr_error(csr: &str) -> Option<FieldError> {
     let msg = if csr.chars().count() < 100 {
         "String should have at least 100 characters"
     } else if !csr
-        .trim_start()
+        .trim_start_matches(PEM_SPACE)
         .starts_with("-----BEGIN CERTIFICATE REQUEST-----")
     {
         "Value error, CSR must be in PEM format"
     } else if !csr
-        .trim_end()
+        .trim_end_matches(PEM_SPACE)
         .ends_with("-----END CERTIFICATE REQUEST-----")
     {
         "Value error, CSR must end with PEM footer"
@@ -161,29 +165,18 @@ pub(crate) struct EnrollBody {
     #[schema(
         min_length = 100,
         max_length = 16384,
-        pattern = "^\\s*-----BEGIN CERTIFICATE REQUEST-----[\\s\\S]*-----END CERTIFICATE REQUEST-----\\s*$"
+        pattern = "^[ \\t\\r\\n]*-----BEGIN CERTIFICATE REQUEST-----[\\s\\S]*-----END CERTIFICATE REQUEST-----[ \\t\\r\\n]*$"
     )]
     csr: String,
     /// 5 to 128 of `A-Z a-z 0-9 _ -`.
     #[schema(min_length = 5, max_length = 128, pattern = "^[A-Za-z0-9_-]{5,128}$")]
     device_id: String,
     /// Decides the certificate's lifetime (android, ios: 30 days; desktop: 7; web: 1).
-    #[schema(value_type = DevicePlatform)]
+    #[schema(value_type = Platform)]
     platform: String,
     /// Accepted for compatibility; attestation is verified by the attestation routes.
     #[allow(dead_code)]
     attestation: Option<String>,
-}
-
-/// The client platforms.
-#[derive(ToSchema)]
-#[schema(rename_all = "lowercase")]
-#[allow(dead_code)]
-pub(crate) enum DevicePlatform {
-    Android,
-    Ios,
-    Desktop,
-    Web,
 }
 
 pub(crate) struct Enroll {
@@ -213,6 +206,7 @@ impl FromJson for Enroll {
     request_body = EnrollBody,
     responses(
         (status = 201, description = "The certificate", body = EnrollmentBody),
+        (status = 400, description = "The body is not JSON or has trailing data, or the CSR is refused (`invalid_csr`: it does not parse, its signature does not verify, or its key is not P-256, P-384 or RSA of at least 2048 bits)", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 409, description = "The device already has a certificate (`already_enrolled`): renew it", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 503, description = "The CA or the certificate store is unavailable", body = crate::error::Problem, content_type = "application/problem+json"),
         BodyErrors,
@@ -236,7 +230,7 @@ pub(crate) struct RenewBody {
     #[schema(
         min_length = 100,
         max_length = 16384,
-        pattern = "^\\s*-----BEGIN CERTIFICATE REQUEST-----[\\s\\S]*-----END CERTIFICATE REQUEST-----\\s*$"
+        pattern = "^[ \\t\\r\\n]*-----BEGIN CERTIFICATE REQUEST-----[\\s\\S]*-----END CERTIFICATE REQUEST-----[ \\t\\r\\n]*$"
     )]
     csr: String,
     /// The device of the certificate presented.
@@ -275,6 +269,7 @@ impl FromJson for Renew {
     security(("device_certificate" = [])),
     responses(
         (status = 200, description = "The new certificate", body = EnrollmentBody),
+        (status = 400, description = "The body is not JSON or has trailing data, the CSR is refused (`invalid_csr`), or the proxy header named more than one certificate (`ambiguous_client_certificate`)", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 409, description = "`old_serial` is not the certificate presented, or it was replaced meanwhile (`serial_mismatch`)", body = crate::error::Problem, content_type = "application/problem+json"),
         BodyErrors, GuardErrors,
     ))]
@@ -344,6 +339,7 @@ pub(crate) struct RevokeAnswer {
     security(("device_certificate" = [])),
     responses(
         (status = 200, description = "Revoked", body = RevokeAnswer),
+        (status = 400, description = "The body is not JSON or has trailing data, or the proxy header named more than one certificate (`ambiguous_client_certificate`)", body = crate::error::Problem, content_type = "application/problem+json"),
         BodyErrors, GuardErrors,
     ))]
 pub(crate) async fn revoke(
@@ -373,7 +369,6 @@ pub(crate) struct StatusAnswer {
     device_id: DeviceId,
     #[schema(value_type = String, pattern = "^[0-9A-F]{32}$")]
     serial: Serial,
-    #[schema(value_type = DevicePlatform)]
     platform: Platform,
     issued_at: String,
     expires_at: String,
@@ -388,12 +383,13 @@ pub(crate) struct StatusAnswer {
     security(("device_certificate" = [])),
     responses(
         (status = 200, description = "The certificate's record", body = StatusAnswer),
+        (status = 400, description = "The path is not valid UTF-8, or the proxy header named more than one certificate (`ambiguous_client_certificate`)", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 422, description = "`device_id` is not a device id", body = crate::error::Problem, content_type = "application/problem+json"),
         GuardErrors,
     ))]
 pub(crate) async fn status(
     caller: Authenticated,
-    Path(device_id): Path<String>,
+    ApiPath(device_id): ApiPath<String>,
 ) -> Result<Json<StatusAnswer>, ApiError> {
     let device = DeviceId::parse(&device_id).map_err(|e| {
         ApiError::Validation(vec![FieldError::new(

@@ -21,7 +21,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{IntoResponses, Modify, OpenApi};
 
 use super::AppState;
-use crate::error::Problem;
+use crate::error::{ApiError, Problem};
 
 /// Where the documentation page is (the root route's `docs` field).
 pub const DOCS_PATH: &str = "/docs";
@@ -51,7 +51,7 @@ pub const DOCS_PATH: &str = "/docs";
         super::device::ca_certificate,
         super::device::ca_certificate_pin,
     ),
-    components(schemas(Problem, crate::error::FieldError, super::oauth::Provider)),
+    components(schemas(Problem, crate::error::FieldError, crate::oauth::provider::ProviderId)),
     modifiers(&SecuritySchemes),
     tags(
         (name = "health", description = "Liveness and version"),
@@ -90,13 +90,11 @@ impl Modify for SecuritySchemes {
     }
 }
 
-/// Failures of any route that reads a JSON body.
+/// Failures of any route that reads a JSON body. (Each route lists its own 400 with all its
+/// causes: one status has one description, and a later group would overwrite an earlier one.)
 #[derive(IntoResponses)]
 #[allow(dead_code)]
 pub(crate) enum BodyErrors {
-    /// The body is not JSON, or has trailing data.
-    #[response(status = 400, content_type = "application/problem+json")]
-    Malformed(Problem),
     /// The body is larger than `MAX_BODY_BYTES`.
     #[response(status = 413, content_type = "application/problem+json")]
     TooLarge(Problem),
@@ -111,14 +109,10 @@ pub(crate) enum BodyErrors {
     Internal(Problem),
 }
 
-/// Failures of the OAuth routes that call the provider (`error` carries the code:
-/// `invalid_state`, `invalid_grant`, `invalid_redirect_uri`, the provider's own code, …).
+/// Failures of the OAuth routes (`error` carries the code).
 #[derive(IntoResponses)]
 #[allow(dead_code)]
 pub(crate) enum OAuthErrors {
-    /// The state, verifier, redirect URI or grant was refused.
-    #[response(status = 400, content_type = "application/problem+json")]
-    Refused(Problem),
     /// The provider is not enabled on this deployment.
     #[response(status = 403, content_type = "application/problem+json")]
     Disabled(Problem),
@@ -140,11 +134,12 @@ pub(crate) enum OAuthErrors {
 #[derive(IntoResponses)]
 #[allow(dead_code)]
 pub(crate) enum GuardErrors {
-    /// The proxy header named more than one certificate (`ambiguous_client_certificate`).
-    #[response(status = 400, content_type = "application/problem+json")]
-    Ambiguous(Problem),
     /// No client certificate was presented.
-    #[response(status = 401, content_type = "application/problem+json")]
+    #[response(
+        status = 401,
+        content_type = "application/problem+json",
+        headers(("WWW-Authenticate" = String, description = "`MutualTLS realm=\"apuntador-devices\"`"))
+    )]
     Missing(Problem),
     /// The certificate is not acceptable (expired, revoked, replaced, another CA), or belongs to
     /// another device (`device_mismatch`).
@@ -155,40 +150,74 @@ pub(crate) enum GuardErrors {
     Unavailable(Problem),
 }
 
-/// The document, built on first use.
-pub fn openapi_json() -> &'static [u8] {
-    static DOCUMENT: OnceLock<Vec<u8>> = OnceLock::new();
-    DOCUMENT.get_or_init(|| ApiDoc::openapi().to_json().unwrap_or_default().into_bytes())
+/// The document, built on first use; `None` if it could not be serialised (answered as a 500,
+/// never as an empty document).
+pub fn openapi_json() -> Option<&'static [u8]> {
+    static DOCUMENT: OnceLock<Option<Vec<u8>>> = OnceLock::new();
+    DOCUMENT
+        .get_or_init(|| {
+            ApiDoc::openapi()
+                .to_json()
+                .map_err(
+                    |e| tracing::error!(error = %e, "the OpenAPI document cannot be serialised"),
+                )
+                .ok()
+                .map(String::into_bytes)
+        })
+        .as_deref()
 }
 
 const PAGE: &str = include_str!("../../assets/docs/index.html");
 const REDOC: &[u8] = include_bytes!("../../assets/docs/redoc.standalone.js");
 const INIT: &[u8] = include_bytes!("../../assets/docs/init.js");
+/// The notices of the libraries inside the Redoc bundle, which its first line points to.
+const REDOC_NOTICES: &[u8] = include_bytes!("../../assets/docs/redoc.standalone.js.LICENSE.txt");
 
 /// Only this origin: the page, its scripts and the document. Redoc 2 needs inline styles
 /// (styled-components), `data:` images (heading link icons) and a `blob:` worker (search);
-/// measured in Chromium, see assets/docs/README.md. The page carries the same policy in a meta
-/// tag.
-const CSP: &str =
-    "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; worker-src blob:";
+/// measured in Chromium, see assets/docs/README.md. `frame-ancestors`, `base-uri` and
+/// `form-action` do not fall back to `default-src`, so they are named. The page carries the same
+/// policy in a meta tag (where `frame-ancestors` has no effect).
+const CSP: &str = "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; worker-src blob:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
 
-fn asset(content_type: &'static str, body: &'static [u8]) -> Response {
+/// How long a client may keep a file: the vendored bundle changes only with a release; the
+/// document and the page must follow a deploy (or docs being switched off) at once.
+#[derive(Clone, Copy)]
+enum Caching {
+    Hour,
+    Revalidate,
+}
+
+fn asset(content_type: &'static str, body: &'static [u8], caching: Caching) -> Response {
     let mut response = body.into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
         header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=3600"),
+        HeaderValue::from_static(match caching {
+            Caching::Hour => "public, max-age=3600",
+            Caching::Revalidate => "no-cache",
+        }),
     );
     response
 }
 
-async fn document() -> Response {
-    asset("application/json", openapi_json())
+async fn document() -> Result<Response, ApiError> {
+    openapi_json()
+        .map(|body| asset("application/json", body, Caching::Revalidate))
+        .ok_or_else(|| ApiError::Internal("the OpenAPI document cannot be serialised".to_owned()))
 }
 
 async fn page() -> Response {
-    let mut response = asset("text/html; charset=utf-8", PAGE.as_bytes());
+    let mut response = asset(
+        "text/html; charset=utf-8",
+        PAGE.as_bytes(),
+        Caching::Revalidate,
+    );
     response.headers_mut().insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(CSP),
@@ -197,11 +226,23 @@ async fn page() -> Response {
 }
 
 async fn redoc() -> Response {
-    asset("application/javascript; charset=utf-8", REDOC)
+    asset(
+        "application/javascript; charset=utf-8",
+        REDOC,
+        Caching::Hour,
+    )
 }
 
 async fn init() -> Response {
-    asset("application/javascript; charset=utf-8", INIT)
+    asset(
+        "application/javascript; charset=utf-8",
+        INIT,
+        Caching::Revalidate,
+    )
+}
+
+async fn notices() -> Response {
+    asset("text/plain; charset=utf-8", REDOC_NOTICES, Caching::Hour)
 }
 
 /// The documentation routes (mounted only with `ENABLE_DOCS=true`; off, they are 404 like any
@@ -213,6 +254,7 @@ pub fn router() -> Router<AppState> {
         .route("/redoc", get(page))
         .route("/docs/redoc.standalone.js", get(redoc))
         .route("/docs/init.js", get(init))
+        .route("/docs/redoc.standalone.js.LICENSE.txt", get(notices))
 }
 
 #[cfg(test)]
@@ -221,7 +263,7 @@ mod tests {
 
     #[test]
     fn the_document_is_openapi_3_1_with_both_security_schemes() {
-        let document: serde_json::Value = serde_json::from_slice(openapi_json()).unwrap();
+        let document: serde_json::Value = serde_json::from_slice(openapi_json().unwrap()).unwrap();
         assert_eq!(document["openapi"], "3.1.0");
         let schemes = &document["components"]["securitySchemes"];
         assert_eq!(schemes["config_api_key"]["scheme"], "bearer");

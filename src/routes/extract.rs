@@ -238,6 +238,30 @@ impl From<GuardError> for ApiError {
     }
 }
 
+/// A path parameter, refused as a problem+json 400 when it cannot be read (percent-decoding to
+/// something that is not UTF-8, such as `%FF`), where axum's own `Path` answers in plain text.
+pub struct ApiPath<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiPath<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned + Send,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(value)| ApiPath(value))
+            .map_err(|rejection| {
+                ApiError::BadRequest(format!(
+                    "The path cannot be read: {}.",
+                    rejection.body_text()
+                ))
+            })
+    }
+}
+
 /// The caller's verified device certificate, as its device's current record (401 when absent,
 /// 400 when the proxy header is ambiguous, 403 when not acceptable).
 pub struct Authenticated(pub CertificateRecord);

@@ -8,7 +8,7 @@
 //! | `POST /oauth/refresh/{provider}` `{refresh_token}` | 200, same shape |
 //! | `POST /oauth/revoke/{provider}` `{token}` | 200 `{success, message}` |
 
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -18,7 +18,7 @@ use utoipa::ToSchema;
 
 use super::AppState;
 use super::docs::{BodyErrors, OAuthErrors};
-use super::extract::{ApiJson, FieldChecks, FromJson};
+use super::extract::{ApiJson, ApiPath, FieldChecks, FromJson};
 use crate::error::{ApiError, FieldError};
 use crate::oauth::broker::{AuthorizeRequest, BrokerError, CallbackQuery};
 use crate::oauth::client::CallError;
@@ -122,7 +122,7 @@ fn sealed_length_error(
         FieldError::new(
             "string_too_long",
             &["body", field],
-            format!("String should have at most {max_bytes} bytes (UTF-8, JSON-escaped)"),
+            format!("String should have at most {max_bytes} characters"),
         )
     })
 }
@@ -135,16 +135,6 @@ fn verifier_error(verifier: &str) -> Option<FieldError> {
             format!("Value error, {msg}"),
         )
     })
-}
-
-/// The providers, as the path names them.
-#[derive(ToSchema)]
-#[schema(rename_all = "lowercase")]
-#[allow(dead_code)]
-pub(crate) enum Provider {
-    GoogleDrive,
-    Dropbox,
-    OneDrive,
 }
 
 /// The sign-in request (made into the broker's `AuthorizeRequest`).
@@ -167,21 +157,26 @@ pub struct AuthorizeBody {
         example = "apuntador://oauth-callback"
     )]
     redirect_uri: String,
-    /// The app's own state, returned to it untouched: printable ASCII without `"` or `\`.
-    #[schema(max_length = 512, pattern = "^[!#-\\[\\]-~]*$")]
+    /// Optional, kept from the original API: sealed into the OAuth state with the rest and not
+    /// returned (the app matches the callback by the `state` this call answers). Printable
+    /// ASCII without `"` or `\`; spaces allowed.
+    #[schema(max_length = 512, pattern = "^[ !#-\\[\\]-~]*$")]
     state: Option<String>,
 }
 
-/// Printable ASCII without `"` and `\`: what the redirect URI and the app's state may hold, so
-/// their length in characters is their length in the sealed state (the documented pattern).
-fn charset_error(field: &str, value: &str) -> Option<FieldError> {
-    let allowed = |b: u8| (0x21..=0x7e).contains(&b) && b != b'"' && b != b'\\';
+/// Printable ASCII without `"` and `\` (and, unless `space`, without spaces): what the redirect
+/// URI and the app's state may hold, so that their length in characters is their length in the
+/// sealed state (the documented patterns).
+fn charset_error(field: &str, value: &str, space: bool) -> Option<FieldError> {
+    let lowest = if space { 0x20 } else { 0x21 };
+    let allowed = |b: u8| (lowest..=0x7e).contains(&b) && b != b'"' && b != b'\\';
     (!value.bytes().all(allowed)).then(|| {
-        FieldError::new(
-            "string_pattern_mismatch",
-            &["body", field],
-            "String should be printable ASCII without '\"' or '\\'",
-        )
+        let msg = if space {
+            "String should be printable ASCII without '\"' or '\\'"
+        } else {
+            "String should be printable ASCII without spaces, '\"' or '\\'"
+        };
+        FieldError::new("string_pattern_mismatch", &["body", field], msg)
     })
 }
 
@@ -191,8 +186,12 @@ impl FromJson for AuthorizeRequest {
     fn from_json(raw: AuthorizeBody) -> Result<Self, Vec<FieldError>> {
         let mut checks = FieldChecks::default();
         checks.check(verifier_error(&raw.code_verifier));
-        checks.check(charset_error("redirect_uri", &raw.redirect_uri));
-        checks.check(raw.state.as_deref().and_then(|s| charset_error("state", s)));
+        checks.check(charset_error("redirect_uri", &raw.redirect_uri, false));
+        checks.check(
+            raw.state
+                .as_deref()
+                .and_then(|s| charset_error("state", s, true)),
+        );
         checks.check(sealed_length_error(
             "redirect_uri",
             &raw.redirect_uri,
@@ -214,15 +213,16 @@ impl FromJson for AuthorizeRequest {
 
 /// Starts a sign-in: the provider's authorization URL (PKCE S256) and the sealed state.
 #[utoipa::path(post, path = "/oauth/authorize/{provider}", tag = "oauth",
-    params(("provider" = Provider, Path, description = "The cloud provider")),
+    params(("provider" = crate::oauth::provider::ProviderId, Path, description = "The cloud provider")),
     request_body = AuthorizeBody,
     responses(
-        (status = 200, description = "Where to send the user", body = crate::oauth::broker::Authorization),
+        (status = 200, description = "Where to send the user", body = crate::oauth::broker::Authorization, headers(("Cache-Control" = String, description = "`no-store`"))),
+        (status = 400, description = "The body is not JSON or has trailing data, the path is not valid UTF-8, or the redirect URI is not on the allowlist (`invalid_redirect_uri`)", body = crate::error::Problem, content_type = "application/problem+json"),
         BodyErrors, OAuthErrors,
     ))]
 pub(crate) async fn authorize(
     State(state): State<AppState>,
-    Path(provider): Path<String>,
+    ApiPath(provider): ApiPath<String>,
     ApiJson(request): ApiJson<AuthorizeRequest>,
 ) -> Result<Response, ApiError> {
     let authorization = state.oauth.authorize(&provider, request).await?;
@@ -238,14 +238,20 @@ pub(crate) async fn authorize(
         ("error" = Option<String>, Query, description = "The provider's error code, when the user refused"),
     ),
     responses(
-        (status = 302, description = "To the app's redirect URI with `code` and `state`, or `error` (never `error_description`)",
-            headers(("Location" = String, description = "The app's redirect URI"))),
+        (status = 302, description = "To the app's redirect URI with `code` and `state`, or `error` (never `error_description`); also for an unknown provider or a path that is not valid UTF-8",
+            headers(
+                ("Location" = String, description = "The app's redirect URI"),
+                ("Cache-Control" = String, description = "`no-store`"),
+                ("Referrer-Policy" = String, description = "`no-referrer`"),
+            )),
     ))]
 pub(crate) async fn callback(
     State(state): State<AppState>,
-    Path(provider): Path<String>,
+    // Always a redirect: a path that cannot be read is an unknown provider.
+    provider: Result<ApiPath<String>, ApiError>,
     RawQuery(raw): RawQuery,
 ) -> Response {
+    let provider = provider.map(|ApiPath(p)| p).unwrap_or_default();
     let mut query = CallbackQuery::default();
     for (key, value) in url::form_urlencoded::parse(raw.as_deref().unwrap_or_default().as_bytes()) {
         let slot = match key.as_ref() {
@@ -324,15 +330,16 @@ impl FromJson for Token {
 
 /// Exchanges the code for tokens (the backend adds the client secret).
 #[utoipa::path(post, path = "/oauth/token/{provider}", tag = "oauth",
-    params(("provider" = Provider, Path, description = "The cloud provider")),
+    params(("provider" = crate::oauth::provider::ProviderId, Path, description = "The cloud provider")),
     request_body = TokenBody,
     responses(
-        (status = 200, description = "The provider's tokens (`Cache-Control: no-store`)", body = crate::oauth::broker::Tokens),
+        (status = 200, description = "The provider's tokens", body = crate::oauth::broker::Tokens, headers(("Cache-Control" = String, description = "`no-store`"))),
+        (status = 400, description = "The body is not JSON or has trailing data, the path is not valid UTF-8, the state is not one this service sealed or has expired (`invalid_state`), the verifier does not match (`invalid_grant`), or the provider refused the code (its OAuth error code)", body = crate::error::Problem, content_type = "application/problem+json"),
         BodyErrors, OAuthErrors,
     ))]
 pub(crate) async fn token(
     State(state): State<AppState>,
-    Path(provider): Path<String>,
+    ApiPath(provider): ApiPath<String>,
     ApiJson(body): ApiJson<Token>,
 ) -> Result<Response, ApiError> {
     let tokens = state
@@ -360,15 +367,16 @@ impl FromJson for RefreshBody {
 
 /// New tokens for a refresh token.
 #[utoipa::path(post, path = "/oauth/refresh/{provider}", tag = "oauth",
-    params(("provider" = Provider, Path, description = "The cloud provider")),
+    params(("provider" = crate::oauth::provider::ProviderId, Path, description = "The cloud provider")),
     request_body = RefreshBody,
     responses(
-        (status = 200, description = "The provider's tokens (`Cache-Control: no-store`)", body = crate::oauth::broker::Tokens),
+        (status = 200, description = "The provider's tokens", body = crate::oauth::broker::Tokens, headers(("Cache-Control" = String, description = "`no-store`"))),
+        (status = 400, description = "The body is not JSON or has trailing data, the path is not valid UTF-8, or the provider refused the refresh token (its OAuth error code, e.g. `invalid_grant`)", body = crate::error::Problem, content_type = "application/problem+json"),
         BodyErrors, OAuthErrors,
     ))]
 pub(crate) async fn refresh(
     State(state): State<AppState>,
-    Path(provider): Path<String>,
+    ApiPath(provider): ApiPath<String>,
     ApiJson(body): ApiJson<RefreshBody>,
 ) -> Result<Response, ApiError> {
     let tokens = state.oauth.refresh(&provider, &body.refresh_token).await?;
@@ -395,15 +403,16 @@ impl FromJson for RevokeBody {
 
 /// Revokes a token at the provider (OneDrive has no revocation endpoint: `success` false).
 #[utoipa::path(post, path = "/oauth/revoke/{provider}", tag = "oauth", operation_id = "revoke_token",
-    params(("provider" = Provider, Path, description = "The cloud provider")),
+    params(("provider" = crate::oauth::provider::ProviderId, Path, description = "The cloud provider")),
     request_body = RevokeBody,
     responses(
-        (status = 200, description = "Whether the provider revoked it", body = crate::oauth::broker::Revocation),
+        (status = 200, description = "Whether the provider revoked it", body = crate::oauth::broker::Revocation, headers(("Cache-Control" = String, description = "`no-store`"))),
+        (status = 400, description = "The body is not JSON or has trailing data, the path is not valid UTF-8, or the provider refused the request (its OAuth error code)", body = crate::error::Problem, content_type = "application/problem+json"),
         BodyErrors, OAuthErrors,
     ))]
 pub(crate) async fn revoke(
     State(state): State<AppState>,
-    Path(provider): Path<String>,
+    ApiPath(provider): ApiPath<String>,
     ApiJson(body): ApiJson<RevokeBody>,
 ) -> Result<Response, ApiError> {
     let revocation = state.oauth.revoke(&provider, &body.token).await?;

@@ -50,7 +50,8 @@ pub(crate) struct ProvidersResponse {
     security(("config_api_key" = [])),
     responses(
         (status = 200, description = "The providers", body = ProvidersResponse),
-        (status = 401, description = "Missing or wrong API key (`WWW-Authenticate: Bearer`)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or wrong API key", body = Problem, content_type = "application/problem+json",
+            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"apuntador\"`"))),
         (status = 503, description = "The configuration API is disabled (no `CONFIG_API_KEY`)", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn providers(

@@ -954,3 +954,32 @@ async fn device_routes_never_read_the_certificate_history() {
     .await;
     assert_eq!(again.status, StatusCode::CREATED, "{}", again.body);
 }
+
+/// The CSR limit is in characters, as documented: 16,384 two-byte characters inside a PEM frame
+/// pass the length rule (and are then refused as a CSR, 400), one more is a 422.
+#[tokio::test]
+async fn the_csr_limit_counts_characters_not_bytes() {
+    let f = fixture().await;
+    let frame = |fill: usize| {
+        let begin = "-----BEGIN CERTIFICATE REQUEST-----\n";
+        let end = "\n-----END CERTIFICATE REQUEST-----";
+        let inner = fill - begin.chars().count() - end.chars().count();
+        format!("{begin}{}{end}", "é".repeat(inner))
+    };
+    let at_limit = enroll(&f.app, &frame(16 * 1024), "csr-length-device", "web").await;
+    assert_eq!(
+        at_limit.status,
+        StatusCode::BAD_REQUEST,
+        "{}",
+        at_limit.text
+    );
+    assert_eq!(at_limit.body["error"], "invalid_csr");
+    let over = enroll(&f.app, &frame(16 * 1024 + 1), "csr-length-device", "web").await;
+    assert_eq!(
+        over.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        over.text
+    );
+    assert_eq!(over.body["errors"][0]["loc"], json!(["body", "csr"]));
+}

@@ -408,7 +408,28 @@ async fn every_state_authorize_hands_out_opens_at_callback_and_token() {
         (APP_REDIRECT.to_owned(), "é".repeat(256), Some("state")),
         (APP_REDIRECT.to_owned(), "\u{1}".repeat(85), Some("state")),
         (APP_REDIRECT.to_owned(), "\"".repeat(300), Some("state")),
-        (APP_REDIRECT.to_owned(), "a b".to_owned(), Some("state")),
+        (APP_REDIRECT.to_owned(), "a\\b".to_owned(), Some("state")),
+        (APP_REDIRECT.to_owned(), "a b c".to_owned(), None),
+        (
+            format!("{APP_REDIRECT}?a=\"b\""),
+            "csrf".to_owned(),
+            Some("redirect_uri"),
+        ),
+        (
+            format!("{APP_REDIRECT}\\x"),
+            "csrf".to_owned(),
+            Some("redirect_uri"),
+        ),
+        (
+            format!("{APP_REDIRECT} x"),
+            "csrf".to_owned(),
+            Some("redirect_uri"),
+        ),
+        (
+            format!("{APP_REDIRECT}\u{7f}"),
+            "csrf".to_owned(),
+            Some("redirect_uri"),
+        ),
     ];
     for (redirect_uri, client_state, refused) in cases {
         let label = format!(
@@ -433,6 +454,13 @@ async fn every_state_authorize_hands_out_opens_at_callback_and_token() {
                 answer.body["errors"][0]["loc"],
                 json!(["body", field]),
                 "{label}"
+            );
+            let kind = answer.body["errors"][0]["type"]
+                .as_str()
+                .unwrap_or_default();
+            assert!(
+                ["string_pattern_mismatch", "string_too_long"].contains(&kind),
+                "{label}: {kind}"
             );
             continue;
         }
@@ -655,4 +683,33 @@ async fn bodies_are_validated_field_by_field() {
     )
     .await;
     assert_eq!(wrong_type.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+}
+
+/// A path segment that does not decode to UTF-8 is a problem+json 400 like every other error
+/// (axum's own answer is plain text), and the callback still redirects.
+#[tokio::test]
+async fn a_path_that_cannot_be_read_is_a_problem_and_the_callback_still_redirects() {
+    let double = ProviderDouble::start().await;
+    let app = app(&double, &[]).await;
+    let answer = post(
+        &app,
+        "/oauth/token/%FF",
+        json!({"code": "c", "code_verifier": VERIFIER, "state": "s"}),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.text);
+    assert_eq!(
+        answer.header("content-type"),
+        Some("application/problem+json")
+    );
+    let callback = get(&app, "/oauth/callback/%FF?code=c&state=s").await;
+    assert_eq!(callback.status, StatusCode::FOUND, "{}", callback.text);
+    assert!(
+        callback.headers[header::LOCATION]
+            .to_str()
+            .unwrap()
+            .contains("error="),
+        "{:?}",
+        callback.headers
+    );
 }
