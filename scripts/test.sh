@@ -8,9 +8,11 @@
 #
 # Caches live outside the clone so repeated runs (and CI on the same machine) are fast:
 #   APUNTADOR_CACHE (default ~/.cache/apuntador-backend) holds target/ and venv/.
-# Set APUNTADOR_DOCS_BROWSER=1 to render the API documentation page in headless Chromium
-# (installed from Debian when missing; about a minute the first time), APUNTADOR_SAM_BUILD=1 to
-# also run `sam build` (cargo-lambda + zig, a few minutes cold), and
+# Set APUNTADOR_CONTAINER=1 to build the server-mode image offline and run it under a Docker it
+# starts (scripts/container-image.sh, about a minute), APUNTADOR_DOCS_BROWSER=1 to render the
+# API documentation page in headless Chromium (installed from Debian when missing; about a
+# minute the first time), APUNTADOR_SAM_BUILD=1 to also run `sam build` (cargo-lambda + zig, a
+# few minutes cold), and
 # APUNTADOR_SAM_LOCAL=1 to run scripts/sam-local.sh: `sam build`, `sam local invoke` of every
 # event and `sam local start-api` under a Docker it installs and starts (about 10 minutes cold).
 set -euo pipefail
@@ -69,6 +71,11 @@ step "template lint (cfn-lint, sam validate --lint), the mutual-TLS domain layou
 cfn-lint template.yaml
 sam validate --lint --region eu-west-1
 python scripts/check-template.py template.yaml
+
+if [ "${APUNTADOR_CONTAINER:-0}" = "1" ]; then
+  step "the server-mode image (scripts/container-image.sh)"
+  scripts/container-image.sh
+fi
 
 if [ "${APUNTADOR_SAM_BUILD:-0}" = "1" ]; then
   step "sam build"

@@ -9,6 +9,7 @@ pub mod config;
 pub mod device;
 pub mod env;
 pub mod error;
+pub mod healthcheck;
 pub mod lambda;
 pub mod load_once;
 pub mod oauth;
@@ -73,8 +74,10 @@ fn early_error(error: &dyn std::fmt::Display) {
 /// Runs the backend until it is stopped; the exit code reports start-up failures.
 pub async fn run() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some("create-ca") {
-        return create_ca(&args[1..]).await;
+    match args.first().map(String::as_str) {
+        Some("create-ca") => return create_ca(&args[1..]).await,
+        Some("healthcheck") => return healthcheck::run(&args[1..]),
+        _ => {}
     }
     let lookup = |name: &str| std::env::var(name).ok();
     let env = Env::new(&lookup);
