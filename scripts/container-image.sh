@@ -19,33 +19,15 @@ if ! diff <(runtime_stage Dockerfile) <(runtime_stage deploy/container/Dockerfil
   exit 1
 fi
 
-if ! command -v dockerd >/dev/null; then
-  step "installing Docker (docker.io)"
-  apt-get update -qq && apt-get install -y -qq docker.io
-fi
-docker_dir="$cache/docker"
-mkdir -p "$docker_dir/data" "$docker_dir/exec"
-export DOCKER_HOST="unix://$docker_dir/docker.sock"
+# shellcheck source=scripts/dockerd.sh
+. scripts/dockerd.sh
 context=$(mktemp -d)
-dockerd_pid=""
 cleanup() {
   rm -rf "$context"
-  if [ -n "$dockerd_pid" ]; then
-    docker ps -aq | xargs -r docker rm -f >/dev/null 2>&1 || true
-    kill "$dockerd_pid" 2>/dev/null || true
-    wait "$dockerd_pid" 2>/dev/null || true
-  fi
+  stop_dockerd
 }
 trap cleanup EXIT
-step "starting dockerd on $DOCKER_HOST"
-dockerd --data-root "$docker_dir/data" --exec-root "$docker_dir/exec" \
-  --pidfile "$docker_dir/dockerd.pid" -H "$DOCKER_HOST" >"$docker_dir/dockerd.log" 2>&1 &
-dockerd_pid=$!
-for _ in $(seq 1 100); do
-  docker info >/dev/null 2>&1 && break
-  kill -0 "$dockerd_pid" 2>/dev/null || { cat "$docker_dir/dockerd.log" >&2; exit 1; }
-  sleep 0.2
-done
+start_dockerd
 
 step "docker build (offline: deploy/container/Dockerfile.prebuilt from $binary)"
 deploy/container/rootfs.sh "$binary" "$context/rootfs"

@@ -29,37 +29,15 @@ case "$(uname -m)" in
 esac
 image="public.ecr.aws/lambda/provided:al2023-$arch"
 
-if ! command -v dockerd >/dev/null; then
-  step "installing Docker (docker.io)"
-  apt-get update -qq && apt-get install -y -qq docker.io
-fi
-
-docker_dir="$cache/docker"
-mkdir -p "$docker_dir/data" "$docker_dir/exec"
-export DOCKER_HOST="unix://$docker_dir/docker.sock"
-dockerd_pid=""
+# shellcheck source=scripts/dockerd.sh
+. scripts/dockerd.sh
 api_pid=""
 cleanup() {
   [ -n "$api_pid" ] && kill "$api_pid" 2>/dev/null && wait "$api_pid" 2>/dev/null || true
-  if [ -n "$dockerd_pid" ]; then
-    # Containers first (start-api's warm one), then the daemon we started.
-    docker ps -q | xargs -r docker rm -f >/dev/null 2>&1 || true
-    kill "$dockerd_pid" 2>/dev/null || true
-    wait "$dockerd_pid" 2>/dev/null || true
-  fi
+  stop_dockerd
 }
 trap cleanup EXIT
-
-step "starting dockerd on $DOCKER_HOST"
-dockerd --data-root "$docker_dir/data" --exec-root "$docker_dir/exec" \
-  --pidfile "$docker_dir/dockerd.pid" -H "$DOCKER_HOST" >"$docker_dir/dockerd.log" 2>&1 &
-dockerd_pid=$!
-for _ in $(seq 1 100); do
-  docker info >/dev/null 2>&1 && break
-  kill -0 "$dockerd_pid" 2>/dev/null || { cat "$docker_dir/dockerd.log" >&2; exit 1; }
-  sleep 0.2
-done
-docker info >/dev/null
+start_dockerd
 
 local_params() {
   python3 -c 'import sys, tomllib; print(tomllib.load(open("samconfig.toml", "rb"))["default"][sys.argv[1]]["parameters"]["parameter_overrides"])' "$1"
