@@ -72,6 +72,10 @@ cfn-lint template.yaml
 sam validate --lint --region eu-west-1
 python scripts/check-template.py template.yaml
 
+step "the ECS/Fargate kit (scripts/check-ecs.py: IAM, target group, task definition mirror, checkov, moto's ECS)"
+python scripts/check-ecs.py
+python scripts/check-ecs.py --self-test
+
 if [ "${APUNTADOR_CONTAINER:-0}" = "1" ]; then
   step "the server-mode image (scripts/container-image.sh)"
   scripts/container-image.sh

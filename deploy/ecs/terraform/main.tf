@@ -1,0 +1,293 @@
+# apuntador-backend on ECS/Fargate: the backend as a server (HOST/PORT) beside an ADOT collector
+# sidecar, behind a rule on an existing ALB HTTPS listener. ../task-definition.json is the same
+# task definition written out for `aws ecs register-task-definition`; scripts/check-ecs.py holds
+# the two (and container-definitions.json.tftpl) to each other.
+
+data "aws_caller_identity" "current" {}
+
+data "aws_partition" "current" {}
+
+locals {
+  account_id = data.aws_caller_identity.current.account_id
+  partition  = data.aws_partition.current.partition
+
+  # ACCOUNT.dkr.ecr.REGION.amazonaws.com/REPOSITORY:TAG → the repository the execution role may
+  # pull from (variables.tf only accepts ECR images).
+  backend_image_parts    = regex("^([0-9]{12})\\.dkr\\.ecr\\.([a-z0-9-]+)\\.amazonaws\\.com(?:\\.cn)?/([^:@]+)", var.backend_image)
+  backend_repository_arn = format(
+    "arn:%s:ecr:%s:%s:repository/%s",
+    local.partition, local.backend_image_parts[1], local.backend_image_parts[0], local.backend_image_parts[2],
+  )
+
+  # The backend's environment. ECS drops variables whose value is empty (and Terraform would then
+  # show a difference on every plan), so empty optional settings are left out: the backend
+  # treats a missing variable and an empty one alike.
+  backend_environment_all = {
+    HOST                        = "0.0.0.0"
+    PORT                        = "8000"
+    ENVIRONMENT                 = var.environment
+    LOG_FORMAT                  = "json"
+    OTEL_SERVICE_NAME           = var.name
+    OTEL_RESOURCE_ATTRIBUTES    = "deployment.environment=${var.environment}"
+    OTEL_TRACES_EXPORTER        = "otlp"
+    OTEL_EXPORTER_OTLP_ENDPOINT = "http://localhost:4318"
+    OTEL_EXPORTER_OTLP_PROTOCOL = "http/protobuf"
+    OTEL_PROPAGATORS            = "xray"
+    INFRASTRUCTURE_PROVIDER     = "aws"
+    AWS_DYNAMODB_TABLE          = aws_dynamodb_table.certificates.name
+    AWS_SECRETS_PREFIX          = var.secrets_prefix
+    TRUSTED_CLIENT_CERT_HEADER  = var.trusted_client_cert_header
+    ENABLED_CLOUD_PROVIDERS     = var.enabled_cloud_providers
+    ALLOWED_ORIGINS             = var.allowed_origins
+    ALLOWED_REDIRECT_URIS       = var.allowed_redirect_uris
+    OAUTH_CREDENTIALS_SECRET    = var.oauth_credentials_secret_arn
+    GOOGLE_REDIRECT_URI         = var.google_redirect_uri
+    ONEDRIVE_REDIRECT_URI       = var.onedrive_redirect_uri
+  }
+  # Sorted by name, as ECS stores them (a map's keys iterate in lexical order).
+  backend_environment = [
+    for name, value in local.backend_environment_all : { name = name, value = value } if value != ""
+  ]
+}
+
+# --- cluster ---------------------------------------------------------------------------------
+
+resource "aws_ecs_cluster" "this" {
+  #checkov:skip=CKV_AWS_224:ECS Exec is not enabled (the image has no shell to exec into), so there is no execute-command session log or key to configure.
+  name = var.name
+
+  setting {
+    name  = "containerInsights"
+    value = "enabled"
+  }
+}
+
+# --- logs ------------------------------------------------------------------------------------
+
+resource "aws_cloudwatch_log_group" "backend" {
+  #checkov:skip=CKV_AWS_158:CloudWatch Logs encrypts log data at rest already; the backend redacts credential-like fields, so a customer managed key (and its key policy for the logs service) is left to teams whose rules require one.
+  #checkov:skip=CKV_AWS_338:Retention is a cost and compliance choice: log_retention_days, 30 by default like template.yaml's LogRetentionDays.
+  name              = "/ecs/${var.name}"
+  retention_in_days = var.log_retention_days
+}
+
+resource "aws_cloudwatch_log_group" "collector" {
+  #checkov:skip=CKV_AWS_158:As for the backend's group: encrypted at rest by CloudWatch Logs; the collector logs its own state, no request data.
+  #checkov:skip=CKV_AWS_338:As for the backend's group: log_retention_days.
+  name              = "/ecs/${var.name}/collector"
+  retention_in_days = var.log_retention_days
+}
+
+# --- the collector's configuration ----------------------------------------------------------
+
+resource "aws_ssm_parameter" "collector_config" {
+  #checkov:skip=CKV2_AWS_34:The collector configuration holds no secret (endpoints and pipeline only, the same text as ../collector.yaml in this repository); a String parameter needs no KMS permission on the execution role.
+  name        = "/${var.name}/collector-config"
+  description = "ADOT collector configuration of ${var.name} (AOT_CONFIG_CONTENT), from deploy/ecs/collector.yaml"
+  type        = "String"
+  tier        = "Standard"
+  value       = file("${path.module}/../collector.yaml")
+}
+
+# --- the certificate table (mirrors template.yaml's CertificateTable) ------------------------
+
+resource "aws_dynamodb_table" "certificates" {
+  #checkov:skip=CKV_AWS_119:Encrypted at rest with the AWS managed key (server_side_encryption below); a customer managed key adds a key policy and KMS charges per request, for teams whose rules require it.
+  name                        = "${var.name}-certificates"
+  billing_mode                = "PAY_PER_REQUEST"
+  hash_key                    = "device_id"
+  range_key                   = "serial_number"
+  deletion_protection_enabled = true
+
+  attribute {
+    name = "device_id"
+    type = "S"
+  }
+
+  attribute {
+    name = "serial_number"
+    type = "S"
+  }
+
+  attribute {
+    name = "expires_at"
+    type = "S"
+  }
+
+  # Kept from the spec's schema, as in template.yaml; nothing on a request path reads it.
+  global_secondary_index {
+    name            = "ExpirationIndex"
+    hash_key        = "device_id"
+    range_key       = "expires_at"
+    projection_type = "ALL"
+  }
+
+  # History records carry purge_at (expiry + 90 days); a device's current record never does.
+  ttl {
+    attribute_name = "purge_at"
+    enabled        = true
+  }
+
+  point_in_time_recovery {
+    enabled = true
+  }
+
+  server_side_encryption {
+    enabled = true
+  }
+
+  lifecycle {
+    prevent_destroy = true
+  }
+}
+
+# --- load balancing --------------------------------------------------------------------------
+#
+# Mutual TLS and TRUSTED_CLIENT_CERT_HEADER. The device routes (renew, revoke, status) need the
+# device's certificate. The backend reads it, in server mode, only from the header named in
+# TRUSTED_CLIENT_CERT_HEADER: here X-Amzn-Mtls-Clientcert, which the ALB writes itself from the
+# TLS handshake when its HTTPS listener has mutual TLS in *passthrough* mode (the whole chain the
+# client presented, URL-encoded PEM; the client proved it holds the key during the handshake).
+# In *verify* mode the ALB sends the certificate as X-Amzn-Mtls-Clientcert-Leaf instead, which
+# the backend does not read, and refuses every connection without a certificate, which would
+# shut out enrollment, the OAuth redirect and the health checks. Passthrough lets devices
+# without a certificate through (no header: the guarded routes answer 401), and the backend
+# verifies every certificate itself: chain to its CA, validity, and the exact DER of the
+# device's current, unrevoked record.
+#
+# The header can be trusted only because nothing but the ALB can put it on a request that
+# reaches the backend:
+#   * the ALB sets it from the handshake; the backend also refuses a request carrying the header
+#     twice (400), so a proxy that appended instead of replacing could not smuggle one in;
+#   * nothing may sit in front of this listener that terminates TLS itself and forwards
+#     client-supplied headers (CloudFront, another load balancer, an API gateway, a CDN): the
+#     ALB would then see that proxy, not the device, in the handshake, and the client's own
+#     X-Amzn-Mtls-Clientcert would arrive as if the ALB had written it;
+#   * the tasks' security groups must accept port 8000 from the ALB's security group only, or
+#     anyone in the VPC could send the header straight to a task;
+#   * the listener must not rename the header (ALB header modification) to another name.
+# After deploying, prove it (README: "Checking the mutual-TLS header"): a request without a
+# client certificate that carries a real device's certificate in X-Amzn-Mtls-Clientcert must get
+# 401 client_certificate_required.
+
+data "aws_lb_listener" "https" {
+  arn = var.listener_arn
+}
+
+resource "aws_lb_target_group" "backend" {
+  #checkov:skip=CKV_AWS_378:TLS (and mutual TLS) ends at the ALB, which must read the client certificate to write X-Amzn-Mtls-Clientcert; from there to the task it is HTTP inside the VPC on port 8000, open to the ALB's security group only.
+  name                 = var.name
+  target_type          = "ip"
+  port                 = 8000
+  protocol             = "HTTP"
+  protocol_version     = "HTTP1"
+  vpc_id               = var.vpc_id
+  deregistration_delay = 30
+
+  health_check {
+    enabled             = true
+    path                = "/health"
+    port                = "traffic-port"
+    protocol            = "HTTP"
+    matcher             = "200"
+    interval            = 15
+    timeout             = 5
+    healthy_threshold   = 2
+    unhealthy_threshold = 3
+  }
+}
+
+resource "aws_lb_listener_rule" "backend" {
+  listener_arn = var.listener_arn
+  priority     = var.listener_rule_priority
+
+  action {
+    type             = "forward"
+    target_group_arn = aws_lb_target_group.backend.arn
+  }
+
+  condition {
+    host_header {
+      values = var.host_headers
+    }
+  }
+
+  lifecycle {
+    precondition {
+      condition     = data.aws_lb_listener.https.protocol == "HTTPS"
+      error_message = "listener_arn must be an HTTPS listener: the backend serves plain HTTP and TLS ends at the ALB."
+    }
+    precondition {
+      # With the header trusted, the listener must be the one writing it (see the note above).
+      condition = var.trusted_client_cert_header == "" || try(
+        data.aws_lb_listener.https.mutual_authentication[0].mode, "off"
+      ) == "passthrough"
+      error_message = "TRUSTED_CLIENT_CERT_HEADER=X-Amzn-Mtls-Clientcert needs the listener's mutual TLS in passthrough mode (verify mode sends X-Amzn-Mtls-Clientcert-Leaf and refuses devices without a certificate; with it off the ALB writes no such header, so one that arrives came from the client). Set trusted_client_cert_header = \"\" to read no client certificate."
+    }
+  }
+}
+
+# --- the task --------------------------------------------------------------------------------
+
+resource "aws_ecs_task_definition" "backend" {
+  family                   = var.name
+  network_mode             = "awsvpc"
+  requires_compatibilities = ["FARGATE"]
+  cpu                      = var.task_cpu
+  memory                   = var.task_memory
+  execution_role_arn       = aws_iam_role.execution.arn
+  task_role_arn            = aws_iam_role.task.arn
+
+  runtime_platform {
+    operating_system_family = "LINUX"
+    cpu_architecture        = var.cpu_architecture
+  }
+
+  container_definitions = templatefile("${path.module}/container-definitions.json.tftpl", {
+    backend_image                  = var.backend_image
+    backend_environment            = local.backend_environment
+    secret_key_secret_arn          = var.secret_key_secret_arn
+    config_api_key_secret_arn      = var.config_api_key_secret_arn
+    backend_log_group              = aws_cloudwatch_log_group.backend.name
+    collector_image                = var.collector_image
+    collector_config_parameter_arn = aws_ssm_parameter.collector_config.arn
+    collector_log_group            = aws_cloudwatch_log_group.collector.name
+    region                         = var.region
+  })
+}
+
+resource "aws_ecs_service" "backend" {
+  name             = var.name
+  cluster          = aws_ecs_cluster.this.id
+  task_definition  = aws_ecs_task_definition.backend.arn
+  desired_count    = var.desired_count
+  launch_type      = "FARGATE"
+  platform_version = "LATEST"
+  propagate_tags   = "SERVICE"
+
+  enable_execute_command            = false
+  health_check_grace_period_seconds = var.health_check_grace_period_seconds
+  # Replace tasks one at a time without dropping below desired_count.
+  deployment_minimum_healthy_percent = 100
+  deployment_maximum_percent         = 200
+
+  deployment_circuit_breaker {
+    enable   = true
+    rollback = true
+  }
+
+  network_configuration {
+    subnets          = var.subnet_ids
+    security_groups  = var.security_group_ids
+    assign_public_ip = false
+  }
+
+  load_balancer {
+    target_group_arn = aws_lb_target_group.backend.arn
+    container_name   = "backend"
+    container_port   = 8000
+  }
+
+  # The target group must be attached to the listener before a service can register into it.
+  depends_on = [aws_lb_listener_rule.backend]
+}

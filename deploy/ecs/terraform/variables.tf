@@ -1,0 +1,254 @@
+# Inputs of the ECS/Fargate deployment. Required: region, backend_image, vpc_id, subnet_ids,
+# security_group_ids, listener_arn, listener_rule_priority, host_headers, and the two secret
+# ARNs. Everything else has the default the project deploys with (template.yaml's, where the
+# Lambda deployment has the same setting).
+
+variable "region" {
+  description = "AWS region of everything here (and of the X-Ray and CloudWatch data)."
+  type        = string
+}
+
+variable "name" {
+  description = "Name of the service: task family, cluster, service, roles, log groups, table prefix."
+  type        = string
+  default     = "apuntador-backend"
+
+  validation {
+    # The target group name (this name) is limited to 32 characters.
+    condition     = can(regex("^[a-z0-9][a-z0-9-]{0,31}$", var.name))
+    error_message = "name: lower-case letters, digits and -, at most 32 characters."
+  }
+}
+
+variable "environment" {
+  description = "ENVIRONMENT and deployment.environment. \"local\" relaxes secret checks and must not be deployed."
+  type        = string
+  default     = "production"
+
+  validation {
+    condition     = var.environment != "local" && can(regex("^[a-z0-9-]+$", var.environment))
+    error_message = "environment: a deployment name such as production or staging (not local)."
+  }
+}
+
+variable "backend_image" {
+  description = "The backend image in ECR, pinned by tag or digest: ACCOUNT.dkr.ecr.REGION.amazonaws.com/apuntador-backend:1.0.41."
+  type        = string
+
+  validation {
+    # The execution role may pull from this repository only, so the image must be in ECR; a
+    # moving tag would let a task started later run other code than the one deployed.
+    condition = (
+      can(regex("^[0-9]{12}\\.dkr\\.ecr\\.[a-z0-9-]+\\.amazonaws\\.com(\\.cn)?/[a-z0-9._/-]+(:[A-Za-z0-9._-]+|@sha256:[0-9a-f]{64})$", var.backend_image))
+      && !endswith(var.backend_image, ":latest")
+    )
+    error_message = "backend_image: an ECR image with a tag other than latest, or a digest."
+  }
+}
+
+variable "collector_image" {
+  description = "The ADOT collector image (README: why this release)."
+  type        = string
+  default     = "public.ecr.aws/aws-observability/aws-otel-collector:v0.49.0"
+
+  validation {
+    condition     = can(regex("(:v?[0-9]+\\.[0-9]+\\.[0-9]+|@sha256:[0-9a-f]{64})$", var.collector_image))
+    error_message = "collector_image: pin a release (…:v0.49.0) or a digest, never latest."
+  }
+}
+
+variable "cpu_architecture" {
+  description = "X86_64 or ARM64; the backend image must be built for it (the collector image is multi-arch)."
+  type        = string
+  default     = "X86_64"
+
+  validation {
+    condition     = contains(["X86_64", "ARM64"], var.cpu_architecture)
+    error_message = "cpu_architecture: X86_64 or ARM64."
+  }
+}
+
+variable "task_cpu" {
+  description = "Task CPU units (Fargate sizes)."
+  type        = number
+  default     = 512
+}
+
+variable "task_memory" {
+  description = "Task memory in MiB (Fargate sizes for task_cpu)."
+  type        = number
+  default     = 1024
+}
+
+variable "desired_count" {
+  description = "Tasks the service keeps running (2: one can be replaced while the other serves)."
+  type        = number
+  default     = 2
+}
+
+variable "health_check_grace_period_seconds" {
+  description = "How long the service ignores the target group's health checks after a task starts."
+  type        = number
+  default     = 30
+}
+
+variable "vpc_id" {
+  description = "VPC of the ALB and of the tasks (for the target group)."
+  type        = string
+}
+
+variable "subnet_ids" {
+  description = "Private subnets of the tasks. They need a route to ECR, CloudWatch Logs, Secrets Manager, SSM, X-Ray and DynamoDB (NAT or VPC endpoints): no public IP is assigned."
+  type        = list(string)
+
+  validation {
+    condition     = length(var.subnet_ids) > 0
+    error_message = "subnet_ids: at least one subnet."
+  }
+}
+
+variable "security_group_ids" {
+  description = "Security groups of the tasks. Allow TCP 8000 in from the ALB's security group only (see the mutual-TLS note in main.tf), and HTTPS out."
+  type        = list(string)
+
+  validation {
+    condition     = length(var.security_group_ids) > 0
+    error_message = "security_group_ids: at least one security group."
+  }
+}
+
+variable "listener_arn" {
+  description = "ARN of the existing ALB HTTPS listener that gets this service's rule (mutual TLS in passthrough mode: main.tf)."
+  type        = string
+
+  validation {
+    condition     = can(regex("^arn:aws[a-z-]*:elasticloadbalancing:[a-z0-9-]+:[0-9]{12}:listener/app/", var.listener_arn))
+    error_message = "listener_arn: an Application Load Balancer listener ARN."
+  }
+}
+
+variable "listener_rule_priority" {
+  description = "Priority of the listener rule (unique on that listener)."
+  type        = number
+}
+
+variable "host_headers" {
+  description = "Host names the listener rule forwards to this service (api.example.com)."
+  type        = list(string)
+
+  validation {
+    condition     = length(var.host_headers) > 0
+    error_message = "host_headers: at least one host name."
+  }
+}
+
+variable "trusted_client_cert_header" {
+  description = "TRUSTED_CLIENT_CERT_HEADER: X-Amzn-Mtls-Clientcert (the listener in mutual-TLS passthrough mode), or \"\" to read no client certificate (the guarded device routes then answer 401)."
+  type        = string
+  default     = "X-Amzn-Mtls-Clientcert"
+
+  validation {
+    condition     = contains(["", "X-Amzn-Mtls-Clientcert"], var.trusted_client_cert_header)
+    error_message = "trusted_client_cert_header: X-Amzn-Mtls-Clientcert or empty."
+  }
+}
+
+variable "secret_key_secret_arn" {
+  description = "Full ARN (with its 6-character suffix) of the Secrets Manager secret holding SECRET_KEY (at least 32 random bytes)."
+  type        = string
+
+  validation {
+    condition     = can(regex("^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:[A-Za-z0-9/_+=.@-]+-[A-Za-z0-9]{6}$", var.secret_key_secret_arn))
+    error_message = "secret_key_secret_arn: the full ARN of a Secrets Manager secret (…:secret:name-AbCdEf)."
+  }
+}
+
+variable "config_api_key_secret_arn" {
+  description = "Full ARN of the Secrets Manager secret holding CONFIG_API_KEY (at least 32 bytes, different from SECRET_KEY)."
+  type        = string
+
+  validation {
+    condition     = can(regex("^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:[A-Za-z0-9/_+=.@-]+-[A-Za-z0-9]{6}$", var.config_api_key_secret_arn))
+    error_message = "config_api_key_secret_arn: the full ARN of a Secrets Manager secret (…:secret:name-AbCdEf)."
+  }
+}
+
+variable "oauth_credentials_secret_arn" {
+  description = "Full ARN of the Secrets Manager secret with the OAuth clients as JSON (OAUTH_CREDENTIALS_SECRET); empty leaves the providers unconfigured."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.oauth_credentials_secret_arn == "" || can(regex("^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:[A-Za-z0-9/_+=.@-]+-[A-Za-z0-9]{6}$", var.oauth_credentials_secret_arn))
+    error_message = "oauth_credentials_secret_arn: empty, or the full ARN of a Secrets Manager secret."
+  }
+}
+
+variable "secrets_kms_key_arn" {
+  description = "ARN of the customer managed KMS key the secrets are encrypted with; empty when they use the AWS managed key aws/secretsmanager."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.secrets_kms_key_arn == "" || can(regex("^arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:key/[0-9a-f-]+$", var.secrets_kms_key_arn))
+    error_message = "secrets_kms_key_arn: empty, or a KMS key ARN (…:key/<id>, not an alias)."
+  }
+}
+
+variable "secrets_prefix" {
+  description = "AWS_SECRETS_PREFIX: the CA lives in the secrets <prefix>/ca-private-key and <prefix>/ca-certificate."
+  type        = string
+  default     = "apuntador"
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9/_+=.@-]+$", var.secrets_prefix)) && !strcontains(var.secrets_prefix, "*")
+    error_message = "secrets_prefix: a secret name prefix without wildcards."
+  }
+}
+
+variable "enabled_cloud_providers" {
+  description = "ENABLED_CLOUD_PROVIDERS: comma list of googledrive, dropbox, onedrive."
+  type        = string
+  default     = "googledrive,dropbox"
+}
+
+variable "allowed_origins" {
+  description = "ALLOWED_ORIGINS: CORS origins of the web app; empty allows no browser origin."
+  type        = string
+  default     = ""
+}
+
+variable "allowed_redirect_uris" {
+  description = "ALLOWED_REDIRECT_URIS: where OAuth may send users back to."
+  type        = string
+  default     = "apuntador://"
+}
+
+variable "google_redirect_uri" {
+  description = "GOOGLE_REDIRECT_URI: https://<host>/oauth/callback/googledrive as registered with Google; empty leaves Google unconfigured."
+  type        = string
+  default     = ""
+}
+
+variable "onedrive_redirect_uri" {
+  description = "ONEDRIVE_REDIRECT_URI: https://<host>/oauth/callback/onedrive as registered with Microsoft."
+  type        = string
+  default     = ""
+}
+
+variable "log_retention_days" {
+  description = "Retention of the two log groups (template.yaml's LogRetentionDays default)."
+  type        = number
+  default     = 30
+
+  validation {
+    condition     = contains([1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653], var.log_retention_days)
+    error_message = "log_retention_days: a retention CloudWatch Logs accepts."
+  }
+}
+
+variable "tags" {
+  description = "Tags added to every resource (with Application = name)."
+  type        = map(string)
+  default     = {}
+}
