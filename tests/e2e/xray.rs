@@ -20,14 +20,16 @@
 //! template; ADOT strips them). The collector test asserts what survives any collector, and
 //! notes rotel's gaps where it meets them instead of bending our spans to its exporter.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use crate::support::provider_double::{CLIENT_SECRET, Mode, ProviderDouble};
 use crate::support::runtime_api::{Event, Outcome, RuntimeApi};
-use crate::support::xray::{DaemonDouble, Rotel, XrayApi, check_segment_document};
-use crate::support::{Process, binary, http_api_event, lambda_env, moto};
+use crate::support::xray::{
+    DaemonDouble, Rotel, XrayApi, check_segment_document, epoch_seconds_now, flatten,
+};
+use crate::support::{Process, binary, epoch_hex, http_api_event, lambda_env, moto};
 
 const PARENT: &str = "53995c3f42cd8ad8";
 const VERIFIER: &str = "xray-verifier-xray-verifier-xray-verifier-xray-verifier";
@@ -36,12 +38,8 @@ const WAIT: Duration = Duration::from_secs(15);
 
 /// A trace id of now (X-Ray refuses ids older than 30 days), distinct per `n`.
 fn root(n: u32) -> String {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
     let pid = std::process::id();
-    format!("1-{secs:08x}-{pid:08x}{n:016x}")
+    format!("1-{}-{pid:08x}{n:016x}", epoch_hex())
 }
 
 fn header(root: &str, sampled: u8) -> String {
@@ -258,17 +256,7 @@ async fn scenario(api: &RuntimeApi, double: &ProviderDouble) -> Ran {
 
 /// Documents of a trace, each with its nested subsegments (X-Ray may nest them).
 fn flattened(documents: &[Value]) -> Vec<Value> {
-    fn walk(doc: &Value, out: &mut Vec<Value>) {
-        out.push(doc.clone());
-        for sub in doc["subsegments"].as_array().into_iter().flatten() {
-            walk(sub, out);
-        }
-    }
-    let mut out = Vec::new();
-    for doc in documents {
-        walk(doc, &mut out);
-    }
-    out
+    documents.iter().flat_map(flatten).cloned().collect()
 }
 
 /// The invocation's document: the one whose parent is the header's `Parent`.
@@ -351,11 +339,7 @@ async fn stored(xray: &XrayApi, ran: &Ran, schema_exceptions: &[&str]) -> Vec<Ve
         unsampled.iter().all(|t| t.documents.is_empty()),
         "Sampled=0 stored: {unsampled:?}"
     );
-    let since = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
-        - 600.0;
+    let since = epoch_seconds_now() - 600.0;
     let summaries = xray
         .trace_summaries(since)
         .await
