@@ -40,7 +40,28 @@ resource "aws_iam_role" "execution" {
   assume_role_policy = data.aws_iam_policy_document.ecs_tasks_assume.json
 }
 
+# Both roles read secrets (ECS injects SECRET_KEY and CONFIG_API_KEY; the backend reads the CA
+# and OAuth secrets): with a customer-managed key, both may decrypt through Secrets Manager.
+data "aws_iam_policy_document" "decrypt_secrets" {
+  dynamic "statement" {
+    for_each = var.secrets_kms_key_arn == "" ? [] : [var.secrets_kms_key_arn]
+    content {
+      sid       = "DecryptTheSecrets"
+      effect    = "Allow"
+      actions   = ["kms:Decrypt"]
+      resources = [statement.value]
+      condition {
+        test     = "StringEquals"
+        variable = "kms:ViaService"
+        values   = ["secretsmanager.${var.region}.amazonaws.com"]
+      }
+    }
+  }
+}
+
 data "aws_iam_policy_document" "execution" {
+  source_policy_documents = [data.aws_iam_policy_document.decrypt_secrets.json]
+
   # ecr:GetAuthorizationToken has no resource type: IAM accepts only "*" for it. The token alone
   # pulls nothing; the pull itself is the next statement, on the one repository.
   statement {
@@ -87,20 +108,6 @@ data "aws_iam_policy_document" "execution" {
     resources = [aws_ssm_parameter.collector_config.arn]
   }
 
-  dynamic "statement" {
-    for_each = var.secrets_kms_key_arn == "" ? [] : [var.secrets_kms_key_arn]
-    content {
-      sid       = "DecryptTheSecrets"
-      effect    = "Allow"
-      actions   = ["kms:Decrypt"]
-      resources = [statement.value]
-      condition {
-        test     = "StringEquals"
-        variable = "kms:ViaService"
-        values   = ["secretsmanager.${var.region}.amazonaws.com"]
-      }
-    }
-  }
 }
 
 resource "aws_iam_role_policy" "execution" {
@@ -118,6 +125,8 @@ resource "aws_iam_role" "task" {
 }
 
 data "aws_iam_policy_document" "task" {
+  source_policy_documents = [data.aws_iam_policy_document.decrypt_secrets.json]
+
   # The collector's awsxray exporter (segments, telemetry) and awsproxy extension (centralized
   # sampling). These X-Ray actions have no resource type: IAM requires Resource "*" for them
   # (the same statement as the AWSXRayDaemonWriteAccess managed policy).
@@ -170,20 +179,6 @@ data "aws_iam_policy_document" "task" {
     }
   }
 
-  dynamic "statement" {
-    for_each = var.secrets_kms_key_arn == "" ? [] : [var.secrets_kms_key_arn]
-    content {
-      sid       = "DecryptTheSecrets"
-      effect    = "Allow"
-      actions   = ["kms:Decrypt"]
-      resources = [statement.value]
-      condition {
-        test     = "StringEquals"
-        variable = "kms:ViaService"
-        values   = ["secretsmanager.${var.region}.amazonaws.com"]
-      }
-    }
-  }
 }
 
 resource "aws_iam_role_policy" "task" {
