@@ -1,13 +1,14 @@
 //! The harness the backend's tests and benchmark share (a crate of its own, so no test source is
 //! included by path): the function process, a Lambda Runtime API double, an OTLP receiver, OAuth
 //! provider doubles, a serialising AWS proxy in front of moto, moto itself, X-Ray (moto's API, a
-//! daemon double, a segment document checker and the rotel collector) and the AWS Runtime
-//! Interface Emulator. Loopback only.
+//! daemon double, a segment document checker and the rotel collector), a double of X-Ray's
+//! sampling API and the AWS Runtime Interface Emulator. Loopback only.
 
 pub mod aws_proxy;
 pub mod otlp;
 pub mod provider_double;
 pub mod runtime_api;
+pub mod sampling;
 pub mod xray;
 
 use std::io::{BufRead, BufReader};
@@ -64,6 +65,16 @@ pub fn serve(program: &std::path::Path, env: &[(String, String)]) -> (Process, S
     (process, url)
 }
 
+/// Serves `app` on a free loopback port in the background; returns its address.
+pub async fn serve_router(app: axum::Router) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    addr
+}
+
 /// The current time as the 8 hex digits that open an X-Ray trace id. Tests build their `Root`s
 /// with it: X-Ray (and this backend, which then starts a fresh trace) refuses trace ids older
 /// than 30 days, so a fixed id in a test would stop working a month after it was written.
@@ -110,6 +121,16 @@ impl Process {
 
     pub fn lines(&self) -> Vec<String> {
         self.lines.lock().unwrap().clone()
+    }
+
+    /// How many lines contain every one of `needles`.
+    pub fn count_lines(&self, needles: &[&str]) -> usize {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| needles.iter().all(|n| l.contains(n)))
+            .count()
     }
 
     /// Log lines that parse as JSON objects with a `level` (span lines and others excluded).

@@ -225,11 +225,7 @@ impl ProviderDouble {
             .route("/{provider}/token", post(token))
             .route("/{provider}/revoke", post(revoke))
             .with_state(shared.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let addr = crate::serve_router(app).await;
         Self { addr, shared }
     }
 

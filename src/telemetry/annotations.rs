@@ -50,11 +50,16 @@ pub const XRAY_ANNOTATIONS_ATTRIBUTE: &str = "aws.xray.annotations";
 
 /// `aws.xray.annotations` with every key: keys a span does not carry are ignored.
 pub fn annotation_keys_attribute() -> KeyValue {
-    let keys: Vec<StringValue> = KEYS.iter().map(|k| StringValue::from(*k)).collect();
-    KeyValue::new(
-        XRAY_ANNOTATIONS_ATTRIBUTE,
-        Value::Array(Array::String(keys)),
-    )
+    static ATTRIBUTE: std::sync::OnceLock<KeyValue> = std::sync::OnceLock::new();
+    ATTRIBUTE
+        .get_or_init(|| {
+            let keys: Vec<StringValue> = KEYS.iter().map(|k| StringValue::from(*k)).collect();
+            KeyValue::new(
+                XRAY_ANNOTATIONS_ATTRIBUTE,
+                Value::Array(Array::String(keys)),
+            )
+        })
+        .clone()
 }
 
 /// Records the device's platform on the current request span (the platform is known only once

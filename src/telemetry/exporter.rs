@@ -7,7 +7,6 @@
 //! is logged twice: when it starts, and when the collector answers again with the count of
 //! spans lost in between.
 
-use std::io::Write;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -17,6 +16,7 @@ use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use serde_json::{Map, json};
 
+use super::log_sink::LogSink;
 use super::xray::xray_trace_id;
 
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
@@ -125,9 +125,18 @@ impl<E: SpanExporter> SpanExporter for Resilient<E> {
     }
 }
 
-/// Writes each span as one JSON line on stdout (`"type":"span"` tells it from log lines).
-#[derive(Debug, Default)]
-pub struct ConsoleJson;
+/// Writes each span as one JSON line on stdout (`"type":"span"` tells it from log lines),
+/// through the log lines' sink so both keep their order.
+#[derive(Debug)]
+pub struct ConsoleJson {
+    sink: LogSink,
+}
+
+impl ConsoleJson {
+    pub fn new(sink: LogSink) -> Self {
+        Self { sink }
+    }
+}
 
 impl SpanExporter for ConsoleJson {
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
@@ -136,11 +145,8 @@ impl SpanExporter for ConsoleJson {
             let _ = serde_json::to_writer(&mut out, &span_json(span));
             out.push(b'\n');
         }
-        let stdout = std::io::stdout();
-        let mut lock = stdout.lock();
-        lock.write_all(&out)
-            .and_then(|()| lock.flush())
-            .map_err(|e| OTelSdkError::InternalFailure(e.to_string()))
+        self.sink.write(&out);
+        Ok(())
     }
 }
 

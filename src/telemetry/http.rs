@@ -34,7 +34,7 @@ use crate::oauth::provider::ProviderId;
 
 use super::annotations;
 use super::lambda::take_cold_start;
-use super::xray::{acceptable_time, new_trace_id, parent_from_header, xray_trace_id};
+use super::xray::{acceptable_time, new_trace_id, parent_from_header, xray_trace_id_bytes};
 
 /// The response header that gives clients the trace id of their request.
 pub const TRACE_ID_HEADER: HeaderName = HeaderName::from_static("x-trace-id");
@@ -108,6 +108,27 @@ fn forwarded_for(headers: &HeaderMap) -> Option<String> {
         .map(|ip| ip.to_string())
 }
 
+/// The host the caller asked for (`Host`, else the URI's authority), without the port, if it
+/// looks like a host name or an address: X-Ray sampling rules match on it (`server.address`),
+/// and the caller writes it.
+fn server_address(request: &Request) -> Option<String> {
+    let raw = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| request.uri().authority().map(|a| a.as_str()))?;
+    let host = match raw.strip_prefix('[') {
+        Some(v6) => v6.split(']').next()?,
+        None => raw.rsplit_once(':').map_or(raw, |(host, _port)| host),
+    };
+    let plausible = !host.is_empty()
+        && host.len() <= 253
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':'));
+    plausible.then(|| host.to_ascii_lowercase())
+}
+
 /// Axum middleware that wraps every request in its span. Runs outermost.
 pub async fn trace_requests(
     State(tracing_state): State<RequestTracing>,
@@ -176,14 +197,16 @@ pub async fn trace_requests(
     let provider = route
         .as_deref()
         .and_then(|route| provider_in_path(route, &path));
+    let host = server_address(&request);
 
     let span = tracing::info_span!(
         "request",
-        otel.name = %span_name,
+        otel.name = span_name.as_str(),
         otel.kind = "server",
         otel.status_description = Empty,
-        "http.request.method" = %method,
-        "url.path" = %path,
+        "http.request.method" = method.as_str(),
+        "url.path" = path.as_str(),
+        "server.address" = host.as_deref(),
         "http.route" = route.as_deref(),
         "http.response.status_code" = Empty,
         "user_agent.original" = user_agent.as_deref(),
@@ -195,7 +218,9 @@ pub async fn trace_requests(
         "cloud.provider" = lambda.as_ref().map(|_| "aws"),
         "cloud.platform" = lambda.as_ref().map(|_| "aws_lambda"),
         "cloud.resource_id" = lambda.as_ref().map(|i| i.function_arn.as_str()),
-        "aws.api_gateway.request_id" = lambda.as_ref().and_then(|i| i.gateway_request_id.as_deref()),
+        "aws.api_gateway.request_id" = lambda
+            .as_ref()
+            .and_then(|i| i.gateway_request_id.as_deref()),
         "error.type" = Empty,
         { annotations::HTTP_ROUTE } = route.as_deref(),
         { annotations::HTTP_STATUS_CODE } = Empty,
@@ -234,7 +259,7 @@ pub async fn trace_requests(
     let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
     span.in_scope(|| {
         tracing::info!(
-            method = %method,
+            method = method.as_str(),
             route = route.as_deref().unwrap_or("(unmatched)"),
             status = status.as_u16(),
             duration_ms = (duration_ms * 1000.0).round() / 1000.0,
@@ -274,7 +299,7 @@ fn truncate(text: &str, max: usize) -> &str {
 }
 
 fn set_trace_header(response: &mut Response, trace_id: TraceId) {
-    if let Ok(value) = HeaderValue::from_str(&xray_trace_id(trace_id)) {
+    if let Ok(value) = HeaderValue::from_bytes(&xray_trace_id_bytes(trace_id)) {
         response.headers_mut().insert(TRACE_ID_HEADER, value);
     }
 }
@@ -318,6 +343,29 @@ mod tests {
         );
         assert_eq!(forwarded_for(&headers(&"x".repeat(70_000))), None);
         assert_eq!(forwarded_for(&headers("evil<script>")), None);
+    }
+
+    #[test]
+    fn server_address_is_the_host_without_port_when_plausible() {
+        let with_host = |value: &str| {
+            let request = Request::builder()
+                .uri("/x")
+                .header(header::HOST, value)
+                .body(axum::body::Body::empty())
+                .unwrap();
+            server_address(&request)
+        };
+        assert_eq!(
+            with_host("API.example.com:8443").as_deref(),
+            Some("api.example.com")
+        );
+        assert_eq!(
+            with_host("[2001:db8::1]:80").as_deref(),
+            Some("2001:db8::1")
+        );
+        assert_eq!(with_host("127.0.0.1").as_deref(), Some("127.0.0.1"));
+        assert_eq!(with_host("evil\"host"), None);
+        assert_eq!(with_host(&"a".repeat(300)), None);
     }
 
     #[test]

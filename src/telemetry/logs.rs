@@ -17,7 +17,8 @@ use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
-use super::xray::xray_trace_id;
+use super::log_sink::LogSink;
+use super::xray::xray_trace_id_bytes;
 
 /// Log output format, from `LOG_FORMAT` or else `AWS_LAMBDA_LOG_FORMAT`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,7 +90,11 @@ impl Visit for LambdaKeys {
 
 /// Field names whose values never reach a log line.
 fn is_sensitive(name: &str) -> bool {
-    let name = name.to_ascii_lowercase();
+    let contains = |needle: &str| {
+        name.as_bytes()
+            .windows(needle.len())
+            .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+    };
     [
         "secret",
         "token",
@@ -101,60 +106,179 @@ fn is_sensitive(name: &str) -> bool {
         "cookie",
     ]
     .iter()
-    .any(|s| name.contains(s))
-        || name == "code"
+    .any(|s| contains(s))
+        || name.eq_ignore_ascii_case("code")
 }
 
-#[derive(Default)]
-struct EventFields {
-    message: Option<String>,
-    fields: Vec<(&'static str, serde_json::Value)>,
+/// Keys this layer writes itself; an event field of the same name is left out (the line's own
+/// value wins, and a JSON object has each key once).
+const RESERVED: [&str; 8] = [
+    "timestamp",
+    "level",
+    "message",
+    "target",
+    "trace_id",
+    "span_id",
+    "function_request_id",
+    "cold_start",
+];
+
+/// Writes text as the inside of a JSON string.
+struct JsonEscaped<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for JsonEscaped<'_> {
+    fn write_str(&mut self, text: &str) -> std::fmt::Result {
+        escape_into(self.0, text);
+        Ok(())
+    }
 }
 
-impl EventFields {
-    fn push(&mut self, field: &Field, value: serde_json::Value) {
-        if field.name() == "message" {
-            self.message = Some(match value {
-                serde_json::Value::String(s) => s,
-                other => other.to_string(),
-            });
-        } else if is_sensitive(field.name()) {
-            self.fields
-                .push((field.name(), serde_json::Value::from("[redacted]")));
+fn escape_into(out: &mut Vec<u8>, text: &str) {
+    let bytes = text.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..=0x1f | 0x7f => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        if escape.is_empty() {
+            let _ = write!(out, "\\u{b:04x}");
         } else {
-            self.fields.push((field.name(), value));
+            out.extend_from_slice(escape);
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+}
+
+fn write_str_value(out: &mut Vec<u8>, text: &str) {
+    out.push(b'"');
+    escape_into(out, text);
+    out.push(b'"');
+}
+
+/// The event's fields, written into the line as they are visited.
+struct EventFields<'a> {
+    out: &'a mut Vec<u8>,
+    written: Vec<&'static str>,
+    has_message: bool,
+}
+
+impl EventFields<'_> {
+    /// Starts `"name":` for a field that may be written, or says to skip it.
+    fn key(&mut self, field: &Field) -> Option<bool> {
+        let name = field.name();
+        if name == "message" {
+            if self.has_message {
+                return None;
+            }
+            self.has_message = true;
+        } else if RESERVED.contains(&name) || self.written.contains(&name) {
+            return None;
+        } else {
+            self.written.push(name);
+        }
+        self.out.extend_from_slice(b",\"");
+        escape_into(self.out, name);
+        self.out.extend_from_slice(b"\":");
+        if is_sensitive(name) {
+            self.out.extend_from_slice(b"\"[redacted]\"");
+            return Some(false);
+        }
+        Some(true)
+    }
+
+    fn display(&mut self, field: &Field, value: &dyn std::fmt::Display) {
+        if self.key(field) == Some(true) {
+            self.out.push(b'"');
+            let _ = std::fmt::Write::write_fmt(&mut JsonEscaped(self.out), format_args!("{value}"));
+            self.out.push(b'"');
         }
     }
 }
 
-impl Visit for EventFields {
+impl Visit for EventFields<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.push(field, value.into());
+        if self.key(field) == Some(true) {
+            write_str_value(self.out, value);
+        }
     }
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.push(field, value.into());
+        if self.key(field) == Some(true) {
+            self.out
+                .extend_from_slice(if value { b"true" } else { b"false" });
+        }
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.push(field, value.into());
+        if self.key(field) == Some(true) {
+            let _ = write!(self.out, "{value}");
+        }
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.push(field, value.into());
+        if self.key(field) == Some(true) {
+            let _ = write!(self.out, "{value}");
+        }
     }
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.push(field, value.into());
+        if self.key(field) == Some(true) {
+            if value.is_finite() {
+                let _ = write!(self.out, "{value}");
+            } else {
+                self.out.extend_from_slice(b"null");
+            }
+        }
     }
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.push(field, value.to_string().into());
+        self.display(field, &value);
     }
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.push(field, format!("{value:?}").into());
+        self.display(field, &format_args!("{value:?}"));
     }
 }
 
+/// `2026-12-01T10:58:55.888Z`: the part up to the seconds is formatted once per second per
+/// thread.
+fn write_timestamp(out: &mut Vec<u8>) {
+    thread_local! {
+        static SECOND: std::cell::RefCell<(i64, String)> = const {
+            std::cell::RefCell::new((i64::MIN, String::new()))
+        };
+    }
+    let now = chrono::Utc::now();
+    let secs = now.timestamp();
+    let millis = now.timestamp_subsec_millis().min(999);
+    SECOND.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut cached) => {
+            if cached.0 != secs {
+                *cached = (secs, now.format("%Y-%m-%dT%H:%M:%S").to_string());
+            }
+            let _ = write!(out, "\"{}.{millis:03}Z\"", cached.1);
+        }
+        Err(_) => {
+            let _ = write!(out, "\"{}\"", now.format("%Y-%m-%dT%H:%M:%S%.3fZ"));
+        }
+    });
+}
+
 /// The JSON-lines layer.
-#[derive(Default)]
 pub struct JsonLines {
     dispatch: OnceLock<tracing::dispatcher::WeakDispatch>,
+    sink: LogSink,
+}
+
+impl JsonLines {
+    pub fn new(sink: LogSink) -> Self {
+        Self {
+            dispatch: OnceLock::new(),
+            sink,
+        }
+    }
 }
 
 fn level_name(level: &Level) -> &'static str {
@@ -186,20 +310,50 @@ where
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
-        let mut fields = EventFields::default();
-        event.record(&mut fields);
-        let metadata = event.metadata();
+        thread_local! {
+            static LINE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        LINE.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut line) => {
+                line.clear();
+                self.format(event, &ctx, &mut line);
+                self.sink.write(&line);
+                if line.capacity() > 64 * 1024 {
+                    *line = Vec::new();
+                }
+            }
+            Err(_) => {
+                let mut line = Vec::new();
+                self.format(event, &ctx, &mut line);
+                self.sink.write(&line);
+            }
+        });
+    }
+}
 
-        let mut line = serde_json::Map::new();
-        line.insert(
-            "timestamp".into(),
-            chrono::Utc::now()
-                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-                .into(),
-        );
-        line.insert("level".into(), level_name(metadata.level()).into());
-        line.insert("message".into(), fields.message.unwrap_or_default().into());
-        line.insert("target".into(), metadata.target().into());
+impl JsonLines {
+    fn format<S>(&self, event: &Event<'_>, ctx: &Context<'_, S>, out: &mut Vec<u8>)
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
+        let metadata = event.metadata();
+        out.extend_from_slice(b"{\"timestamp\":");
+        write_timestamp(out);
+        out.extend_from_slice(b",\"level\":\"");
+        out.extend_from_slice(level_name(metadata.level()).as_bytes());
+        out.push(b'"');
+        let mut fields = EventFields {
+            out,
+            written: Vec::new(),
+            has_message: false,
+        };
+        event.record(&mut fields);
+        let has_message = fields.has_message;
+        if !has_message {
+            out.extend_from_slice(b",\"message\":\"\"");
+        }
+        out.extend_from_slice(b",\"target\":");
+        write_str_value(out, metadata.target());
 
         if let Some(span) = ctx.event_span(event) {
             if let Some(dispatch) = self.dispatch.get().and_then(|d| d.upgrade())
@@ -208,29 +362,25 @@ where
                 let otel_span = cx.span();
                 let sc = otel_span.span_context();
                 if sc.is_valid() {
-                    line.insert("trace_id".into(), xray_trace_id(sc.trace_id()).into());
-                    line.insert("span_id".into(), sc.span_id().to_string().into());
+                    out.extend_from_slice(b",\"trace_id\":\"");
+                    out.extend_from_slice(&xray_trace_id_bytes(sc.trace_id()));
+                    let _ = write!(out, "\",\"span_id\":\"{}\"", sc.span_id());
                 }
             }
             for ancestor in span.scope() {
                 if let Some(keys) = ancestor.extensions().get::<LambdaKeys>() {
                     if let Some(id) = &keys.request_id {
-                        line.insert("function_request_id".into(), id.clone().into());
+                        out.extend_from_slice(b",\"function_request_id\":");
+                        write_str_value(out, id);
                     }
                     if let Some(cold) = keys.cold_start {
-                        line.insert("cold_start".into(), cold.into());
+                        let _ = write!(out, ",\"cold_start\":{cold}");
                     }
                     break;
                 }
             }
         }
-        for (name, value) in fields.fields {
-            line.entry(name).or_insert(value);
-        }
-
-        let mut bytes = serde_json::to_vec(&line).unwrap_or_default();
-        bytes.push(b'\n');
-        let _ = std::io::stdout().lock().write_all(&bytes);
+        out.extend_from_slice(b"}\n");
     }
 }
 
@@ -271,6 +421,56 @@ mod tests {
         );
         assert!(filter(&[("LOG_LEVEL", "FATAL")]).starts_with("error,"));
         assert!(filter(&[("LOG_LEVEL", "loud")]).starts_with("info,"));
+    }
+
+    #[test]
+    fn lines_are_json_with_escaping_redaction_and_one_value_per_key() {
+        use tracing_subscriber::layer::SubscriberExt;
+        let out = crate::telemetry::log_sink::tests::Captured::default();
+        let sink = LogSink::direct_to(Box::new(out.clone()));
+        let subscriber = tracing_subscriber::Registry::default().with(JsonLines::new(sink));
+        tracing::subscriber::with_default(subscriber, || {
+            let odd = "tab\there \"quoted\" \\ \u{1} é";
+            tracing::info!(
+                client_secret = "hunter2",
+                level = "fake",
+                count = 3u64,
+                ratio = 0.5,
+                nan = f64::NAN,
+                ok = true,
+                detail = ?Some(odd),
+                "said {odd}"
+            );
+            tracing::warn!(code = "abc");
+        });
+        let text = out.text();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        let first = &lines[0];
+        assert_eq!(first["message"], "said tab\there \"quoted\" \\ \u{1} é");
+        assert_eq!(
+            first["level"], "INFO",
+            "an event field cannot replace the line's own"
+        );
+        assert_eq!(first["client_secret"], "[redacted]");
+        assert_eq!(first["count"], 3);
+        assert_eq!(first["ratio"], 0.5);
+        assert_eq!(first["nan"], serde_json::Value::Null);
+        assert_eq!(first["ok"], true);
+        assert!(
+            first["detail"]
+                .as_str()
+                .unwrap()
+                .starts_with("Some(\"tab\\t")
+        );
+        assert!(first["timestamp"].as_str().unwrap().ends_with('Z'));
+        assert_eq!(text.lines().next().unwrap().matches("\"level\"").count(), 1);
+        assert_eq!(lines[1]["code"], "[redacted]");
+        assert_eq!(lines[1]["message"], "", "a line always has a message");
+        assert!(!text.contains("hunter2") && !text.contains("abc"));
     }
 
     #[test]

@@ -6,14 +6,19 @@
 //! thread → [`exporter::Resilient`] → OTLP over HTTP/protobuf (default) or gRPC to the ADOT
 //! collector on localhost; or, with `OTEL_TRACES_EXPORTER=xray`, → [`xray_daemon`] → X-Ray
 //! segment documents over UDP to the X-Ray daemon, no collector. Log lines go to stdout through
-//! [`logs`].
+//! [`logs`] and [`log_sink`] (written at once under Lambda, in batches in server mode).
+//!
+//! Only spans and WARN/ERROR events of this crate reach OpenTelemetry: an INFO event such as
+//! the access line is a log line, not a span event (it would be paid for twice, and exported).
 
 pub mod annotations;
 pub mod aws;
 pub mod exporter;
 pub mod http;
 pub mod lambda;
+pub mod log_sink;
 pub mod logs;
+pub mod sampling;
 pub mod xray;
 pub mod xray_daemon;
 
@@ -31,7 +36,8 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::resource::EnvResourceDetector;
 use opentelemetry_sdk::trace::{BatchSpanProcessor, Sampler, SdkTracerProvider};
 use thiserror::Error;
-use tracing_subscriber::filter::{EnvFilter, LevelFilter, Targets};
+use tracing::Level;
+use tracing_subscriber::filter::{EnvFilter, filter_fn};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, Registry};
@@ -96,9 +102,10 @@ pub struct Propagators {
 }
 
 /// Telemetry settings read from the environment.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TelemetrySettings {
     pub sink: SpanSink,
+    pub sampling: sampling::SamplingSettings,
     pub propagators: Propagators,
     pub log_format: logs::LogFormat,
     pub log_filter: String,
@@ -182,6 +189,7 @@ impl TelemetrySettings {
         .unwrap_or(DEFAULT_EXPORT_TIMEOUT);
         Ok(Self {
             sink,
+            sampling: sampling::SamplingSettings::from_env(env, under_lambda(env))?,
             propagators,
             log_format: logs::LogFormat::from_env(env),
             log_filter: logs::filter_directives(env),
@@ -196,6 +204,9 @@ pub struct Telemetry {
     provider: SdkTracerProvider,
     exporting: bool,
     propagator: Arc<TextMapCompositePropagator>,
+    sink: log_sink::LogSink,
+    /// The X-Ray sampling rules poller, when `OTEL_TRACES_SAMPLER=xray`.
+    sampling_poller: Option<tokio::task::AbortHandle>,
 }
 
 impl Telemetry {
@@ -210,10 +221,15 @@ impl Telemetry {
         let _ = tokio::task::spawn_blocking(move || provider.force_flush()).await;
     }
 
-    /// Flushes and stops the exporter; call once before the process exits.
+    /// Flushes and stops the exporter, then writes the log lines still buffered (later lines
+    /// are written at once); call once before the process exits.
     pub async fn shutdown(&self) {
         let provider = self.provider.clone();
         let _ = tokio::task::spawn_blocking(move || provider.shutdown()).await;
+        if let Some(poller) = &self.sampling_poller {
+            poller.abort();
+        }
+        self.sink.finish();
     }
 
     /// The propagator that reads incoming parents in server mode.
@@ -287,9 +303,19 @@ pub fn init(
     environment: &str,
     env: Env<'_>,
 ) -> Result<Telemetry, TelemetryError> {
+    // Under Lambda each line must be out before the response is posted (the sandbox may be
+    // frozen after it); a server batches them.
+    let sink = if under_lambda(env) {
+        log_sink::LogSink::direct()
+    } else {
+        log_sink::LogSink::batched()
+    };
+    let resource = resource(environment, env);
+    let (sampler, rule_cache) = sampling::build(&settings.sampling, &resource);
     let mut builder = SdkTracerProvider::builder()
         .with_id_generator(XrayIdGenerator::default())
-        .with_resource(resource(environment, env));
+        .with_sampler(sampler)
+        .with_resource(resource);
     builder = match &settings.sink {
         SpanSink::Otlp { protocol } => {
             let exporter =
@@ -301,13 +327,22 @@ pub fn init(
             builder.with_span_processor(BatchSpanProcessor::builder(exporter).build())
         }
         SpanSink::Console => {
-            builder.with_span_processor(BatchSpanProcessor::builder(exporter::ConsoleJson).build())
+            let exporter = exporter::ConsoleJson::new(sink.clone());
+            builder.with_span_processor(BatchSpanProcessor::builder(exporter).build())
         }
         // Ids are still generated and propagated (X-Trace-ID, log correlation); nothing is
         // recorded or exported.
         SpanSink::None => builder.with_sampler(Sampler::AlwaysOff),
     };
     let provider = builder.build();
+    let sampling_poller = match (&settings.sampling.root, rule_cache) {
+        (sampling::RootSampler::Xray(options), Some(cache)) if settings.sink != SpanSink::None => {
+            let handle = sampling::xray_poller::spawn(cache, options.clone())
+                .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
+            Some(handle.abort_handle())
+        }
+        _ => None,
+    };
 
     let mut propagators: Vec<Box<dyn TextMapPropagator + Send + Sync>> = Vec::new();
     if settings.propagators.xray {
@@ -326,13 +361,22 @@ pub fn init(
         .with_target(false)
         .with_location(false)
         .with_tracked_inactivity(false)
-        .with_filter(Targets::new().with_target(TRACE_TARGET, LevelFilter::INFO));
+        .with_filter(filter_fn(|metadata| {
+            let level = if metadata.is_span() {
+                Level::INFO
+            } else {
+                Level::WARN
+            };
+            metadata.target().starts_with(TRACE_TARGET) && *metadata.level() <= level
+        }));
     let log_filter =
         EnvFilter::try_new(&settings.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let log_layer = match settings.log_format {
-        logs::LogFormat::Json => logs::JsonLines::default().with_filter(log_filter).boxed(),
+        logs::LogFormat::Json => logs::JsonLines::new(sink.clone())
+            .with_filter(log_filter)
+            .boxed(),
         logs::LogFormat::Human => tracing_subscriber::fmt::layer()
-            .with_writer(std::io::stdout)
+            .with_writer(sink.clone())
             .with_ansi(false)
             .with_filter(log_filter)
             .boxed(),
@@ -347,6 +391,8 @@ pub fn init(
         provider,
         exporting: settings.sink != SpanSink::None,
         propagator,
+        sink,
+        sampling_poller,
     })
 }
 

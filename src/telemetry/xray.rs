@@ -9,8 +9,22 @@ use opentelemetry_sdk::trace::IdGenerator;
 
 /// `1-` + the first 8 hex digits (epoch seconds) + `-` + the remaining 24.
 pub fn xray_trace_id(trace_id: TraceId) -> String {
-    let hex = format!("{trace_id:032x}");
-    format!("1-{}-{}", &hex[..8], &hex[8..])
+    String::from_utf8_lossy(&xray_trace_id_bytes(trace_id)).into_owned()
+}
+
+/// [`xray_trace_id`] without an allocation (it is written on every response and log line).
+pub fn xray_trace_id_bytes(trace_id: TraceId) -> [u8; 35] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 35];
+    out[0] = b'1';
+    out[1] = b'-';
+    out[10] = b'-';
+    for (i, byte) in trace_id.to_bytes().iter().enumerate() {
+        let at = if i < 4 { 2 + 2 * i } else { 11 + 2 * (i - 4) };
+        out[at] = HEX[usize::from(byte >> 4)];
+        out[at + 1] = HEX[usize::from(byte & 0xf)];
+    }
+    out
 }
 
 /// How old a trace id's time may be: X-Ray refuses segments of traces older than 30 days.

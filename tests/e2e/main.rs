@@ -7,6 +7,8 @@
 //! - [`contract`]: the OpenAPI document against the routers and the running server
 //!   (openapi-spec-validator, schemathesis);
 //! - [`rie`]: every file in `events/` through the AWS Runtime Interface Emulator;
+//! - [`sampling`]: X-Ray centralized sampling against a double of the sampling API, ratios per
+//!   route, health checks untraced;
 //! - [`server`]: server mode parenting, SIGTERM flush, console exporter, log formats;
 //! - [`oauth_lambda`]: the OAuth flows per provider as Lambda runs them, credentials from
 //!   Secrets Manager on moto;
@@ -31,5 +33,6 @@ mod lambda;
 mod memory;
 mod oauth_lambda;
 mod rie;
+mod sampling;
 mod server;
 mod xray;

@@ -25,7 +25,7 @@ fn server_env(extra: &[(&str, &str)]) -> Vec<(String, String)> {
 }
 
 /// Starts the server and returns it with its base URL.
-fn start(extra: &[(&str, &str)]) -> (Process, String) {
+pub(crate) fn start(extra: &[(&str, &str)]) -> (Process, String) {
     crate::support::serve(&binary(), &server_env(extra))
 }
 

@@ -546,11 +546,7 @@ async fn a_missing_daemon_loses_spans_quietly_and_delays_nothing() {
             "no /next after invocation {n}"
         );
     }
-    let warnings = process
-        .lines()
-        .iter()
-        .filter(|l| l.contains("X-Ray daemon unreachable"))
-        .count();
+    let warnings = process.count_lines(&["X-Ray daemon unreachable"]);
     assert_eq!(
         warnings,
         1,

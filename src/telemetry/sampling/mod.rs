@@ -1,0 +1,398 @@
+//! Which traces are recorded: the sampler the tracer provider asks when a root span starts
+//! (child spans follow their parent's decision, local or from the trace header).
+//!
+//! Three knobs, read once at start-up:
+//! - `OTEL_TRACES_SAMPLER` (+ `OTEL_TRACES_SAMPLER_ARG`): the standard names (`always_on`,
+//!   `always_off`, `traceidratio`, `parentbased_always_on` (default), `parentbased_always_off`,
+//!   `parentbased_traceidratio`) and `xray`: X-Ray's centralized sampling rules, fetched from
+//!   the collector's `awsproxy` extension ([`xray_rules`], [`xray_poller`]), the choice behind
+//!   an ECS sidecar. Its argument uses the AWS distributions' form,
+//!   `endpoint=http://127.0.0.1:2000,polling_interval=300`. Unknown values stop start-up.
+//! - `TRACE_SAMPLING_ROUTES`: ratios per route template, such as
+//!   `/oauth/token/{provider}=1,/device/*=0.25` ([`routes`]); the first match wins, other routes
+//!   go to the sampler above. Route ratios decide root spans only.
+//! - Health checks are not traced at all unless `TRACE_HEALTH_CHECKS=true`: the request layer
+//!   skips their span (cheaper than any sampler), see [`super::http`].
+
+pub mod routes;
+pub mod xray_poller;
+pub mod xray_rules;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::{Sampler, ShouldSample};
+
+use super::TelemetryError;
+use crate::env::Env;
+
+/// Where the collector's `awsproxy` extension listens by default.
+pub const DEFAULT_XRAY_ENDPOINT: &str = "http://127.0.0.1:2000";
+/// How often X-Ray's rules are fetched (X-Ray SDKs and OpenTelemetry samplers alike).
+pub const DEFAULT_RULES_INTERVAL: Duration = Duration::from_secs(300);
+/// How often statistics are reported and reservoir quotas fetched, unless X-Ray says otherwise.
+pub const DEFAULT_TARGETS_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The sampler for root spans.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RootSampler {
+    AlwaysOn,
+    AlwaysOff,
+    /// Fraction of trace ids, 0 to 1.
+    Ratio(f64),
+    /// X-Ray's centralized rules.
+    Xray(XrayOptions),
+}
+
+/// Where and how often the X-Ray sampler polls.
+#[derive(Debug, Clone, PartialEq)]
+pub struct XrayOptions {
+    /// Base URL of the sampling API (`awsproxy`), without a trailing slash.
+    pub endpoint: String,
+    pub rules_interval: Duration,
+    pub targets_interval: Duration,
+}
+
+/// Sampling settings read from the environment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SamplingSettings {
+    pub root: RootSampler,
+    /// Whether spans with a parent follow its decision (`parentbased_*`, `xray`).
+    pub parent_based: bool,
+    pub routes: Vec<routes::RouteRatio>,
+}
+
+const SAMPLERS: &str = "always_on, always_off, traceidratio, parentbased_always_on, \
+                        parentbased_always_off, parentbased_traceidratio, xray";
+
+impl SamplingSettings {
+    pub fn from_env(env: Env<'_>, under_lambda: bool) -> Result<Self, TelemetryError> {
+        let arg = env.get("OTEL_TRACES_SAMPLER_ARG");
+        let ratio = || -> Result<f64, TelemetryError> {
+            match arg.as_deref().map(str::trim) {
+                None => Ok(1.0),
+                Some(text) => text
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|r| (0.0..=1.0).contains(r))
+                    .ok_or_else(|| TelemetryError::Unsupported {
+                        name: "OTEL_TRACES_SAMPLER_ARG",
+                        value: text.to_owned(),
+                        allowed: "a ratio from 0 to 1",
+                    }),
+            }
+        };
+        let name = env
+            .get("OTEL_TRACES_SAMPLER")
+            .map(|v| v.trim().to_ascii_lowercase());
+        let (root, parent_based) = match name.as_deref() {
+            None | Some("parentbased_always_on") => (RootSampler::AlwaysOn, true),
+            Some("always_on") => (RootSampler::AlwaysOn, false),
+            Some("always_off") => (RootSampler::AlwaysOff, false),
+            Some("parentbased_always_off") => (RootSampler::AlwaysOff, true),
+            Some("traceidratio") => (RootSampler::Ratio(ratio()?), false),
+            Some("parentbased_traceidratio") => (RootSampler::Ratio(ratio()?), true),
+            Some("xray") if under_lambda => {
+                return Err(TelemetryError::Unsupported {
+                    name: "OTEL_TRACES_SAMPLER",
+                    value: "xray (under Lambda, X-Ray's decision arrives in the trace header)"
+                        .to_owned(),
+                    allowed: SAMPLERS,
+                });
+            }
+            Some("xray") => (
+                RootSampler::Xray(xray_options(arg.as_deref().unwrap_or(""))?),
+                true,
+            ),
+            Some(other) => {
+                return Err(TelemetryError::Unsupported {
+                    name: "OTEL_TRACES_SAMPLER",
+                    value: other.to_owned(),
+                    allowed: SAMPLERS,
+                });
+            }
+        };
+        let routes = match env.get("TRACE_SAMPLING_ROUTES") {
+            None => Vec::new(),
+            Some(raw) => routes::parse(&raw).map_err(|value| TelemetryError::Unsupported {
+                name: "TRACE_SAMPLING_ROUTES",
+                value,
+                allowed: "route=ratio pairs separated by commas, e.g. /oauth/token/*=1,/device/*=0.25",
+            })?,
+        };
+        Ok(Self {
+            root,
+            parent_based,
+            routes,
+        })
+    }
+}
+
+/// `endpoint=http://127.0.0.1:2000,polling_interval=300[,targets_interval=10]`.
+fn xray_options(arg: &str) -> Result<XrayOptions, TelemetryError> {
+    let bad = |value: &str| TelemetryError::Unsupported {
+        name: "OTEL_TRACES_SAMPLER_ARG",
+        value: value.to_owned(),
+        allowed: "endpoint=http://host:port, polling_interval=<seconds>, targets_interval=<seconds>",
+    };
+    let mut options = XrayOptions {
+        endpoint: DEFAULT_XRAY_ENDPOINT.to_owned(),
+        rules_interval: DEFAULT_RULES_INTERVAL,
+        targets_interval: DEFAULT_TARGETS_INTERVAL,
+    };
+    let seconds = |value: &str| {
+        value
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|s| (1..=86_400).contains(s))
+            .map(Duration::from_secs)
+            .ok_or_else(|| bad(value))
+    };
+    for part in arg.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (key, value) = part.split_once('=').ok_or_else(|| bad(part))?;
+        match key.trim() {
+            "endpoint" => {
+                let value = value.trim().trim_end_matches('/');
+                let ok = value
+                    .strip_prefix("http://")
+                    .is_some_and(|rest| !rest.is_empty() && !rest.contains(['/', '?', '#', '@']));
+                if !ok {
+                    return Err(bad(value));
+                }
+                options.endpoint = value.to_owned();
+            }
+            "polling_interval" => options.rules_interval = seconds(value)?,
+            "targets_interval" => options.targets_interval = seconds(value)?,
+            _ => return Err(bad(part)),
+        }
+    }
+    Ok(options)
+}
+
+/// The tracer provider's sampler, and the X-Ray rule cache when one must be polled.
+pub fn build(
+    settings: &SamplingSettings,
+    resource: &Resource,
+) -> (Box<dyn ShouldSample>, Option<Arc<xray_rules::RuleCache>>) {
+    let mut cache = None;
+    let root: Box<dyn ShouldSample> = match &settings.root {
+        RootSampler::AlwaysOn => Box::new(Sampler::AlwaysOn),
+        RootSampler::AlwaysOff => Box::new(Sampler::AlwaysOff),
+        RootSampler::Ratio(ratio) => Box::new(Sampler::TraceIdRatioBased(*ratio)),
+        RootSampler::Xray(_) => {
+            let rules = Arc::new(xray_rules::RuleCache::new(
+                xray_rules::ServiceFacts::from_resource(resource),
+            ));
+            cache = Some(rules.clone());
+            Box::new(xray_rules::XraySampler::new(rules))
+        }
+    };
+    let root: Box<dyn ShouldSample> = if settings.routes.is_empty() {
+        root
+    } else {
+        Box::new(routes::PerRoute::new(settings.routes.clone(), root))
+    };
+    let sampler: Box<dyn ShouldSample> = if settings.parent_based || !settings.routes.is_empty() {
+        Box::new(Sampler::ParentBased(root))
+    } else {
+        root
+    };
+    (sampler, cache)
+}
+
+/// X-Ray's wildcard match, used for rules and route patterns: `*` is any run of characters
+/// (a lone `*` also matches a missing value), `?` exactly one, the rest literal, compared
+/// without regard to ASCII case, over the whole text.
+pub fn wildcard_match(pattern: &str, text: Option<&str>) -> bool {
+    if pattern == "*" {
+        return true;
+    }
+    let Some(text) = text else {
+        return false;
+    };
+    let (p, t) = (pattern.as_bytes(), text.as_bytes());
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && p[pi] == b'?' {
+            pi += 1;
+            ti += utf8_width(t[ti]);
+        } else if pi < p.len() && p[pi] == b'*' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if pi < p.len() && p[pi].eq_ignore_ascii_case(&t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if let Some((star_p, star_t)) = star {
+            pi = star_p + 1;
+            ti = star_t + utf8_width(t[star_t]);
+            star = Some((star_p, ti));
+        } else {
+            return false;
+        }
+    }
+    while pi < p.len() && p[pi] == b'*' {
+        pi += 1;
+    }
+    pi == p.len() && ti == t.len()
+}
+
+/// Bytes in the UTF-8 character that starts with `first` (`?` is one character).
+fn utf8_width(first: u8) -> usize {
+    match first {
+        0xf0.. => 4,
+        0xe0.. => 3,
+        0xc0.. => 2,
+        _ => 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn settings(vars: &[(&str, &str)], lambda: bool) -> Result<SamplingSettings, TelemetryError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        SamplingSettings::from_env(Env::new(&move |n| map.get(n).cloned()), lambda)
+    }
+
+    #[test]
+    fn wildcards_match_like_x_ray() {
+        assert!(wildcard_match("*", None));
+        assert!(wildcard_match("*", Some("")));
+        assert!(!wildcard_match("", Some("x")));
+        assert!(wildcard_match("", Some("")));
+        assert!(!wildcard_match("/health", None));
+        assert!(wildcard_match(
+            "/oauth/token/*",
+            Some("/oauth/token/dropbox")
+        ));
+        assert!(
+            wildcard_match("/OAUTH/*", Some("/oauth/x")),
+            "ASCII case ignored"
+        );
+        assert!(!wildcard_match(
+            "/oauth/token/*",
+            Some("/oauth/authorize/x")
+        ));
+        assert!(wildcard_match("GE?", Some("GET")));
+        assert!(!wildcard_match("GE?", Some("GETS")), "anchored at the end");
+        assert!(!wildcard_match("ET", Some("GET")), "anchored at the start");
+        assert!(wildcard_match("*a*b*c", Some("xxaxxbxxbc")), "backtracks");
+        assert!(wildcard_match("/?/x", Some("/é/x")), "? is one character");
+        assert!(wildcard_match("**", Some("")));
+        assert!(!wildcard_match("a*", Some("")));
+    }
+
+    #[test]
+    fn standard_sampler_names_and_their_arguments() {
+        let s = settings(&[], false).unwrap();
+        assert_eq!((s.root, s.parent_based), (RootSampler::AlwaysOn, true));
+        let s = settings(
+            &[
+                ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+                ("OTEL_TRACES_SAMPLER_ARG", "0.25"),
+            ],
+            false,
+        )
+        .unwrap();
+        assert_eq!((s.root, s.parent_based), (RootSampler::Ratio(0.25), true));
+        let s = settings(&[("OTEL_TRACES_SAMPLER", "always_off")], false).unwrap();
+        assert_eq!((s.root, s.parent_based), (RootSampler::AlwaysOff, false));
+        for bad in ["1.5", "-0.1", "half"] {
+            let err = settings(
+                &[
+                    ("OTEL_TRACES_SAMPLER", "traceidratio"),
+                    ("OTEL_TRACES_SAMPLER_ARG", bad),
+                ],
+                false,
+            )
+            .unwrap_err();
+            assert!(err.to_string().contains("a ratio from 0 to 1"), "{err}");
+        }
+        let err = settings(&[("OTEL_TRACES_SAMPLER", "jaeger_remote")], false).unwrap_err();
+        assert!(err.to_string().contains("xray"), "{err}");
+    }
+
+    #[test]
+    fn xray_takes_the_distro_argument_and_refuses_lambda() {
+        let s = settings(&[("OTEL_TRACES_SAMPLER", "xray")], false).unwrap();
+        assert_eq!(
+            s.root,
+            RootSampler::Xray(XrayOptions {
+                endpoint: DEFAULT_XRAY_ENDPOINT.to_owned(),
+                rules_interval: DEFAULT_RULES_INTERVAL,
+                targets_interval: DEFAULT_TARGETS_INTERVAL,
+            })
+        );
+        let s = settings(
+            &[
+                ("OTEL_TRACES_SAMPLER", "xray"),
+                (
+                    "OTEL_TRACES_SAMPLER_ARG",
+                    "endpoint=http://localhost:2000/, polling_interval=60,targets_interval=2",
+                ),
+            ],
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            s.root,
+            RootSampler::Xray(XrayOptions {
+                endpoint: "http://localhost:2000".to_owned(),
+                rules_interval: Duration::from_secs(60),
+                targets_interval: Duration::from_secs(2),
+            })
+        );
+        for bad in [
+            "endpoint=https://xray.amazonaws.com",
+            "endpoint=http://a/b",
+            "endpoint=http://user@host:2000",
+            "polling_interval=0",
+            "polling=5",
+            "endpoint",
+        ] {
+            assert!(
+                settings(
+                    &[
+                        ("OTEL_TRACES_SAMPLER", "xray"),
+                        ("OTEL_TRACES_SAMPLER_ARG", bad)
+                    ],
+                    false
+                )
+                .is_err(),
+                "{bad}"
+            );
+        }
+        let err = settings(&[("OTEL_TRACES_SAMPLER", "xray")], true).unwrap_err();
+        assert!(err.to_string().contains("under Lambda"), "{err}");
+    }
+
+    #[test]
+    fn route_ratios_are_read_and_checked() {
+        let s = settings(
+            &[(
+                "TRACE_SAMPLING_ROUTES",
+                "/oauth/token/{provider}=1, /device/*=0.25",
+            )],
+            false,
+        )
+        .unwrap();
+        assert_eq!(s.routes.len(), 2);
+        assert_eq!(s.routes[1].pattern, "/device/*");
+        assert_eq!(s.routes[1].ratio, 0.25);
+        for bad in ["/x", "/x=2", "x=0.5", "/x=", "=0.5"] {
+            let err = settings(&[("TRACE_SAMPLING_ROUTES", bad)], false).unwrap_err();
+            assert!(
+                err.to_string().contains("TRACE_SAMPLING_ROUTES"),
+                "{bad}: {err}"
+            );
+        }
+    }
+}
