@@ -107,7 +107,8 @@ pub async fn run() -> ExitCode {
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
-    let tracing_state = RequestTracing::new(telemetry.propagator(), config.trace_health_checks);
+    let tracing_state = RequestTracing::new(telemetry.propagator(), config.trace_health_checks)
+        .with_sampler(telemetry.sampler());
     let state = match routes::AppState::new(config.clone()).await {
         Ok(state) => state,
         Err(error) => {

@@ -15,17 +15,20 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use lambda_http::RequestExt;
 use lambda_http::request::RequestContext;
 use opentelemetry::Context;
+use opentelemetry::KeyValue;
+use opentelemetry::context::FutureExt as _;
 use opentelemetry::propagation::TextMapPropagator;
-use opentelemetry::trace::{TraceContextExt, TraceId};
+use opentelemetry::trace::{SpanContext, SpanKind, Status, TraceContextExt, TraceFlags, TraceId};
+use opentelemetry_aws::trace::XrayIdGenerator;
 use opentelemetry_http::HeaderExtractor;
+use opentelemetry_sdk::trace::{IdGenerator, Sampler, SamplingDecision, ShouldSample};
 use tracing::Instrument;
-use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::APP_VERSION;
@@ -34,6 +37,7 @@ use crate::oauth::provider::ProviderId;
 
 use super::annotations;
 use super::lambda::take_cold_start;
+use super::sampling;
 use super::xray::{acceptable_time, new_trace_id, parent_from_header, xray_trace_id_bytes};
 
 /// The response header that gives clients the trace id of their request.
@@ -51,9 +55,11 @@ const HEALTH_PATHS: [&str; 2] = ["/health", "/health/public"];
 pub struct RequestTracing {
     propagator: Arc<dyn TextMapPropagator + Send + Sync>,
     trace_health_checks: bool,
+    sampler: Box<dyn ShouldSample>,
 }
 
 impl RequestTracing {
+    /// With the SDK's default sampler (parent-based, always on) until [`Self::with_sampler`].
     pub fn new(
         propagator: Arc<dyn TextMapPropagator + Send + Sync>,
         trace_health_checks: bool,
@@ -61,7 +67,15 @@ impl RequestTracing {
         Self {
             propagator,
             trace_health_checks,
+            sampler: Box::new(Sampler::ParentBased(Box::new(Sampler::AlwaysOn))),
         }
+    }
+
+    /// The sampler server-mode requests are decided by before their span is built: the
+    /// tracer provider's, so both decide alike.
+    pub fn with_sampler(mut self, sampler: Box<dyn ShouldSample>) -> Self {
+        self.sampler = sampler;
+        self
     }
 }
 
@@ -168,21 +182,6 @@ pub async fn trace_requests(
         return response;
     }
 
-    let user_agent = request
-        .headers()
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| truncate(v, MAX_USER_AGENT).to_owned());
-    let client_address = lambda
-        .as_ref()
-        .and_then(|i| i.source_ip.clone())
-        .or_else(|| forwarded_for(request.headers()))
-        .or_else(|| {
-            request
-                .extensions()
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0.ip().to_string())
-        });
     // axum matches the route before a `Router::layer` middleware runs (the layer wraps each
     // route, and the fallback), so the template is known on the way in, even if the handler
     // panics.
@@ -194,47 +193,87 @@ pub async fn trace_requests(
         Some(route) => format!("{method} {route}"),
         None => method.to_string(),
     };
-    let provider = route
-        .as_deref()
-        .and_then(|route| provider_in_path(route, &path));
     let host = server_address(&request);
 
+    // Server mode decides before building the span: an unsampled request runs under a bare
+    // context carrying its ids (log lines and downstream calls see them, `Sampled=0`), which
+    // costs a fraction of a span. Under Lambda the header's decision rules and the span is
+    // always built (its fields feed the log lines' `function_request_id`).
+    let mut decided = None;
+    if lambda.is_none() {
+        let trace_id = parent
+            .as_ref()
+            .map(|cx| cx.span().span_context().trace_id())
+            .unwrap_or_else(new_trace_id);
+        let mut facts = vec![
+            KeyValue::new("http.request.method", method.as_str().to_owned()),
+            KeyValue::new("url.path", path.clone()),
+        ];
+        if let Some(route) = &route {
+            facts.push(KeyValue::new("http.route", route.clone()));
+        }
+        if let Some(host) = &host {
+            facts.push(KeyValue::new("server.address", host.clone()));
+        }
+        let result = tracing_state.sampler.should_sample(
+            parent.as_ref(),
+            trace_id,
+            &span_name,
+            &SpanKind::Server,
+            &facts,
+            &[],
+        );
+        if result.decision != SamplingDecision::RecordAndSample {
+            let span_context = SpanContext::new(
+                trace_id,
+                XrayIdGenerator::default().new_span_id(),
+                TraceFlags::default(),
+                false,
+                result.trace_state,
+            );
+            let cx = Context::new().with_remote_span_context(span_context);
+            let mut response = next.run(request).with_context(cx.clone()).await;
+            let _attached = cx.attach();
+            access_line(&method, route.as_deref(), response.status(), started);
+            set_trace_header(&mut response, trace_id);
+            return response;
+        }
+        decided = Some(true);
+    }
+
+    // The span starts with what a sampler matches on (method, path, route, host; X-Ray rules
+    // and route ratios) and the two fields log lines copy; the rest is added only when the
+    // span is sampled, so an unsampled request pays for little more than its ids.
     let span = tracing::info_span!(
         "request",
         otel.name = span_name.as_str(),
         otel.kind = "server",
-        otel.status_description = Empty,
         "http.request.method" = method.as_str(),
         "url.path" = path.as_str(),
-        "server.address" = host.as_deref(),
         "http.route" = route.as_deref(),
-        "http.response.status_code" = Empty,
-        "user_agent.original" = user_agent.as_deref(),
-        "client.address" = client_address.as_deref(),
-        "faas.trigger" = lambda.as_ref().map(|_| "http"),
+        "server.address" = host.as_deref(),
         "faas.invocation_id" = lambda.as_ref().map(|i| i.request_id.as_str()),
         "faas.coldstart" = cold_start,
-        "faas.name" = lambda.as_ref().map(|i| i.function_name.as_str()),
-        "cloud.provider" = lambda.as_ref().map(|_| "aws"),
-        "cloud.platform" = lambda.as_ref().map(|_| "aws_lambda"),
-        "cloud.resource_id" = lambda.as_ref().map(|i| i.function_arn.as_str()),
-        "aws.api_gateway.request_id" = lambda
-            .as_ref()
-            .and_then(|i| i.gateway_request_id.as_deref()),
-        "error.type" = Empty,
-        { annotations::HTTP_ROUTE } = route.as_deref(),
-        { annotations::HTTP_STATUS_CODE } = Empty,
-        { annotations::COLD_START } = cold_start,
-        { annotations::OAUTH_PROVIDER } = provider,
-        { annotations::ERROR_TYPE } = Empty,
-        { annotations::SERVICE_VERSION } = APP_VERSION,
     );
-    let keys = annotations::annotation_keys_attribute();
-    span.set_attribute(keys.key, keys.value);
     if let Some(parent) = parent.clone() {
         let _ = span.set_parent(parent);
     }
-    let span_trace_id = span.context().span().span_context().trace_id();
+    let cx = match decided {
+        Some(sampled) => sampling::with_decision(sampled, || span.context()),
+        None => span.context(),
+    };
+    let otel = cx.span();
+    let recording = otel.is_recording();
+    if recording {
+        otel.set_attributes(request_attributes(
+            &request,
+            lambda.as_ref(),
+            route.as_deref(),
+            &path,
+            cold_start,
+        ));
+    }
+    let span_trace_id = otel.span_context().trace_id();
     let trace_id = if span_trace_id != TraceId::INVALID {
         span_trace_id
     } else {
@@ -247,27 +286,98 @@ pub async fn trace_requests(
     let mut response = next.run(request).instrument(span.clone()).await;
 
     let status = response.status();
-    span.record("http.response.status_code", i64::from(status.as_u16()));
-    span.record(annotations::HTTP_STATUS_CODE, i64::from(status.as_u16()));
-    if status.is_server_error() {
-        span.record("otel.status_description", format!("HTTP {status}"));
+    let error_class = response
+        .extensions()
+        .get::<ErrorClass>()
+        .map(|c| c.0.clone());
+    if recording {
+        let code = i64::from(status.as_u16());
+        otel.set_attributes([
+            KeyValue::new("http.response.status_code", code),
+            KeyValue::new(annotations::HTTP_STATUS_CODE, code),
+        ]);
+        if status.is_server_error() {
+            otel.set_status(Status::error(format!("HTTP {status}")));
+        }
+        if let Some(class) = error_class {
+            otel.set_attributes([
+                KeyValue::new("error.type", class.clone()),
+                KeyValue::new(annotations::ERROR_TYPE, class),
+            ]);
+        }
     }
-    if let Some(ErrorClass(class)) = response.extensions().get::<ErrorClass>() {
-        span.record("error.type", class.as_str());
-        span.record(annotations::ERROR_TYPE, class.as_str());
-    }
-    let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
-    span.in_scope(|| {
-        tracing::info!(
-            method = method.as_str(),
-            route = route.as_deref().unwrap_or("(unmatched)"),
-            status = status.as_u16(),
-            duration_ms = (duration_ms * 1000.0).round() / 1000.0,
-            "request completed"
-        );
-    });
+    span.in_scope(|| access_line(&method, route.as_deref(), status, started));
     set_trace_header(&mut response, trace_id);
     response
+}
+
+/// The access line: one per request, traced or not.
+fn access_line(method: &Method, route: Option<&str>, status: StatusCode, started: Instant) {
+    let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    tracing::info!(
+        method = method.as_str(),
+        route = route.unwrap_or("(unmatched)"),
+        status = status.as_u16(),
+        duration_ms = (duration_ms * 1000.0).round() / 1000.0,
+        "request completed"
+    );
+}
+
+/// The attributes a sampled request span gets beyond the ones it starts with.
+fn request_attributes(
+    request: &Request,
+    lambda: Option<&Invocation>,
+    route: Option<&str>,
+    path: &str,
+    cold_start: Option<bool>,
+) -> Vec<KeyValue> {
+    let mut attributes = Vec::with_capacity(16);
+    if let Some(agent) = request
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+    {
+        attributes.push(KeyValue::new(
+            "user_agent.original",
+            truncate(agent, MAX_USER_AGENT).to_owned(),
+        ));
+    }
+    let client_address = lambda
+        .and_then(|i| i.source_ip.clone())
+        .or_else(|| forwarded_for(request.headers()))
+        .or_else(|| {
+            request
+                .extensions()
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip().to_string())
+        });
+    if let Some(address) = client_address {
+        attributes.push(KeyValue::new("client.address", address));
+    }
+    if let Some(invocation) = lambda {
+        attributes.extend([
+            KeyValue::new("faas.trigger", "http"),
+            KeyValue::new("faas.name", invocation.function_name.clone()),
+            KeyValue::new("cloud.provider", "aws"),
+            KeyValue::new("cloud.platform", "aws_lambda"),
+            KeyValue::new("cloud.resource_id", invocation.function_arn.clone()),
+        ]);
+        if let Some(id) = &invocation.gateway_request_id {
+            attributes.push(KeyValue::new("aws.api_gateway.request_id", id.clone()));
+        }
+    }
+    if let Some(route) = route {
+        attributes.push(KeyValue::new(annotations::HTTP_ROUTE, route.to_owned()));
+        if let Some(provider) = provider_in_path(route, path) {
+            attributes.push(KeyValue::new(annotations::OAUTH_PROVIDER, provider));
+        }
+    }
+    if let Some(cold) = cold_start {
+        attributes.push(KeyValue::new(annotations::COLD_START, cold));
+    }
+    attributes.push(KeyValue::new(annotations::SERVICE_VERSION, APP_VERSION));
+    attributes.push(annotations::annotation_keys_attribute());
+    attributes
 }
 
 /// The provider a route like `/oauth/token/{provider}` names, if it is one this service knows

@@ -266,6 +266,12 @@ fn write_timestamp(out: &mut Vec<u8>) {
     });
 }
 
+fn write_ids(out: &mut Vec<u8>, sc: &opentelemetry::trace::SpanContext) {
+    out.extend_from_slice(b",\"trace_id\":\"");
+    out.extend_from_slice(&xray_trace_id_bytes(sc.trace_id()));
+    let _ = write!(out, "\",\"span_id\":\"{}\"", sc.span_id());
+}
+
 /// The JSON-lines layer.
 pub struct JsonLines {
     dispatch: OnceLock<tracing::dispatcher::WeakDispatch>,
@@ -355,16 +361,24 @@ impl JsonLines {
         out.extend_from_slice(b",\"target\":");
         write_str_value(out, metadata.target());
 
-        if let Some(span) = ctx.event_span(event) {
+        let span = ctx.event_span(event);
+        if span.is_none() {
+            // An unsampled server request runs under a bare OpenTelemetry context, no span.
+            opentelemetry::Context::map_current(|cx| {
+                let sc = cx.span().span_context().clone();
+                if sc.is_valid() {
+                    write_ids(out, &sc);
+                }
+            });
+        }
+        if let Some(span) = span {
             if let Some(dispatch) = self.dispatch.get().and_then(|d| d.upgrade())
                 && let Some(cx) = tracing_opentelemetry::get_otel_context(&span.id(), &dispatch)
             {
                 let otel_span = cx.span();
                 let sc = otel_span.span_context();
                 if sc.is_valid() {
-                    out.extend_from_slice(b",\"trace_id\":\"");
-                    out.extend_from_slice(&xray_trace_id_bytes(sc.trace_id()));
-                    let _ = write!(out, "\",\"span_id\":\"{}\"", sc.span_id());
+                    write_ids(out, sc);
                 }
             }
             for ancestor in span.scope() {

@@ -34,7 +34,7 @@ use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig, WithTonicCo
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::resource::EnvResourceDetector;
-use opentelemetry_sdk::trace::{BatchSpanProcessor, Sampler, SdkTracerProvider};
+use opentelemetry_sdk::trace::{BatchSpanProcessor, Sampler, SdkTracerProvider, ShouldSample};
 use thiserror::Error;
 use tracing::Level;
 use tracing_subscriber::filter::{EnvFilter, filter_fn};
@@ -207,6 +207,8 @@ pub struct Telemetry {
     sink: log_sink::LogSink,
     /// The X-Ray sampling rules poller, when `OTEL_TRACES_SAMPLER=xray`.
     sampling_poller: Option<tokio::task::AbortHandle>,
+    /// The sampler the request layer asks before it builds a request span.
+    sampler: Box<dyn ShouldSample>,
 }
 
 impl Telemetry {
@@ -230,6 +232,11 @@ impl Telemetry {
             poller.abort();
         }
         self.sink.finish();
+    }
+
+    /// The configured sampler (the request layer decides server-mode requests up front).
+    pub fn sampler(&self) -> Box<dyn ShouldSample> {
+        self.sampler.clone()
     }
 
     /// The propagator that reads incoming parents in server mode.
@@ -311,10 +318,13 @@ pub fn init(
         log_sink::LogSink::batched()
     };
     let resource = resource(environment, env);
-    let (sampler, rule_cache) = sampling::build(&settings.sampling, &resource);
+    let (sampler, rule_cache) = match settings.sink {
+        SpanSink::None => (Box::new(Sampler::AlwaysOff) as Box<dyn ShouldSample>, None),
+        _ => sampling::build(&settings.sampling, &resource),
+    };
     let mut builder = SdkTracerProvider::builder()
         .with_id_generator(XrayIdGenerator::default())
-        .with_sampler(sampler)
+        .with_sampler(sampling::Predecided::new(sampler.clone()))
         .with_resource(resource);
     builder = match &settings.sink {
         SpanSink::Otlp { protocol } => {
@@ -332,7 +342,7 @@ pub fn init(
         }
         // Ids are still generated and propagated (X-Trace-ID, log correlation); nothing is
         // recorded or exported.
-        SpanSink::None => builder.with_sampler(Sampler::AlwaysOff),
+        SpanSink::None => builder,
     };
     let provider = builder.build();
     let sampling_poller = match (&settings.sampling.root, rule_cache) {
@@ -393,6 +403,7 @@ pub fn init(
         propagator,
         sink,
         sampling_poller,
+        sampler,
     })
 }
 

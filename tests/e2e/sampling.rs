@@ -277,3 +277,55 @@ async fn route_ratios_pick_routes_and_health_checks_are_opt_in() {
         .expect("a start-up error naming the variable");
     assert!(line.contains("/=often"), "{line}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unsampled_request_keeps_its_ids_in_its_log_line_and_downstream() {
+    let double = crate::support::provider_double::ProviderDouble::start().await;
+    let mut env: Vec<(String, String)> = double.env();
+    env.push(("TRACE_SAMPLING_ROUTES".into(), "/oauth/revoke/*=0".into()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let (mut process, url) = start(&env);
+    let client = reqwest::Client::new();
+    let revoke = |header: Option<String>| {
+        let mut request = client
+            .post(format!("{url}/oauth/revoke/dropbox"))
+            .json(&json!({"token": "unsampled-token-0123456789"}));
+        if let Some(header) = header {
+            request = request.header("x-amzn-trace-id", header);
+        }
+        request.send()
+    };
+    // Dropped by the route ratio (no incoming header), then by the caller's Sampled=0.
+    let first = revoke(None).await.unwrap();
+    assert_eq!(first.status(), 200);
+    let first_id = first.headers()["x-trace-id"].to_str().unwrap().to_owned();
+    let root = format!("1-{}-0000000000000000000c0ffe", crate::support::epoch_hex());
+    let second = revoke(Some(format!(
+        "Root={root};Parent=2222222222222222;Sampled=0"
+    )))
+    .await
+    .unwrap();
+    assert_eq!(second.status(), 200);
+    assert_eq!(second.headers()["x-trace-id"].to_str().unwrap(), root);
+
+    let sent = double.trace_headers();
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    for (header, id) in sent.iter().zip([&first_id, &root]) {
+        assert!(
+            header.contains(&format!("Root={id}")) && header.ends_with("Sampled=0"),
+            "the provider call joins the unsampled trace: {header}"
+        );
+    }
+    let paths = span_paths(&mut process);
+    assert!(
+        !paths.iter().any(|p| p.starts_with("/oauth")),
+        "nothing exported: {paths:?}"
+    );
+    for id in [&first_id, &root] {
+        assert_eq!(
+            process.count_lines(&["request completed", &format!("\"trace_id\":\"{id}\"")]),
+            1,
+            "the access line carries the trace id {id}"
+        );
+    }
+}

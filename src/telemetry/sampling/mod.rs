@@ -13,16 +13,25 @@
 //!   go to the sampler above. Route ratios decide root spans only.
 //! - Health checks are not traced at all unless `TRACE_HEALTH_CHECKS=true`: the request layer
 //!   skips their span (cheaper than any sampler), see [`super::http`].
+//!
+//! In server mode the request layer asks the sampler itself, before it builds the request span:
+//! an unsampled request then runs under a bare OpenTelemetry context (its ids, `Sampled=0`
+//! downstream) instead of a span, and a sampled one starts its span with the decision made
+//! ([`with_decision`], read by [`Predecided`], the provider's outermost sampler), so a rule's
+//! reservoir and statistics count each request once.
 
 pub mod routes;
 pub mod xray_poller;
 pub mod xray_rules;
 
+use std::cell::Cell;
 use std::sync::Arc;
 use std::time::Duration;
 
+use opentelemetry::trace::{Link, SpanKind, TraceContextExt, TraceId};
+use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::trace::{Sampler, ShouldSample};
+use opentelemetry_sdk::trace::{Sampler, SamplingDecision, SamplingResult, ShouldSample};
 
 use super::TelemetryError;
 use crate::env::Env;
@@ -202,6 +211,65 @@ pub fn build(
     (sampler, cache)
 }
 
+thread_local! {
+    static PREDECIDED: Cell<Option<bool>> = const { Cell::new(None) };
+}
+
+/// Runs `start`, which starts one span on this thread, with its sampling decision already
+/// made: [`Predecided`] answers it instead of asking the configured sampler again.
+pub fn with_decision<T>(sampled: bool, start: impl FnOnce() -> T) -> T {
+    PREDECIDED.with(|d| d.set(Some(sampled)));
+    let started = start();
+    PREDECIDED.with(|d| d.set(None));
+    started
+}
+
+/// The provider's sampler: a decision made by [`with_decision`], else `inner`.
+#[derive(Debug, Clone)]
+pub struct Predecided {
+    inner: Box<dyn ShouldSample>,
+}
+
+impl Predecided {
+    pub fn new(inner: Box<dyn ShouldSample>) -> Self {
+        Self { inner }
+    }
+}
+
+impl ShouldSample for Predecided {
+    fn should_sample(
+        &self,
+        parent_context: Option<&Context>,
+        trace_id: TraceId,
+        name: &str,
+        span_kind: &SpanKind,
+        attributes: &[KeyValue],
+        links: &[Link],
+    ) -> SamplingResult {
+        match PREDECIDED.with(Cell::take) {
+            Some(sampled) => SamplingResult {
+                decision: if sampled {
+                    SamplingDecision::RecordAndSample
+                } else {
+                    SamplingDecision::Drop
+                },
+                attributes: Vec::new(),
+                trace_state: parent_context
+                    .map(|cx| cx.span().span_context().trace_state().clone())
+                    .unwrap_or_default(),
+            },
+            None => self.inner.should_sample(
+                parent_context,
+                trace_id,
+                name,
+                span_kind,
+                attributes,
+                links,
+            ),
+        }
+    }
+}
+
 /// X-Ray's wildcard match, used for rules and route patterns: `*` is any run of characters
 /// (a lone `*` also matches a missing value), `?` exactly one, the rest literal, compared
 /// without regard to ASCII case, over the whole text.
@@ -260,6 +328,25 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         SamplingSettings::from_env(Env::new(&move |n| map.get(n).cloned()), lambda)
+    }
+
+    #[test]
+    fn a_decision_made_before_the_span_is_used_once() {
+        let sampler = Predecided::new(Box::new(Sampler::AlwaysOff));
+        let ask = || {
+            sampler
+                .should_sample(None, TraceId::from(7u128), "x", &SpanKind::Server, &[], &[])
+                .decision
+        };
+        assert_eq!(with_decision(true, ask), SamplingDecision::RecordAndSample);
+        assert_eq!(ask(), SamplingDecision::Drop, "then the configured sampler");
+        let unused = with_decision(true, || 1);
+        assert_eq!(unused, 1);
+        assert_eq!(
+            ask(),
+            SamplingDecision::Drop,
+            "an unused decision does not linger"
+        );
     }
 
     #[test]
