@@ -224,9 +224,48 @@ fn wrk(url: &str, script: Option<&Path>) -> String {
     )
 }
 
+/// What the server-mode rows compare.
+struct ServerSetting {
+    name: &'static str,
+    env: &'static [(&'static str, &'static str)],
+}
+
+const SERVER_SETTINGS: [ServerSetting; 4] = [
+    ServerSetting {
+        name: "untraced: no span, no access line (health checks by default)",
+        env: &[
+            ("OTEL_TRACES_EXPORTER", "none"),
+            ("TRACE_HEALTH_CHECKS", "false"),
+        ],
+    },
+    ServerSetting {
+        name: "ids and access line, nothing sampled (OTEL_TRACES_EXPORTER=none)",
+        env: &[
+            ("OTEL_TRACES_EXPORTER", "none"),
+            ("TRACE_HEALTH_CHECKS", "true"),
+        ],
+    },
+    ServerSetting {
+        name: "traced, 5% sampled (parentbased_traceidratio 0.05), OTLP to a live collector",
+        env: &[
+            ("OTEL_TRACES_EXPORTER", "otlp"),
+            ("TRACE_HEALTH_CHECKS", "true"),
+            ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "0.05"),
+        ],
+    },
+    ServerSetting {
+        name: "traced, every request sampled, OTLP to a live collector",
+        env: &[
+            ("OTEL_TRACES_EXPORTER", "otlp"),
+            ("TRACE_HEALTH_CHECKS", "true"),
+        ],
+    },
+];
+
 fn server_mode(
     base: &[(String, String)],
-    tracing: bool,
+    setting: &ServerSetting,
     otlp: &str,
     post_script: &Path,
 ) -> (String, String) {
@@ -237,11 +276,12 @@ fn server_mode(
         .collect();
     env.push(("PORT".into(), "0".into()));
     env.push(("OTEL_EXPORTER_OTLP_ENDPOINT".into(), otlp.to_owned()));
-    env.push((
-        "OTEL_TRACES_EXPORTER".into(),
-        if tracing { "otlp" } else { "none" }.into(),
-    ));
-    env.push(("TRACE_HEALTH_CHECKS".into(), tracing.to_string()));
+    env.extend(
+        setting
+            .env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
     let process = Process::spawn(&binary(), &[], &env);
     let line = process
         .wait_for_line("listening on http://", Duration::from_secs(10))
@@ -365,12 +405,9 @@ wrk.body = '{"code_verifier":"dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk","redi
     println!();
     println!("| server mode, 32 connections | GET /health | POST /oauth/authorize/googledrive |");
     println!("|---|---|---|");
-    for tracing in [true, false] {
-        let (health, authorize) = server_mode(&base, tracing, &live, &script);
-        println!(
-            "| tracing {} | {health} | {authorize} |",
-            if tracing { "on" } else { "off" }
-        );
+    for setting in &SERVER_SETTINGS {
+        let (health, authorize) = server_mode(&base, setting, &live, &script);
+        println!("| {} | {health} | {authorize} |", setting.name);
     }
     let _ = std::fs::remove_dir_all(&ca_dir);
 }

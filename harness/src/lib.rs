@@ -85,6 +85,9 @@ pub fn epoch_hex() -> String {
     format!("{secs:08x}")
 }
 
+/// How many output lines a [`Process`] keeps.
+pub const MAX_KEPT_LINES: usize = 100_000;
+
 /// A running process whose stdout and stderr lines are collected.
 pub struct Process {
     child: Child,
@@ -112,7 +115,12 @@ impl Process {
             let lines = lines.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(reader).lines().map_while(Result::ok) {
-                    lines.lock().unwrap().push(line);
+                    let mut lines = lines.lock().unwrap();
+                    // Read everything (a stopped reader would block the process), keep the
+                    // first lines: a benchmark writes millions.
+                    if lines.len() < MAX_KEPT_LINES {
+                        lines.push(line);
+                    }
                 }
             });
         }

@@ -224,6 +224,21 @@ pub fn with_decision<T>(sampled: bool, start: impl FnOnce() -> T) -> T {
     started
 }
 
+/// Record and sample, or drop, keeping the parent's trace state (as the SDK's samplers do).
+pub fn decided(sampled: bool, parent_context: Option<&Context>) -> SamplingResult {
+    SamplingResult {
+        decision: if sampled {
+            SamplingDecision::RecordAndSample
+        } else {
+            SamplingDecision::Drop
+        },
+        attributes: Vec::new(),
+        trace_state: parent_context
+            .map(|cx| cx.span().span_context().trace_state().clone())
+            .unwrap_or_default(),
+    }
+}
+
 /// The provider's sampler: a decision made by [`with_decision`], else `inner`.
 #[derive(Debug, Clone)]
 pub struct Predecided {
@@ -247,17 +262,7 @@ impl ShouldSample for Predecided {
         links: &[Link],
     ) -> SamplingResult {
         match PREDECIDED.with(Cell::take) {
-            Some(sampled) => SamplingResult {
-                decision: if sampled {
-                    SamplingDecision::RecordAndSample
-                } else {
-                    SamplingDecision::Drop
-                },
-                attributes: Vec::new(),
-                trace_state: parent_context
-                    .map(|cx| cx.span().span_context().trace_state().clone())
-                    .unwrap_or_default(),
-            },
+            Some(sampled) => decided(sampled, parent_context),
             None => self.inner.should_sample(
                 parent_context,
                 trace_id,

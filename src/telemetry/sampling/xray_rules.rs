@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
-use opentelemetry::trace::{Link, SpanKind, TraceContextExt, TraceId};
+use opentelemetry::trace::{Link, SpanKind, TraceId};
 use opentelemetry::{Context, Key, KeyValue};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{Sampler, SamplingDecision, SamplingResult, ShouldSample};
@@ -523,17 +523,7 @@ impl ShouldSample for XraySampler {
         _links: &[Link],
     ) -> SamplingResult {
         let sampled = self.cache.decide(Instant::now(), trace_id, attributes);
-        SamplingResult {
-            decision: if sampled {
-                SamplingDecision::RecordAndSample
-            } else {
-                SamplingDecision::Drop
-            },
-            attributes: Vec::new(),
-            trace_state: parent_context
-                .map(|cx| cx.span().span_context().trace_state().clone())
-                .unwrap_or_default(),
-        }
+        super::decided(sampled, parent_context)
     }
 }
 
