@@ -92,6 +92,8 @@ BACKEND_ENV = {
     "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
     "OTEL_TRACES_EXPORTER": "otlp",
     "OTEL_PROPAGATORS": "xray",
+    "OTEL_TRACES_SAMPLER": "xray",
+    "OTEL_TRACES_SAMPLER_ARG": "endpoint=http://127.0.0.1:2000",
     "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=production",
     "INFRASTRUCTURE_PROVIDER": "aws",
     "TRUSTED_CLIENT_CERT_HEADER": "X-Amzn-Mtls-Clientcert",

@@ -1,7 +1,12 @@
-//! The request layer: one SERVER span per request, parented on the X-Ray header (the Lambda
-//! context's under Lambda, the incoming `X-Amzn-Trace-Id`/`traceparent` in server mode), HTTP
-//! and FaaS attributes, status Error on 5xx, one access-log line, and `X-Trace-ID` on every
-//! response.
+//! The request layer: a SERVER span per traced request, parented on the X-Ray header (the
+//! Lambda context's under Lambda, the incoming `X-Amzn-Trace-Id`/`traceparent` in server mode),
+//! HTTP and FaaS attributes, status Error on 5xx, one access-log line per request, and
+//! `X-Trace-ID` on every response.
+//!
+//! In server mode the sampler is asked before the span is built ([`super::sampling`]): an
+//! unsampled request runs under a bare OpenTelemetry context with its ids (log lines and
+//! downstream `X-Amzn-Trace-Id: …;Sampled=0` carry them) and gets no span at all. Under Lambda
+//! the span is always built and the header's `Sampled` decides.
 //!
 //! The span also carries the X-Ray annotations ([`super::annotations`]): route, status, cold
 //! start, service version, the OAuth provider a route names, and the error class an error
@@ -46,6 +51,9 @@ pub const TRACE_ID_HEADER: HeaderName = HeaderName::from_static("x-trace-id");
 /// Longest `User-Agent` kept on a span: the header is the caller's to fill, and X-Ray's
 /// daemon takes at most 64 KB per document.
 const MAX_USER_AGENT: usize = 256;
+
+/// Longest path kept on a span (and matched by sampling rules).
+const MAX_PATH: usize = 2048;
 
 /// Paths that load balancers and uptime checks poll.
 const HEALTH_PATHS: [&str; 2] = ["/health", "/health/public"];
@@ -151,7 +159,8 @@ pub async fn trace_requests(
 ) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
-    let path = request.uri().path().to_owned();
+    // Bounded: it becomes an attribute and rule patterns are matched against it.
+    let path = truncate(request.uri().path(), MAX_PATH).to_owned();
     let lambda = invocation(&request);
     let parent = match &lambda {
         Some(invocation) => invocation.parent.clone(),
@@ -201,6 +210,8 @@ pub async fn trace_requests(
     // always built (its fields feed the log lines' `function_request_id`).
     let mut decided = None;
     if lambda.is_none() {
+        // The trace id a root request is decided on. An unsampled one keeps it; a sampled one's
+        // span gets its id from the SDK (the decision, made here, is what carries over).
         let trace_id = parent
             .as_ref()
             .map(|cx| cx.span().span_context().trace_id())

@@ -1,6 +1,9 @@
 //! Log lines: JSON on stdout by default (one object per line with `timestamp`, `level`,
-//! `message`, `target`, the event's fields, and inside a span `trace_id` in X-Ray form and
-//! `span_id`; under Lambda also `function_request_id` and `cold_start`), or human text.
+//! `message`, `target`, the event's fields, and inside a request `trace_id` in X-Ray form and
+//! `span_id` (from its span, or from the bare OpenTelemetry context an unsampled server request
+//! runs under); under Lambda also `function_request_id` and `cold_start`), or human text. A key
+//! appears once: an event field named like one the line writes itself gives way to it. Where
+//! the bytes go is [`super::log_sink`]'s.
 //!
 //! The X-Ray trace id is what joins CloudWatch Logs to X-Ray: Logs Insights can filter on
 //! `trace_id` and X-Ray shows the same id. Field names that look like credentials are redacted
@@ -110,19 +113,6 @@ fn is_sensitive(name: &str) -> bool {
         || name.eq_ignore_ascii_case("code")
 }
 
-/// Keys this layer writes itself; an event field of the same name is left out (the line's own
-/// value wins, and a JSON object has each key once).
-const RESERVED: [&str; 8] = [
-    "timestamp",
-    "level",
-    "message",
-    "target",
-    "trace_id",
-    "span_id",
-    "function_request_id",
-    "cold_start",
-];
-
 /// Writes text as the inside of a JSON string.
 struct JsonEscaped<'a>(&'a mut Vec<u8>);
 
@@ -166,6 +156,8 @@ fn write_str_value(out: &mut Vec<u8>, text: &str) {
 /// The event's fields, written into the line as they are visited.
 struct EventFields<'a> {
     out: &'a mut Vec<u8>,
+    /// Keys already in the line (or that the line writes itself): a field of the same name is
+    /// left out, so each key appears once.
     written: Vec<&'static str>,
     has_message: bool,
 }
@@ -179,7 +171,7 @@ impl EventFields<'_> {
                 return None;
             }
             self.has_message = true;
-        } else if RESERVED.contains(&name) || self.written.contains(&name) {
+        } else if self.written.contains(&name) {
             return None;
         } else {
             self.written.push(name);
@@ -342,6 +334,44 @@ impl JsonLines {
     where
         S: Subscriber + for<'a> LookupSpan<'a>,
     {
+        // What the line says about its context, found first: those keys are the line's own,
+        // and an event field of the same name gives way to them (and only to them: an event
+        // logged outside a request may carry its own `function_request_id`).
+        let span = ctx.event_span(event);
+        let mut ids = None;
+        let mut lambda = LambdaKeys::default();
+        match &span {
+            Some(span) => {
+                if let Some(dispatch) = self.dispatch.get().and_then(|d| d.upgrade())
+                    && let Some(cx) = tracing_opentelemetry::get_otel_context(&span.id(), &dispatch)
+                {
+                    let sc = cx.span().span_context().clone();
+                    ids = sc.is_valid().then_some(sc);
+                }
+                for ancestor in span.scope() {
+                    if let Some(keys) = ancestor.extensions().get::<LambdaKeys>() {
+                        lambda = keys.clone();
+                        break;
+                    }
+                }
+            }
+            // An unsampled server request runs under a bare OpenTelemetry context, no span.
+            None => opentelemetry::Context::map_current(|cx| {
+                let sc = cx.span().span_context().clone();
+                ids = sc.is_valid().then_some(sc);
+            }),
+        }
+        let mut taken: Vec<&'static str> = vec!["timestamp", "level", "target"];
+        if ids.is_some() {
+            taken.extend(["trace_id", "span_id"]);
+        }
+        if lambda.request_id.is_some() {
+            taken.push("function_request_id");
+        }
+        if lambda.cold_start.is_some() {
+            taken.push("cold_start");
+        }
+
         let metadata = event.metadata();
         out.extend_from_slice(b"{\"timestamp\":");
         write_timestamp(out);
@@ -350,49 +380,24 @@ impl JsonLines {
         out.push(b'"');
         let mut fields = EventFields {
             out,
-            written: Vec::new(),
+            written: taken,
             has_message: false,
         };
         event.record(&mut fields);
-        let has_message = fields.has_message;
-        if !has_message {
+        if !fields.has_message {
             out.extend_from_slice(b",\"message\":\"\"");
         }
         out.extend_from_slice(b",\"target\":");
         write_str_value(out, metadata.target());
-
-        let span = ctx.event_span(event);
-        if span.is_none() {
-            // An unsampled server request runs under a bare OpenTelemetry context, no span.
-            opentelemetry::Context::map_current(|cx| {
-                let sc = cx.span().span_context().clone();
-                if sc.is_valid() {
-                    write_ids(out, &sc);
-                }
-            });
+        if let Some(sc) = &ids {
+            write_ids(out, sc);
         }
-        if let Some(span) = span {
-            if let Some(dispatch) = self.dispatch.get().and_then(|d| d.upgrade())
-                && let Some(cx) = tracing_opentelemetry::get_otel_context(&span.id(), &dispatch)
-            {
-                let otel_span = cx.span();
-                let sc = otel_span.span_context();
-                if sc.is_valid() {
-                    write_ids(out, sc);
-                }
-            }
-            for ancestor in span.scope() {
-                if let Some(keys) = ancestor.extensions().get::<LambdaKeys>() {
-                    if let Some(id) = &keys.request_id {
-                        out.extend_from_slice(b",\"function_request_id\":");
-                        write_str_value(out, id);
-                    }
-                    if let Some(cold) = keys.cold_start {
-                        let _ = write!(out, ",\"cold_start\":{cold}");
-                    }
-                    break;
-                }
-            }
+        if let Some(id) = &lambda.request_id {
+            out.extend_from_slice(b",\"function_request_id\":");
+            write_str_value(out, id);
+        }
+        if let Some(cold) = lambda.cold_start {
+            let _ = write!(out, ",\"cold_start\":{cold}");
         }
         out.extend_from_slice(b"}\n");
     }
@@ -485,6 +490,20 @@ mod tests {
         assert_eq!(lines[1]["code"], "[redacted]");
         assert_eq!(lines[1]["message"], "", "a line always has a message");
         assert!(!text.contains("hunter2") && !text.contains("abc"));
+    }
+
+    #[test]
+    fn an_event_outside_a_request_keeps_its_own_request_id() {
+        use tracing_subscriber::layer::SubscriberExt;
+        let out = crate::telemetry::log_sink::tests::Captured::default();
+        let sink = LogSink::direct_to(Box::new(out.clone()));
+        let subscriber = tracing_subscriber::Registry::default().with(JsonLines::new(sink));
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::error!(function_request_id = "req-42", "invocation failed");
+        });
+        let line: serde_json::Value = serde_json::from_str(out.text().trim()).unwrap();
+        assert_eq!(line["function_request_id"], "req-42");
+        assert_eq!(line["message"], "invocation failed");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! that flushes spans (after each Lambda invocation) and shuts the pipeline down.
 //!
 //! Pipeline: `tracing` spans of this crate → `tracing-opentelemetry` → SDK tracer provider (X-Ray
-//! id generator, parent-based sampler from `OTEL_TRACES_SAMPLER`) → batch processor on its own
+//! id generator, the sampler of [`sampling`]) → batch processor on its own
 //! thread → [`exporter::Resilient`] → OTLP over HTTP/protobuf (default) or gRPC to the ADOT
 //! collector on localhost; or, with `OTEL_TRACES_EXPORTER=xray`, → [`xray_daemon`] → X-Ray
 //! segment documents over UDP to the X-Ray daemon, no collector. Log lines go to stdout through

@@ -33,6 +33,8 @@ locals {
     OTEL_EXPORTER_OTLP_ENDPOINT = "http://localhost:4318"
     OTEL_EXPORTER_OTLP_PROTOCOL = "http/protobuf"
     OTEL_PROPAGATORS            = "xray"
+    OTEL_TRACES_SAMPLER         = "xray"
+    OTEL_TRACES_SAMPLER_ARG     = "endpoint=http://127.0.0.1:2000"
     INFRASTRUCTURE_PROVIDER     = "aws"
     AWS_DYNAMODB_TABLE          = aws_dynamodb_table.certificates.name
     AWS_SECRETS_PREFIX          = var.secrets_prefix

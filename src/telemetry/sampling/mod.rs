@@ -10,7 +10,8 @@
 //!   `endpoint=http://127.0.0.1:2000,polling_interval=300`. Unknown values stop start-up.
 //! - `TRACE_SAMPLING_ROUTES`: ratios per route template, such as
 //!   `/oauth/token/{provider}=1,/device/*=0.25` ([`routes`]); the first match wins, other routes
-//!   go to the sampler above. Route ratios decide root spans only.
+//!   go to the sampler above. Route ratios decide root spans only, so they make any sampler
+//!   parent-based.
 //! - Health checks are not traced at all unless `TRACE_HEALTH_CHECKS=true`: the request layer
 //!   skips their span (cheaper than any sampler), see [`super::http`].
 //!
@@ -143,7 +144,7 @@ fn xray_options(arg: &str) -> Result<XrayOptions, TelemetryError> {
     let bad = |value: &str| TelemetryError::Unsupported {
         name: "OTEL_TRACES_SAMPLER_ARG",
         value: value.to_owned(),
-        allowed: "endpoint=http://host:port, polling_interval=<seconds>, targets_interval=<seconds>",
+        allowed: "endpoint=http://host:port, polling_interval=<seconds, at least 10>, targets_interval=<seconds>",
     };
     let mut options = XrayOptions {
         endpoint: DEFAULT_XRAY_ENDPOINT.to_owned(),
@@ -172,7 +173,12 @@ fn xray_options(arg: &str) -> Result<XrayOptions, TelemetryError> {
                 }
                 options.endpoint = value.to_owned();
             }
-            "polling_interval" => options.rules_interval = seconds(value)?,
+            "polling_interval" => {
+                options.rules_interval = seconds(value)?;
+                if options.rules_interval < Duration::from_secs(10) {
+                    return Err(bad(part));
+                }
+            }
             "targets_interval" => options.targets_interval = seconds(value)?,
             _ => return Err(bad(part)),
         }
@@ -218,10 +224,17 @@ thread_local! {
 /// Runs `start`, which starts one span on this thread, with its sampling decision already
 /// made: [`Predecided`] answers it instead of asking the configured sampler again.
 pub fn with_decision<T>(sampled: bool, start: impl FnOnce() -> T) -> T {
+    /// Clears the decision however `start` ends (a panic included): a leftover would decide
+    /// the next span started on this thread.
+    struct Clear;
+    impl Drop for Clear {
+        fn drop(&mut self) {
+            PREDECIDED.with(|d| d.set(None));
+        }
+    }
     PREDECIDED.with(|d| d.set(Some(sampled)));
-    let started = start();
-    PREDECIDED.with(|d| d.set(None));
-    started
+    let _clear = Clear;
+    start()
 }
 
 /// Record and sample, or drop, keeping the parent's trace state (as the SDK's samplers do).
@@ -447,6 +460,7 @@ mod tests {
             "endpoint=http://a/b",
             "endpoint=http://user@host:2000",
             "polling_interval=0",
+            "polling_interval=5",
             "polling=5",
             "endpoint",
         ] {

@@ -9,7 +9,9 @@
 //! - Rules are matched in `Priority` order (ties by `RuleName`) on service name and type, resource
 //!   ARN (from the resource), host, method, URL path and attributes (from the span), with X-Ray
 //!   wildcards ([`super::wildcard_match`], anchored, case-insensitive); rules with a `Version`
-//!   other than 1 are skipped; `Default` always matches.
+//!   other than 1 are skipped; `Default` always matches. In server mode the attributes a rule's
+//!   `Attributes` can match are those the request layer decides on: `http.request.method`,
+//!   `url.path`, `http.route` and `server.address`.
 //! - Per rule: a reservoir of so many traces per second, then `FixedRate` of the rest by trace
 //!   id. Before X-Ray assigns a quota the rule *borrows* one trace per second (reported as
 //!   `BorrowCount`, so X-Ray knows the client exists); the quota holds until
@@ -46,6 +48,10 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+fn last_priority() -> i64 {
+    10_001
+}
+
 fn star() -> String {
     "*".to_owned()
 }
@@ -55,7 +61,8 @@ fn star() -> String {
 pub struct SamplingRule {
     #[serde(rename = "RuleName")]
     pub rule_name: String,
-    #[serde(rename = "Priority", default)]
+    /// A rule without one sorts after `Default` (10000), as the Python sampler reads it.
+    #[serde(rename = "Priority", default = "last_priority")]
     pub priority: i64,
     #[serde(rename = "FixedRate", default)]
     pub fixed_rate: f64,
@@ -112,14 +119,23 @@ pub struct TargetDocument {
     pub rule_name: Option<String>,
     #[serde(rename = "FixedRate")]
     pub fixed_rate: Option<f64>,
-    #[serde(rename = "ReservoirQuota")]
+    #[serde(rename = "ReservoirQuota", default, deserialize_with = "whole_number")]
     pub reservoir_quota: Option<u64>,
     /// Epoch seconds at which the quota expires.
     #[serde(rename = "ReservoirQuotaTTL")]
     pub reservoir_quota_ttl: Option<f64>,
     /// Seconds until the next report X-Ray asks for.
-    #[serde(rename = "Interval")]
+    #[serde(rename = "Interval", default, deserialize_with = "whole_number")]
     pub interval: Option<u64>,
+}
+
+/// A count X-Ray sends as a JSON number (`2` or `2.0`); negative or absurd values are read as
+/// absent rather than failing the whole answer.
+fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let value = Option::<f64>::deserialize(d)?;
+    Ok(value
+        .filter(|v| v.is_finite() && *v >= 0.0 && *v <= 1e9)
+        .map(|v| v as u64))
 }
 
 /// The body of a `SamplingTargets` answer.
@@ -463,9 +479,11 @@ impl RuleCache {
                 client_id: self.client_id.clone(),
                 rule_name: a.rule.rule_name.clone(),
                 timestamp: wall_now.max(0.0) as u64,
-                request_count: a.statistics.requests.swap(0, Ordering::Relaxed),
-                sampled_count: a.statistics.sampled.swap(0, Ordering::Relaxed),
+                // Read in the reverse of the order `decide` counts them: a request counted
+                // while we read cannot show more sampled than requested.
                 borrow_count: a.statistics.borrowed.swap(0, Ordering::Relaxed),
+                sampled_count: a.statistics.sampled.swap(0, Ordering::Relaxed),
+                request_count: a.statistics.requests.swap(0, Ordering::Relaxed),
             })
             .collect()
     }
