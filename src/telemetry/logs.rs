@@ -264,6 +264,89 @@ fn write_ids(out: &mut Vec<u8>, sc: &opentelemetry::trace::SpanContext) {
     let _ = write!(out, "\",\"span_id\":\"{}\"", sc.span_id());
 }
 
+/// The access line's facts, for [`write_access_line`].
+pub struct AccessLine<'a> {
+    pub method: &'a str,
+    pub route: &'a str,
+    pub status: u16,
+    /// Rounded to the microsecond.
+    pub duration_ms: f64,
+    pub ids: Option<&'a opentelemetry::trace::SpanContext>,
+    pub function_request_id: Option<&'a str>,
+    pub cold_start: Option<bool>,
+}
+
+/// The access lines' target, as a `tracing::info!` in the request layer would have it.
+pub const ACCESS_TARGET: &str = "apuntador_backend::telemetry::http";
+
+static DIRECT_ACCESS: OnceLock<LogSink> = OnceLock::new();
+
+/// With JSON lines, the request layer writes its access line straight to the sink
+/// ([`write_access_line`]): the same line [`JsonLines`] would write for the `tracing` event,
+/// without the event's dispatch through the subscriber's layers and filters, which was a
+/// measured share of an untraced request's cost.
+pub fn enable_direct_access_lines(sink: LogSink) {
+    let _ = DIRECT_ACCESS.set(sink);
+}
+
+/// Writes the access line if [`enable_direct_access_lines`] was called; `false` tells the
+/// caller to log it through `tracing` (the human format).
+pub fn write_access_line(line: &AccessLine<'_>) -> bool {
+    match DIRECT_ACCESS.get() {
+        Some(sink) => {
+            write_access_line_to(sink, line);
+            true
+        }
+        None => false,
+    }
+}
+
+fn write_access_line_to(sink: &LogSink, line: &AccessLine<'_>) {
+    thread_local! {
+        static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let format = |out: &mut Vec<u8>| {
+        out.extend_from_slice(b"{\"timestamp\":");
+        write_timestamp(out);
+        out.extend_from_slice(b",\"level\":\"INFO\",\"message\":\"request completed\",\"method\":");
+        write_str_value(out, line.method);
+        out.extend_from_slice(b",\"route\":");
+        write_str_value(out, line.route);
+        let _ = write!(out, ",\"status\":{}", line.status);
+        out.extend_from_slice(b",\"duration_ms\":");
+        if line.duration_ms.is_finite() {
+            let _ = write!(out, "{}", line.duration_ms);
+        } else {
+            out.extend_from_slice(b"null");
+        }
+        out.extend_from_slice(b",\"target\":");
+        write_str_value(out, ACCESS_TARGET);
+        if let Some(sc) = line.ids.filter(|sc| sc.is_valid()) {
+            write_ids(out, sc);
+        }
+        if let Some(id) = line.function_request_id {
+            out.extend_from_slice(b",\"function_request_id\":");
+            write_str_value(out, id);
+        }
+        if let Some(cold) = line.cold_start {
+            let _ = write!(out, ",\"cold_start\":{cold}");
+        }
+        out.extend_from_slice(b"}\n");
+    };
+    BUFFER.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut out) => {
+            out.clear();
+            format(&mut out);
+            sink.write(&out);
+        }
+        Err(_) => {
+            let mut out = Vec::new();
+            format(&mut out);
+            sink.write(&out);
+        }
+    });
+}
+
 /// The JSON-lines layer.
 pub struct JsonLines {
     dispatch: OnceLock<tracing::dispatcher::WeakDispatch>,
@@ -490,6 +573,63 @@ mod tests {
         assert_eq!(lines[1]["code"], "[redacted]");
         assert_eq!(lines[1]["message"], "", "a line always has a message");
         assert!(!text.contains("hunter2") && !text.contains("abc"));
+    }
+
+    #[test]
+    fn the_direct_access_line_is_the_line_the_tracing_event_gives() {
+        use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
+        use tracing_subscriber::layer::SubscriberExt;
+        let out = crate::telemetry::log_sink::tests::Captured::default();
+        let sink = LogSink::direct_to(Box::new(out.clone()));
+        let subscriber = tracing_subscriber::Registry::default().with(JsonLines::new(sink.clone()));
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(
+                target: "apuntador_backend::telemetry::http",
+                method = "POST",
+                route = "/oauth/token/{provider}",
+                status = 502u16,
+                duration_ms = 1.25,
+                "request completed"
+            );
+        });
+        let sc = SpanContext::new(
+            TraceId::from(0x6b04_aa01_0000_0000_0000_0000_0000_beef_u128),
+            SpanId::from(0x2222_u64),
+            TraceFlags::default(),
+            false,
+            TraceState::default(),
+        );
+        for ids in [None, Some(&sc)] {
+            write_access_line_to(
+                &sink,
+                &AccessLine {
+                    method: "POST",
+                    route: "/oauth/token/{provider}",
+                    status: 502,
+                    duration_ms: 1.25,
+                    ids,
+                    function_request_id: ids.map(|_| "req-1"),
+                    cold_start: ids.map(|_| true),
+                },
+            );
+        }
+        let mut lines: Vec<serde_json::Value> = out
+            .text()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        for line in &mut lines {
+            assert!(line["timestamp"].as_str().unwrap().ends_with('Z'));
+            line.as_object_mut().unwrap().remove("timestamp");
+        }
+        assert_eq!(
+            lines[1], lines[0],
+            "same keys and values as the tracing event's line"
+        );
+        assert_eq!(lines[2]["trace_id"], "1-6b04aa01-00000000000000000000beef");
+        assert_eq!(lines[2]["span_id"], "0000000000002222");
+        assert_eq!(lines[2]["function_request_id"], "req-1");
+        assert_eq!(lines[2]["cold_start"], true);
     }
 
     #[test]

@@ -382,9 +382,12 @@ pub fn init(
     let log_filter =
         EnvFilter::try_new(&settings.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let log_layer = match settings.log_format {
-        logs::LogFormat::Json => logs::JsonLines::new(sink.clone())
-            .with_filter(log_filter)
-            .boxed(),
+        logs::LogFormat::Json => {
+            logs::enable_direct_access_lines(sink.clone());
+            logs::JsonLines::new(sink.clone())
+                .with_filter(log_filter)
+                .boxed()
+        }
         logs::LogFormat::Human => tracing_subscriber::fmt::layer()
             .with_writer(sink.clone())
             .with_ansi(false)
