@@ -344,7 +344,8 @@ pub async fn trace_requests(
 ///
 /// With JSON lines it is written straight to the log sink ([`logs::write_access_line`], the
 /// same line the `tracing` event gives, at a fraction of the cost); the human format logs the
-/// event. Either way the log filter applies (`LOG_LEVEL=warn` drops it).
+/// event. Either way the log filter applies (`LOG_LEVEL=warn` drops it; asked once at
+/// start-up, see [`logs::access_metadata`]).
 fn access_line(
     method: &Method,
     route: Option<&str>,
@@ -352,9 +353,6 @@ fn access_line(
     started: Instant,
     context: AccessContext<'_>,
 ) {
-    if !tracing::enabled!(tracing::Level::INFO) {
-        return;
-    }
     let duration_ms = (started.elapsed().as_secs_f64() * 1_000_000.0).round() / 1000.0;
     let route = route.unwrap_or("(unmatched)");
     let direct = logs::write_access_line(&logs::AccessLine {

@@ -281,17 +281,64 @@ pub const ACCESS_TARGET: &str = "apuntador_backend::telemetry::http";
 
 static DIRECT_ACCESS: OnceLock<LogSink> = OnceLock::new();
 
-/// With JSON lines, the request layer writes its access line straight to the sink
-/// ([`write_access_line`]): the same line [`JsonLines`] would write for the `tracing` event,
-/// without the event's dispatch through the subscriber's layers and filters, which was a
-/// measured share of an untraced request's cost.
+/// The access line's callsite, for asking the log filter once, at start-up, whether it lets the
+/// line through ([`access_metadata`]). Asking per request with `tracing::enabled!` is not an
+/// option: with per-layer filters an `enabled` query that no event follows leaves its
+/// per-layer decision behind for the next span on that thread, which the OpenTelemetry layer
+/// then drops (the end-to-end tests caught it: every invocation after the first lost its span).
+struct AccessCallsite;
+
+static ACCESS_CALLSITE: AccessCallsite = AccessCallsite;
+
+static ACCESS_METADATA: tracing::Metadata<'static> = tracing::Metadata::new(
+    "request completed",
+    ACCESS_TARGET,
+    Level::INFO,
+    None,
+    None,
+    Some(ACCESS_TARGET),
+    tracing::field::FieldSet::new(
+        &["message", "method", "route", "status", "duration_ms"],
+        tracing::callsite::Identifier(&ACCESS_CALLSITE),
+    ),
+    tracing::metadata::Kind::EVENT,
+);
+
+impl tracing::callsite::Callsite for AccessCallsite {
+    fn set_interest(&self, _interest: tracing::subscriber::Interest) {}
+
+    fn metadata(&self) -> &tracing::Metadata<'_> {
+        &ACCESS_METADATA
+    }
+}
+
+/// What the log filter is asked about for the access line.
+pub fn access_metadata() -> &'static tracing::Metadata<'static> {
+    &ACCESS_METADATA
+}
+
+/// With JSON lines, and a log filter that lets the access line through, the request layer
+/// writes its access line straight to the sink ([`write_access_line`]): the same line
+/// [`JsonLines`] would write for the `tracing` event, without the event's dispatch through the
+/// subscriber's layers and filters, which was a measured share of an untraced request's cost.
 pub fn enable_direct_access_lines(sink: LogSink) {
     let _ = DIRECT_ACCESS.set(sink);
 }
 
+static ACCESS_OFF: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The log filter drops the access line (`LOG_LEVEL=warn`): [`write_access_line`] writes
+/// nothing and says so.
+pub fn disable_access_lines() {
+    ACCESS_OFF.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Writes the access line if [`enable_direct_access_lines`] was called; `false` tells the
-/// caller to log it through `tracing` (the human format).
+/// caller to log it through `tracing` (the human format, or a filter that decides per span).
 pub fn write_access_line(line: &AccessLine<'_>) -> bool {
+    if ACCESS_OFF.load(std::sync::atomic::Ordering::Relaxed) {
+        return true;
+    }
     match DIRECT_ACCESS.get() {
         Some(sink) => {
             write_access_line_to(sink, line);

@@ -172,3 +172,23 @@ async fn human_log_format_is_plain_text() {
     );
     assert!(line.contains("INFO"), "{line}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_log_level_also_governs_the_access_line() {
+    // The server's own "listening" line must stay: only the request layer's target is raised.
+    for (level, expected) in [
+        ("info,apuntador_backend::telemetry::http=warn", 0),
+        ("info", 1),
+    ] {
+        let (mut process, url) = start(&[("RUST_LOG", level), ("OTEL_TRACES_EXPORTER", "none")]);
+        let response = reqwest::get(format!("{url}/")).await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert!(process.terminate(Duration::from_secs(10)).is_some());
+        assert_eq!(
+            process.count_lines(&["request completed"]),
+            expected,
+            "RUST_LOG={level}: {:?}",
+            process.lines()
+        );
+    }
+}
