@@ -42,7 +42,6 @@ use crate::oauth::provider::ProviderId;
 
 use super::annotations;
 use super::lambda::take_cold_start;
-use super::logs;
 use super::sampling;
 use super::xray::{acceptable_time, new_trace_id, parent_from_header, xray_trace_id_bytes};
 
@@ -243,22 +242,10 @@ pub async fn trace_requests(
                 false,
                 result.trace_state,
             );
-            let cx = Context::new().with_remote_span_context(span_context.clone());
+            let cx = Context::new().with_remote_span_context(span_context);
             let mut response = next.run(request).with_context(cx.clone()).await;
-            // The human format's access event finds its ids in the current context.
             let _attached = cx.attach();
-            let context = AccessContext {
-                ids: Some(&span_context),
-                function_request_id: None,
-                cold_start: None,
-            };
-            access_line(
-                &method,
-                route.as_deref(),
-                response.status(),
-                started,
-                context,
-            );
+            access_line(&method, route.as_deref(), response.status(), started);
             set_trace_header(&mut response, trace_id);
             return response;
         }
@@ -330,57 +317,21 @@ pub async fn trace_requests(
             ]);
         }
     }
-    let context = AccessContext {
-        ids: Some(otel.span_context()),
-        function_request_id: lambda.as_ref().map(|i| i.request_id.as_str()),
-        cold_start,
-    };
-    span.in_scope(|| access_line(&method, route.as_deref(), status, started, context));
+    span.in_scope(|| access_line(&method, route.as_deref(), status, started));
     set_trace_header(&mut response, trace_id);
     response
 }
 
 /// The access line: one per request, traced or not.
-///
-/// With JSON lines it is written straight to the log sink ([`logs::write_access_line`], the
-/// same line the `tracing` event gives, at a fraction of the cost); the human format logs the
-/// event. Either way the log filter applies (`LOG_LEVEL=warn` drops it; asked once at
-/// start-up, see [`logs::access_metadata`]).
-fn access_line(
-    method: &Method,
-    route: Option<&str>,
-    status: StatusCode,
-    started: Instant,
-    context: AccessContext<'_>,
-) {
-    let duration_ms = (started.elapsed().as_secs_f64() * 1_000_000.0).round() / 1000.0;
-    let route = route.unwrap_or("(unmatched)");
-    let direct = logs::write_access_line(&logs::AccessLine {
-        method: method.as_str(),
-        route,
-        status: status.as_u16(),
-        duration_ms,
-        ids: context.ids,
-        function_request_id: context.function_request_id,
-        cold_start: context.cold_start,
-    });
-    if !direct {
-        tracing::info!(
-            method = method.as_str(),
-            route,
-            status = status.as_u16(),
-            duration_ms,
-            "request completed"
-        );
-    }
-}
-
-/// What an access line says about its request's context.
-#[derive(Clone, Copy)]
-struct AccessContext<'a> {
-    ids: Option<&'a SpanContext>,
-    function_request_id: Option<&'a str>,
-    cold_start: Option<bool>,
+fn access_line(method: &Method, route: Option<&str>, status: StatusCode, started: Instant) {
+    let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    tracing::info!(
+        method = method.as_str(),
+        route = route.unwrap_or("(unmatched)"),
+        status = status.as_u16(),
+        duration_ms = (duration_ms * 1000.0).round() / 1000.0,
+        "request completed"
+    );
 }
 
 /// The attributes a sampled request span gets beyond the ones it starts with.

@@ -382,21 +382,9 @@ pub fn init(
     let log_filter =
         EnvFilter::try_new(&settings.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let log_layer = match settings.log_format {
-        logs::LogFormat::Json => {
-            // Decided once: a filter that always lets INFO of the request layer through (the
-            // usual static directives) lets the layer write its access line itself; one that
-            // never does drops it there too; one that decides per span gets the event.
-            let interest =
-                Layer::<Registry>::register_callsite(&log_filter, logs::access_metadata());
-            if interest.is_always() {
-                logs::enable_direct_access_lines(sink.clone());
-            } else if interest.is_never() {
-                logs::disable_access_lines();
-            }
-            logs::JsonLines::new(sink.clone())
-                .with_filter(log_filter)
-                .boxed()
-        }
+        logs::LogFormat::Json => logs::JsonLines::new(sink.clone())
+            .with_filter(log_filter)
+            .boxed(),
         logs::LogFormat::Human => tracing_subscriber::fmt::layer()
             .with_writer(sink.clone())
             .with_ansi(false)
