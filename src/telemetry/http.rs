@@ -63,7 +63,8 @@ const HEALTH_PATHS: [&str; 2] = ["/health", "/health/public"];
 pub struct RequestTracing {
     propagator: Arc<dyn TextMapPropagator + Send + Sync>,
     trace_health_checks: bool,
-    sampler: Box<dyn ShouldSample>,
+    /// Shared, not boxed: axum clones the layer's state for every request.
+    sampler: Arc<dyn ShouldSample>,
 }
 
 impl RequestTracing {
@@ -75,14 +76,14 @@ impl RequestTracing {
         Self {
             propagator,
             trace_health_checks,
-            sampler: Box::new(Sampler::ParentBased(Box::new(Sampler::AlwaysOn))),
+            sampler: Arc::new(Sampler::ParentBased(Box::new(Sampler::AlwaysOn))),
         }
     }
 
     /// The sampler server-mode requests are decided by before their span is built: the
     /// tracer provider's, so both decide alike.
     pub fn with_sampler(mut self, sampler: Box<dyn ShouldSample>) -> Self {
-        self.sampler = sampler;
+        self.sampler = Arc::from(sampler);
         self
     }
 }
