@@ -182,11 +182,16 @@ pub async fn trace_requests(
     // Consumed by every invocation, traced or not: only the sandbox's first one is cold.
     let cold_start = lambda.as_ref().map(|_| take_cold_start());
 
-    if !tracing_state.trace_health_checks && HEALTH_PATHS.contains(&path.as_str()) {
-        let trace_id = parent
+    // The parent's trace id, else a fresh one: what an unsampled or span-less request answers.
+    let own_trace_id = || {
+        parent
             .as_ref()
             .map(|cx| cx.span().span_context().trace_id())
-            .unwrap_or_else(new_trace_id);
+            .unwrap_or_else(new_trace_id)
+    };
+
+    if !tracing_state.trace_health_checks && HEALTH_PATHS.contains(&path.as_str()) {
+        let trace_id = own_trace_id();
         let mut response = next.run(request).await;
         set_trace_header(&mut response, trace_id);
         return response;
@@ -209,14 +214,11 @@ pub async fn trace_requests(
     // context carrying its ids (log lines and downstream calls see them, `Sampled=0`), which
     // costs a fraction of a span. Under Lambda the header's decision rules and the span is
     // always built (its fields feed the log lines' `function_request_id`).
-    let mut decided = None;
-    if lambda.is_none() {
+    let decide_here = lambda.is_none();
+    if decide_here {
         // The trace id a root request is decided on. An unsampled one keeps it; a sampled one's
         // span gets its id from the SDK (the decision, made here, is what carries over).
-        let trace_id = parent
-            .as_ref()
-            .map(|cx| cx.span().span_context().trace_id())
-            .unwrap_or_else(new_trace_id);
+        let trace_id = own_trace_id();
         let mut facts = vec![
             KeyValue::new("http.request.method", method.as_str().to_owned()),
             KeyValue::new("url.path", path.clone()),
@@ -250,7 +252,6 @@ pub async fn trace_requests(
             set_trace_header(&mut response, trace_id);
             return response;
         }
-        decided = Some(true);
     }
 
     // The span starts with what a sampler matches on (method, path, route, host; X-Ray rules
@@ -270,9 +271,11 @@ pub async fn trace_requests(
     if let Some(parent) = parent.clone() {
         let _ = span.set_parent(parent);
     }
-    let cx = match decided {
-        Some(sampled) => sampling::with_decision(sampled, || span.context()),
-        None => span.context(),
+    // Here in server mode only a sampled request is left.
+    let cx = if decide_here {
+        sampling::with_decision(true, || span.context())
+    } else {
+        span.context()
     };
     let otel = cx.span();
     let recording = otel.is_recording();
@@ -289,10 +292,7 @@ pub async fn trace_requests(
     let trace_id = if span_trace_id != TraceId::INVALID {
         span_trace_id
     } else {
-        parent
-            .as_ref()
-            .map(|cx| cx.span().span_context().trace_id())
-            .unwrap_or_else(new_trace_id)
+        own_trace_id()
     };
 
     let mut response = next.run(request).instrument(span.clone()).await;

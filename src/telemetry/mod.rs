@@ -346,7 +346,8 @@ pub fn init(
     };
     let provider = builder.build();
     let sampling_poller = match (&settings.sampling.root, rule_cache) {
-        (sampling::RootSampler::Xray(options), Some(cache)) if settings.sink != SpanSink::None => {
+        // No cache when nothing is exported (`SpanSink::None`): there is nothing to poll for.
+        (sampling::RootSampler::Xray(options), Some(cache)) => {
             let handle = sampling::xray_poller::spawn(cache, options.clone())
                 .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
             Some(handle.abort_handle())
