@@ -64,4 +64,11 @@ echo >> "$out"
 
 # The latency runs measure the binary built above; --profile release reuses its dependencies.
 APUNTADOR_BIN="$bin" cargo bench --locked --profile release --bench lambda "${features[@]}" 2>/dev/null | grep '^|' >> "$out"
+# The floor of one traced server-mode request, piece by piece, in-process (benches/span_cost.rs).
+{
+  echo
+  echo "Telemetry of one traced request, in-process (benches/span_cost.rs):"
+  echo
+  cargo bench --locked --profile release --bench span_cost "${features[@]}" | grep '^|'
+} >> "$out"
 cat "$out"

@@ -303,6 +303,44 @@ fn otlp_exporter(
     built.map_err(|e| TelemetryError::Exporter(e.to_string()))
 }
 
+/// The subscriber [`init`] installs: the OpenTelemetry layer (spans up to INFO and WARN/ERROR
+/// events of this crate, into `tracer`) and the log layer (`log_filter`, in `format`, into
+/// `sink`). Public so the span-cost bench (`benches/span_cost.rs`) measures what production
+/// runs.
+pub fn subscriber(
+    tracer: opentelemetry_sdk::trace::SdkTracer,
+    sink: &log_sink::LogSink,
+    log_filter: &str,
+    format: logs::LogFormat,
+) -> impl tracing::Subscriber + Send + Sync + 'static {
+    let otel_layer = tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        .with_threads(false)
+        .with_target(false)
+        .with_location(false)
+        .with_tracked_inactivity(false)
+        .with_filter(filter_fn(|metadata| {
+            let level = if metadata.is_span() {
+                Level::INFO
+            } else {
+                Level::WARN
+            };
+            metadata.target().starts_with(TRACE_TARGET) && *metadata.level() <= level
+        }));
+    let log_filter = EnvFilter::try_new(log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let log_layer = match format {
+        logs::LogFormat::Json => logs::JsonLines::new(sink.clone())
+            .with_filter(log_filter)
+            .boxed(),
+        logs::LogFormat::Human => tracing_subscriber::fmt::layer()
+            .with_writer(sink.clone())
+            .with_ansi(false)
+            .with_filter(log_filter)
+            .boxed(),
+    };
+    Registry::default().with(otel_layer).with(log_layer)
+}
+
 /// Builds the tracer provider and installs the global subscriber (log layer + OpenTelemetry
 /// layer) and propagator. Call once, inside the Tokio runtime.
 pub fn init(
@@ -365,38 +403,14 @@ pub fn init(
     let propagator = Arc::new(TextMapCompositePropagator::new(propagators));
     global::set_tracer_provider(provider.clone());
 
-    let tracer = provider.tracer("apuntador-backend");
-    let otel_layer = tracing_opentelemetry::layer()
-        .with_tracer(tracer)
-        .with_threads(false)
-        .with_target(false)
-        .with_location(false)
-        .with_tracked_inactivity(false)
-        .with_filter(filter_fn(|metadata| {
-            let level = if metadata.is_span() {
-                Level::INFO
-            } else {
-                Level::WARN
-            };
-            metadata.target().starts_with(TRACE_TARGET) && *metadata.level() <= level
-        }));
-    let log_filter =
-        EnvFilter::try_new(&settings.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let log_layer = match settings.log_format {
-        logs::LogFormat::Json => logs::JsonLines::new(sink.clone())
-            .with_filter(log_filter)
-            .boxed(),
-        logs::LogFormat::Human => tracing_subscriber::fmt::layer()
-            .with_writer(sink.clone())
-            .with_ansi(false)
-            .with_filter(log_filter)
-            .boxed(),
-    };
-    Registry::default()
-        .with(otel_layer)
-        .with(log_layer)
-        .try_init()
-        .map_err(|_| TelemetryError::SubscriberTaken)?;
+    subscriber(
+        provider.tracer("apuntador-backend"),
+        &sink,
+        &settings.log_filter,
+        settings.log_format,
+    )
+    .try_init()
+    .map_err(|_| TelemetryError::SubscriberTaken)?;
 
     Ok(Telemetry {
         provider,
