@@ -40,8 +40,8 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderValue, Request, header};
 use opentelemetry::trace::{
-    Span as _, SpanContext, SpanKind, TraceContextExt, TraceFlags, TraceState, Tracer as _,
-    TracerProvider as _,
+    Span as _, SpanContext, SpanKind, TraceContextExt, TraceFlags, TraceId, TraceState,
+    Tracer as _, TracerProvider as _,
 };
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_aws::trace::{XrayIdGenerator, XrayPropagator};
@@ -51,7 +51,7 @@ use opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_sc
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{
-    BatchConfigBuilder, BatchSpanProcessor, IdGenerator, InMemorySpanExporter, Sampler,
+    BatchConfigBuilder, BatchSpanProcessor, IdGenerator, InMemorySpanExporter, Sampler, SdkTracer,
     SdkTracerProvider, SpanData, SpanExporter,
 };
 use prost::Message;
@@ -158,46 +158,45 @@ fn status_attributes() -> [KeyValue; 2] {
     ]
 }
 
-fn ids() -> f64 {
-    let ids = XrayIdGenerator::default();
-    best_of(ITERATIONS * 5, || {
-        let trace_id = new_trace_id();
-        let span_context = SpanContext::new(
-            trace_id,
-            ids.new_span_id(),
-            TraceFlags::default(),
-            false,
-            TraceState::default(),
-        );
-        let cx = Context::new().with_remote_span_context(span_context);
-        drop(black_box(cx.attach()));
-        black_box(HeaderValue::from_bytes(&xray_trace_id_bytes(trace_id)).ok());
-    })
-}
-
-fn production_dispatch(provider: &SdkTracerProvider, sink: &LogSink) -> tracing::Dispatch {
-    tracing::Dispatch::new(subscriber(
-        provider.tracer("apuntador-backend"),
-        sink,
-        "info",
-        LogFormat::Json,
-    ))
-}
-
-fn access_line(provider: &SdkTracerProvider) -> f64 {
-    let sink = LogSink::batched_to(Box::new(io::sink()));
-    let dispatch = production_dispatch(provider, &sink);
-    let trace_id = new_trace_id();
-    let cx = Context::new().with_remote_span_context(SpanContext::new(
+/// The context an unsampled request runs under (src/telemetry/http.rs).
+fn unsampled_context(trace_id: TraceId) -> Context {
+    let span_context = SpanContext::new(
         trace_id,
         XrayIdGenerator::default().new_span_id(),
         TraceFlags::default(),
         false,
         TraceState::default(),
+    );
+    Context::new().with_remote_span_context(span_context)
+}
+
+fn ids() -> f64 {
+    best_of(ITERATIONS * 5, || {
+        let trace_id = new_trace_id();
+        let cx = unsampled_context(trace_id);
+        drop(black_box(cx.attach()));
+        black_box(HeaderValue::from_bytes(&xray_trace_id_bytes(trace_id)).ok());
+    })
+}
+
+/// `f` under the production subscriber, its log lines into a batched sink that discards.
+fn under_production_subscriber<T>(provider: &SdkTracerProvider, f: impl FnOnce() -> T) -> T {
+    let sink = LogSink::batched_to(Box::new(io::sink()));
+    let dispatch = tracing::Dispatch::new(subscriber(
+        provider.tracer("apuntador-backend"),
+        &sink,
+        "info",
+        LogFormat::Json,
     ));
-    let _attached = cx.attach();
+    let result = tracing::dispatcher::with_default(&dispatch, f);
+    sink.finish();
+    result
+}
+
+fn access_line(provider: &SdkTracerProvider) -> f64 {
+    let _attached = unsampled_context(new_trace_id()).attach();
     let started = Instant::now();
-    let cost = tracing::dispatcher::with_default(&dispatch, || {
+    under_production_subscriber(provider, || {
         best_of(ITERATIONS * 5, || {
             // The same event as src/telemetry/http.rs `access_line` (same target, so the same
             // filters apply).
@@ -211,15 +210,11 @@ fn access_line(provider: &SdkTracerProvider) -> f64 {
                 "request completed"
             );
         })
-    });
-    sink.finish();
-    cost
+    })
 }
 
 fn tracing_span(provider: &SdkTracerProvider) -> f64 {
-    let sink = LogSink::batched_to(Box::new(io::sink()));
-    let dispatch = production_dispatch(provider, &sink);
-    let cost = tracing::dispatcher::with_default(&dispatch, || {
+    under_production_subscriber(provider, || {
         best_of_then(
             ITERATIONS,
             || {
@@ -248,9 +243,19 @@ fn tracing_span(provider: &SdkTracerProvider) -> f64 {
                 let _ = provider.force_flush();
             },
         )
-    });
-    sink.finish();
-    cost
+    })
+}
+
+/// A SERVER span named like the request layer's `GET /health`, started on `tracer` directly.
+fn start_request_span(
+    tracer: &SdkTracer,
+    attributes: Vec<KeyValue>,
+) -> opentelemetry_sdk::trace::Span {
+    tracer
+        .span_builder("GET /health")
+        .with_kind(SpanKind::Server)
+        .with_attributes(attributes)
+        .start_with_context(tracer, &Context::new())
 }
 
 fn sdk_span(provider: &SdkTracerProvider) -> f64 {
@@ -260,11 +265,7 @@ fn sdk_span(provider: &SdkTracerProvider) -> f64 {
         || {
             let mut attributes = facts();
             attributes.extend(request_attributes());
-            let span = tracer
-                .span_builder("GET /health")
-                .with_kind(SpanKind::Server)
-                .with_attributes(attributes)
-                .start_with_context(&tracer, &Context::new());
+            let span = start_request_span(&tracer, attributes);
             let cx = Context::new().with_span(span);
             drop(black_box(cx.clone().attach()));
             let otel = cx.span();
@@ -290,12 +291,7 @@ fn exported_spans() -> Vec<SpanData> {
         let mut attributes = facts();
         attributes.extend(request_attributes());
         attributes.extend(status_attributes());
-        tracer
-            .span_builder("GET /health")
-            .with_kind(SpanKind::Server)
-            .with_attributes(attributes)
-            .start_with_context(&tracer, &Context::new())
-            .end();
+        start_request_span(&tracer, attributes).end();
     }
     let spans = exporter.get_finished_spans().unwrap_or_default();
     let _ = provider.shutdown();
@@ -352,11 +348,9 @@ fn current_thread() -> tokio::runtime::Runtime {
 /// parsing), under the production subscriber. The routers take turns round by round, so
 /// this machine's drift weighs on all of them alike (their differences are the figures).
 fn through_routers<const N: usize>(provider: &SdkTracerProvider, routers: [Router; N]) -> [f64; N] {
-    let sink = LogSink::batched_to(Box::new(io::sink()));
-    let dispatch = production_dispatch(provider, &sink);
     let runtime = current_thread();
     let mut best = [f64::MAX; N];
-    tracing::dispatcher::with_default(&dispatch, || {
+    under_production_subscriber(provider, || {
         for _ in 0..ROUNDS {
             for (router, best) in routers.iter().zip(best.iter_mut()) {
                 let start = Instant::now();
@@ -374,7 +368,6 @@ fn through_routers<const N: usize>(provider: &SdkTracerProvider, routers: [Route
             }
         }
     });
-    sink.finish();
     best
 }
 
