@@ -442,13 +442,19 @@ mod tests {
         assert!(filter(&[("LOG_LEVEL", "loud")]).starts_with("info,"));
     }
 
-    #[test]
-    fn lines_are_json_with_escaping_redaction_and_one_value_per_key() {
+    /// What `f` logs through the JSON layer alone, as written.
+    fn json_lines(f: impl FnOnce()) -> String {
         use tracing_subscriber::layer::SubscriberExt;
         let out = crate::telemetry::log_sink::tests::Captured::default();
         let sink = LogSink::direct_to(Box::new(out.clone()));
         let subscriber = tracing_subscriber::Registry::default().with(JsonLines::new(sink));
-        tracing::subscriber::with_default(subscriber, || {
+        tracing::subscriber::with_default(subscriber, f);
+        out.text()
+    }
+
+    #[test]
+    fn lines_are_json_with_escaping_redaction_and_one_value_per_key() {
+        let text = json_lines(|| {
             let odd = "tab\there \"quoted\" \\ \u{1} é";
             tracing::info!(
                 client_secret = "hunter2",
@@ -462,7 +468,6 @@ mod tests {
             );
             tracing::warn!(code = "abc");
         });
-        let text = out.text();
         let lines: Vec<serde_json::Value> = text
             .lines()
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
@@ -494,14 +499,10 @@ mod tests {
 
     #[test]
     fn an_event_outside_a_request_keeps_its_own_request_id() {
-        use tracing_subscriber::layer::SubscriberExt;
-        let out = crate::telemetry::log_sink::tests::Captured::default();
-        let sink = LogSink::direct_to(Box::new(out.clone()));
-        let subscriber = tracing_subscriber::Registry::default().with(JsonLines::new(sink));
-        tracing::subscriber::with_default(subscriber, || {
+        let text = json_lines(|| {
             tracing::error!(function_request_id = "req-42", "invocation failed");
         });
-        let line: serde_json::Value = serde_json::from_str(out.text().trim()).unwrap();
+        let line: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
         assert_eq!(line["function_request_id"], "req-42");
         assert_eq!(line["message"], "invocation failed");
     }
