@@ -14,16 +14,25 @@
       - the target group (ip, port 8000, health check GET /health answering 200), the service
         (Fargate, circuit breaker with rollback, load balancer to backend:8000, no public IP),
         the cluster (container insights), the listener rule's mutual-TLS precondition;
+      - conditions evaluated in Python (HclExpression), not grepped: the service's precondition
+        that the tasks' security groups admit TCP 8000 only from the listener's load balancer's
+        groups, on sample rules as the provider's data sources return them
+        (SECURITY_GROUP_CASES); collector_image's validation (refuses latest and untagged) and
+        its check block (warns unless pinned by digest) on COLLECTOR_IMAGE_CASES;
       - the certificate table mirrors template.yaml's CertificateTable (keys, attributes,
         ExpirationIndex, time-to-live on purge_at, point-in-time recovery, encryption);
   * the task definition: deploy/ecs/task-definition.json, and container-definitions.json.tftpl
     rendered with the values Terraform would pass (its variables' defaults, the backend
     environment evaluated from main.tf's locals) and with the JSON's placeholders, must be
     equal; both must have the two containers, their health checks, dependsOn HEALTHY, a
-    stopTimeout, a pinned collector image, read-only root file systems, no privileged mode;
+    stopTimeout, a collector image pinned by digest, read-only root file systems, no privileged
+    mode, explicit non-root users (the backend's 65532, the collector image's own 4317);
   * deploy/ecs/collector.yaml (the SSM parameter: under 4 KB) and collector.local.yaml: OTLP
     in, batch, awsxray (resp. debug) out, health_check, awsproxy; compose.yaml: the backend's
-    health check, depends_on service_healthy, a pinned collector image;
+    health check, depends_on service_healthy, the task's collector image (by digest), the same
+    users;
+  * deploy/ecs/check-forged-header.sh, run against loopback stand-ins for the API (401 → exit
+    0; 403, 200, a 401 not from the backend → exit 1), and what it sends checked;
   * checkov: `checkov -d deploy/ecs/terraform --quiet --compact` must be clean (each skip is a
     #checkov:skip=CKV_…:reason comment in the .tf, listed here), and a second run over the
     rendered container definitions (checkov does not evaluate templatefile(), so without it
@@ -42,8 +51,9 @@ missing or outdated.
   --skip checkov,moto    leave those parts out
   --root DIR             check another copy of the repository (DIR/deploy/ecs, DIR/template.yaml)
   --self-test            break copies of the kit on purpose ("*" resource, a missing health
-                         check, dependsOn START, …) and fail unless the static checks catch
-                         every one
+                         check, dependsOn START, the collector as root or by tag only, the
+                         security-group precondition weakened, …) and fail unless the static
+                         checks catch every one
 """
 
 import argparse
@@ -79,9 +89,28 @@ CA_SECRET = re.compile(
     r"^arn:\$\{local\.partition\}:secretsmanager:\$\{var\.region\}:\$\{local\.account_id\}:secret:"
     r"\$\{var\.secrets_prefix\}/ca-(private-key|certificate)-\?{6}$"
 )
+# The collector image the kit runs by default: pinned by digest (a tag can be moved to other
+# content; the collector holds the task role's credentials), the release tag kept for readers.
 PINNED_COLLECTOR = re.compile(
-    r"^public\.ecr\.aws/aws-observability/aws-otel-collector(:v\d+\.\d+\.\d+|@sha256:[0-9a-f]{64})$"
+    r"^public\.ecr\.aws/aws-observability/aws-otel-collector(:v\d+\.\d+\.\d+)?@sha256:[0-9a-f]{64}$"
 )
+# Image references collector_image's validation and its digest check are tried on:
+# (value, validation accepts it, the check block is satisfied (no warning)).
+COLLECTOR_IMAGE_CASES = [
+    ("public.ecr.aws/aws-observability/aws-otel-collector:v0.49.0", True, False),
+    ("public.ecr.aws/aws-observability/aws-otel-collector:v0.49.0@sha256:" + "0" * 64, True, True),
+    ("public.ecr.aws/aws-observability/aws-otel-collector@sha256:" + "0" * 64, True, True),
+    ("123456789012.dkr.ecr.eu-west-1.amazonaws.com/mirror/aws-otel-collector:v0.49.0", True, False),
+    ("public.ecr.aws/aws-observability/aws-otel-collector:latest", False, False),
+    ("public.ecr.aws/aws-observability/aws-otel-collector", False, False),
+    ("public.ecr.aws/aws-observability/aws-otel-collector@sha256:1234", False, False),
+]
+# The users the containers run as: the backend image's (Dockerfile: 65532), and the ADOT
+# collector image's own non-root user, aoc, uid and gid 4317 (aws-observability/aws-otel-collector,
+# cmd/awscollector/Dockerfile, USER_UID=4317, since v0.35.0). Explicit, so neither runs as root
+# if an image's USER changed.
+BACKEND_USER = "65532:65532"
+COLLECTOR_USER = "4317:4317"
 CHECKOV_SKIP = re.compile(r"#\s*checkov:skip=(CKV2?_[A-Z0-9_]+)(?::(.*))?")
 
 BACKEND_ENV = {
@@ -135,7 +164,7 @@ class Terraform:
         options = SerializationOptions(with_comments=False, explicit_blocks=False, strip_string_quotes=True)
         self.directory = directory
         self.files = sorted(directory.glob("*.tf"))
-        self.resources, self.data, self.variables, self.locals = {}, {}, {}, {}
+        self.resources, self.data, self.variables, self.locals, self.checks = {}, {}, {}, {}, {}
         for path in self.files:
             with open(path) as handle:
                 parsed = hcl2.load(handle, serialization_options=options)
@@ -148,6 +177,8 @@ class Terraform:
                 self.variables.update(entry)
             for entry in parsed.get("locals", []):
                 self.locals.update(entry)
+            for entry in parsed.get("check", []):
+                self.checks.update(entry)
 
     def resource(self, type_, name=None):
         found = self.resources.get(type_, {})
@@ -172,6 +203,210 @@ def block(body, name):
 
 class Unresolved(Exception):
     pass
+
+
+class HclExpression:
+    """Evaluates, in Python, the small part of HCL that the kit's conditions are written in (the
+    security-group precondition, the collector image's validation and check), so they can be
+    tried on sample values without Terraform: for expressions with `if`, && || ! == != < <= > >=,
+    parentheses, string / number / list literals, references (var.*, local.*, data.*, a loop
+    variable's attributes) and the functions below. Anything else (a conditional, a splat, an
+    interpolated string, an attribute the sample does not have) raises Unresolved rather than
+    guess. `regex` is Python's re.search: RE2 and Python agree on the patterns used here."""
+
+    TOKEN = re.compile(
+        r'\s*(?:(?P<string>"(?:[^"\\]|\\.)*")|(?P<number>-?\d+)'
+        r"|(?P<op>&&|\|\||==|!=|<=|>=|[<>!()\[\],:?{}*])"
+        r"|(?P<name>[A-Za-z_][A-Za-z0-9_-]*(?:\.[A-Za-z_][A-Za-z0-9_-]*)*))"
+    )
+
+    def __init__(self, tf, variables, data):
+        self.tf, self.variables, self.data = tf, variables, data
+        self.functions = {
+            "length": len,
+            "contains": lambda collection, value: value in collection,
+            "coalesce": self.coalesce,
+            "alltrue": lambda values: all(values),
+            "anytrue": lambda values: any(values),
+            "toset": lambda values: list(dict.fromkeys(values)),
+            "regex": self.regex,
+            "endswith": lambda text, suffix: text.endswith(suffix),
+            "startswith": lambda text, prefix: text.startswith(prefix),
+        }
+
+    @staticmethod
+    def coalesce(*values):
+        for value in values:
+            if value is not None and value != "":
+                return value
+        raise ValueError("coalesce: no non-null, non-empty argument")
+
+    @staticmethod
+    def regex(pattern, text):
+        match = re.search(pattern, text)
+        if not match:
+            raise ValueError(f"regex {pattern!r} does not match {text!r}")
+        return match.group(0)
+
+    def evaluate(self, expression, bound=None):
+        expression = expression.strip()
+        if expression.startswith("${") and expression.endswith("}"):
+            expression = expression[2:-1]
+        tokens, position = [], 0
+        while position < len(expression):
+            m = self.TOKEN.match(expression, position)
+            if not m or m.end() == position:
+                if expression[position:].strip() == "":
+                    break
+                raise Unresolved(f"cannot read {expression[position:position + 30]!r}")
+            kind = m.lastgroup
+            tokens.append((kind, m.group(kind)))
+            position = m.end()
+        source, end = self.translate(tokens, 0, set(), set(bound or {}))
+        if end != len(tokens):
+            raise Unresolved(f"unexpected {tokens[end][1]!r} in {expression[:60]}")
+        # Globals, not locals: the comprehensions and lambdas of the translation see only those.
+        environment = {"__builtins__": {}, "_h": self, **(bound or {})}
+        try:
+            return eval(source, environment)  # Python built from the token list above
+        except Unresolved:
+            raise
+        except Exception as error:
+            raise Unresolved(f"{expression[:80]}: {error}") from error
+
+    # Each translate_* returns (Python source, index of the next token).
+    def translate(self, tokens, i, stops, bound):
+        out = []
+        while i < len(tokens) and tokens[i][1] not in stops:
+            kind, text = tokens[i]
+            if text in ("&&", "||"):
+                out.append(" and " if text == "&&" else " or ")
+                i += 1
+            elif kind == "op" and text in ("==", "!=", "<", "<=", ">", ">="):
+                out.append(f" {text} ")
+                i += 1
+            else:
+                source, i = self.translate_unary(tokens, i, bound)
+                out.append(source)
+        return "".join(out), i
+
+    def translate_unary(self, tokens, i, bound):
+        if tokens[i][1] == "!":
+            source, i = self.translate_unary(tokens, i + 1, bound)
+            return f"(not {source})", i
+        return self.translate_primary(tokens, i, bound)
+
+    def translate_primary(self, tokens, i, bound):
+        kind, text = tokens[i]
+        if kind == "string":
+            if "${" in text or "%{" in text:
+                raise Unresolved(f"interpolated string {text}")
+            return repr(json.loads(text)), i + 1
+        if kind == "number":
+            return text, i + 1
+        if text == "(":
+            source, i = self.translate(tokens, i + 1, {")"}, bound)
+            return f"({source})", self.expect(tokens, i, ")")
+        if text == "[" and i + 1 < len(tokens) and tokens[i + 1][1] == "for":
+            return self.translate_for(tokens, i + 2, bound)
+        if text == "[":
+            items, i = [], i + 1
+            while tokens[i][1] != "]":
+                source, i = self.translate(tokens, i, {",", "]"}, bound)
+                items.append(source)
+                if tokens[i][1] == ",":
+                    i += 1
+            return f"[{', '.join(items)}]", i + 1
+        if kind == "name":
+            if i + 1 < len(tokens) and tokens[i + 1][1] == "(":
+                return self.translate_call(text, tokens, i + 2, bound)
+            return self.translate_reference(text, bound), i + 1
+        raise Unresolved(f"unsupported {text!r}")
+
+    def translate_call(self, name, tokens, i, bound):
+        arguments = []
+        while tokens[i][1] != ")":
+            source, i = self.translate(tokens, i, {",", ")"}, bound)
+            arguments.append(source)
+            if tokens[i][1] == ",":
+                i += 1
+        if name == "can":  # can(x): whether x evaluates without an error
+            return f"_h.can(lambda: {arguments[0]})", i + 1
+        if name not in self.functions:
+            raise Unresolved(f"function {name}() is not one this check evaluates")
+        return f"_h.functions[{name!r}]({', '.join(arguments)})", i + 1
+
+    def translate_for(self, tokens, i, bound):
+        variable = tokens[i][1]
+        i = self.expect(tokens, i + 1, "in")
+        collection, i = self.translate(tokens, i, {":"}, bound)
+        inner = bound | {variable}
+        body, i = self.translate(tokens, i + 1, {"if", "]"}, inner)
+        condition = "True"
+        if tokens[i][1] == "if":
+            condition, i = self.translate(tokens, i + 1, {"]"}, inner)
+        return f"[({body}) for {variable} in _h.values({collection}) if ({condition})]", i + 1
+
+    def translate_reference(self, text, bound):
+        if text in ("true", "false", "null"):
+            return {"true": "True", "false": "False", "null": "None"}[text]
+        parts = text.split(".")
+        if parts[0] in bound:
+            root, rest = parts[0], parts[1:]
+        elif parts[0] == "var" and len(parts) >= 2:
+            root, rest = f"_h.variable({parts[1]!r})", parts[2:]
+        elif parts[0] == "local" and len(parts) >= 2:
+            root, rest = f"_h.local({parts[1]!r})", parts[2:]
+        elif parts[0] == "data" and len(parts) >= 3:
+            root, rest = f"_h.data_source({parts[1]!r}, {parts[2]!r})", parts[3:]
+        else:
+            raise Unresolved(f"reference {text} is not one this check evaluates")
+        for attribute in rest:
+            root = f"_h.attribute({root}, {attribute!r})"
+        return root
+
+    @staticmethod
+    def expect(tokens, i, text):
+        if i >= len(tokens) or tokens[i][1] != text:
+            raise Unresolved(f"expected {text!r}")
+        return i + 1
+
+    def can(self, thunk):
+        try:
+            thunk()
+            return True
+        except (ValueError, TypeError, KeyError, IndexError, re.error):  # an HCL evaluation error
+            return False
+
+    @staticmethod
+    def values(collection):
+        # `for x in map` iterates the values (a for_each data source is a map of instances).
+        return list(collection.values()) if isinstance(collection, dict) else list(collection)
+
+    def variable(self, name):
+        if name in self.variables:
+            return self.variables[name]
+        if name not in self.tf.variables:
+            raise Unresolved(f"var.{name} is not declared")
+        return self.tf.default(name)
+
+    def local(self, name):
+        if name not in self.tf.locals:
+            raise Unresolved(f"local.{name} is not declared")
+        return self.evaluate(self.tf.locals[name])
+
+    def data_source(self, type_, name):
+        if type_ not in self.tf.data or name not in self.tf.data[type_]:
+            raise Unresolved(f"data.{type_}.{name} is not declared")
+        if (type_, name) not in self.data:
+            raise Unresolved(f"data.{type_}.{name} has no sample value in this check")
+        return self.data[(type_, name)]
+
+    @staticmethod
+    def attribute(value, name):
+        if not isinstance(value, dict) or name not in value:
+            raise Unresolved(f"attribute {name} is not one the sample (the provider's schema) has")
+        return value[name]
 
 
 class Evaluator:
@@ -548,7 +783,14 @@ def check_containers(definitions, where, report):
         isinstance(timeout, int) and 10 <= timeout <= 120,
         f"{where}: backend stopTimeout {timeout} s (in-flight requests finish, spans flush; Fargate allows ≤ 120)",
     )
-    report.check(backend.get("user") == "65532:65532", f"{where}: backend runs as 65532:65532", str(backend.get("user")))
+    for name, container, expected in (("backend", backend, BACKEND_USER), ("aws-otel-collector", collector, COLLECTOR_USER)):
+        user = str(container.get("user", ""))
+        uid, _, gid = user.partition(":")
+        report.check(
+            user == expected and uid.isdigit() and gid.isdigit() and int(uid) != 0 and int(gid) != 0,
+            f"{where}: {name} runs as the non-root user {expected}, explicitly",
+            f"user {container.get('user')!r}",
+        )
     ports = [p.get("containerPort") for p in backend.get("portMappings", [])]
     report.check(ports == [8000], f"{where}: backend port 8000", str(ports))
     environment = {e["name"]: e["value"] for e in backend.get("environment", [])}
@@ -569,10 +811,7 @@ def check_containers(definitions, where, report):
         json.dumps(secrets),
     )
     image = collector.get("image", "")
-    report.check(
-        PINNED_COLLECTOR.match(image) and not image.endswith(":latest"),
-        f"{where}: collector image pinned ({image})",
-    )
+    report.check(PINNED_COLLECTOR.match(image), f"{where}: collector image pinned by digest ({image})")
     report.check(
         collector.get("command") == ["--config=env:AOT_CONFIG_CONTENT"],
         f"{where}: collector reads --config=env:AOT_CONFIG_CONTENT",
@@ -660,6 +899,213 @@ def check_task_definition(tf, ecs, report):
     return task, rendered
 
 
+# --- the collector image: validation and the digest warning ----------------------------------
+
+
+def check_collector_image_variable(tf, report):
+    """collector_image's validation refuses latest and untagged images and accepts a release tag,
+    tag@digest and a digest; a check block (a warning at plan, not an error) asks for a digest
+    when the image is pinned by tag only. Both conditions are evaluated on COLLECTOR_IMAGE_CASES."""
+    body = tf.variables.get("collector_image", {})
+    validations = [v.get("condition", "") for v in body.get("validation", [])]
+    checks = {
+        name: block(check, "assert").get("condition", "")
+        for name, check in tf.checks.items()
+        if "var.collector_image" in block(check, "assert").get("condition", "")
+    }
+    if not report.check(checks, "Terraform: a check block warns when collector_image is not pinned by digest", str(list(tf.checks))):
+        checks = {}
+    for value, valid, pinned in COLLECTOR_IMAGE_CASES:
+        evaluate = HclExpression(tf, {"collector_image": value}, {})
+        try:
+            accepted = all(evaluate.evaluate(c) for c in validations) if validations else None
+            warned = {name: not evaluate.evaluate(c) for name, c in checks.items()}
+        except Unresolved as error:
+            report.fail(f"collector_image {value}: condition not understood: {error}")
+            continue
+        report.check(
+            accepted == valid,
+            f"collector_image {value}: validation {'accepts' if valid else 'refuses'} it",
+            f"it {'accepts' if accepted else 'refuses'} it" if accepted is not None else "no validation",
+        )
+        if valid and checks:
+            report.check(
+                all(w == (not pinned) for w in warned.values()),
+                f"collector_image {value}: check {', '.join(checks)} {'passes' if pinned else 'warns (pinned by tag only)'}",
+                str(warned),
+            )
+
+
+# --- the tasks' security groups: port 8000 from the load balancer only ---------------------------
+
+LB_GROUP, LB_GROUP_2, TASK_GROUP, OTHER_GROUP = "sg-0a1b00000000000aa", "sg-0a1b00000000000ab", "sg-0c2d0000000000001", "sg-0e3f0000000000002"
+
+
+def sample_rule(number, **fields):
+    """A rule as the aws_vpc_security_group_rule data source exports it (every attribute)."""
+    rule = {
+        "id": f"sgr-{number:017x}", "security_group_rule_id": f"sgr-{number:017x}",
+        "arn": f"arn:aws:ec2:eu-west-1:123456789012:security-group-rule/sgr-{number:017x}",
+        "security_group_id": TASK_GROUP, "is_egress": False, "ip_protocol": "tcp",
+        "from_port": 8000, "to_port": 8000, "cidr_ipv4": None, "cidr_ipv6": None,
+        "prefix_list_id": None, "referenced_security_group_id": None, "description": None,
+        "tags": {}, "region": "eu-west-1", "filter": None,
+    }
+    rule.update(fields)
+    return rule
+
+
+EGRESS_ALL = dict(is_egress=True, ip_protocol="-1", from_port=-1, to_port=-1, cidr_ipv4="0.0.0.0/0")
+# (what, the tasks' rules besides an egress-to-anywhere rule, the ALB's groups, precondition holds)
+SECURITY_GROUP_CASES = [
+    ("TCP 8000 from the ALB's group", [dict(referenced_security_group_id=LB_GROUP)], [LB_GROUP], True),
+    ("TCP 8000 from the ALB's second group, TCP 443 from the VPC",
+     [dict(referenced_security_group_id=LB_GROUP_2), dict(from_port=443, to_port=443, cidr_ipv4="10.0.0.0/16")],
+     [LB_GROUP, LB_GROUP_2], True),
+    ("TCP 8000 from a VPC CIDR", [dict(referenced_security_group_id=LB_GROUP), dict(cidr_ipv4="10.0.0.0/16")], [LB_GROUP], False),
+    ("all traffic from 0.0.0.0/0", [dict(referenced_security_group_id=LB_GROUP), dict(ip_protocol="-1", from_port=-1, to_port=-1, cidr_ipv4="0.0.0.0/0")], [LB_GROUP], False),
+    ("TCP 8000 from ::/0", [dict(referenced_security_group_id=LB_GROUP), dict(cidr_ipv6="::/0")], [LB_GROUP], False),
+    ("TCP 1024-65535 from a prefix list", [dict(referenced_security_group_id=LB_GROUP), dict(from_port=1024, to_port=65535, prefix_list_id="pl-0123456789abcdef0")], [LB_GROUP], False),
+    ("all traffic from the tasks' own group (a default security group)",
+     [dict(referenced_security_group_id=LB_GROUP), dict(ip_protocol="-1", from_port=-1, to_port=-1, referenced_security_group_id=TASK_GROUP)], [LB_GROUP], False),
+    ("all traffic from the tasks' own group, which the ALB shares (so does everything else in it)",
+     [dict(ip_protocol="-1", from_port=-1, to_port=-1, referenced_security_group_id=TASK_GROUP)], [LB_GROUP, TASK_GROUP], False),
+    ("TCP 8000 from another group", [dict(referenced_security_group_id=OTHER_GROUP)], [LB_GROUP], False),
+    ("no rule admitting port 8000 (the ALB cannot reach the tasks)", [dict(from_port=443, to_port=443, referenced_security_group_id=LB_GROUP)], [LB_GROUP], False),
+]
+
+
+def check_task_security_groups(tf, report):
+    """The service's precondition: every ingress rule of the tasks' security groups that admits
+    TCP 8000 references one of the listener's load balancer's security groups (no CIDR, IPv6
+    CIDR, prefix list, or other group, the tasks' own included), and at least one does.
+    Evaluated on SECURITY_GROUP_CASES with the data sources replaced by sample answers."""
+    lookups = tf.data.get("aws_vpc_security_group_rules", {})
+    rules = tf.data.get("aws_vpc_security_group_rule", {})
+    balancers = tf.data.get("aws_lb", {})
+    wired = [
+        name for name, lookup in lookups.items()
+        if any(f.get("name") == "group-id" and f.get("values") == "${var.security_group_ids}" for f in lookup.get("filter", []))
+    ]
+    report.check(len(wired) == 1, "Terraform: data.aws_vpc_security_group_rules lists the rules of var.security_group_ids", str(list(lookups)))
+    per_rule = [
+        name for name, rule in rules.items()
+        if wired and rule.get("for_each") == "${toset(data.aws_vpc_security_group_rules.%s.ids)}" % wired[0]
+        and rule.get("security_group_rule_id") in ("${each.value}", "${each.key}")
+    ]
+    report.check(len(per_rule) == 1, "Terraform: data.aws_vpc_security_group_rule reads each of those rules", str(list(rules)))
+    balancer = [n for n, b in balancers.items() if b.get("arn") == "${data.aws_lb_listener.https.load_balancer_arn}"]
+    report.check(len(balancer) == 1, "Terraform: data.aws_lb is the listener's load balancer (its security groups)", str(list(balancers)))
+    services = tf.resource("aws_ecs_service")
+    for service_name, service in services.items():
+        conditions = [
+            p.get("condition", "") for p in block(service, "lifecycle").get("precondition", [])
+            if "security_group" in p.get("condition", "") or "local." in p.get("condition", "")
+        ]
+        if not report.check(conditions, f"service {service_name}: a precondition on the tasks' security groups"):
+            continue
+        if not (per_rule and balancer):
+            report.fail(f"service {service_name}: security group precondition not evaluated (data sources missing)")
+            continue
+        for label, extra, lb_groups, expected in SECURITY_GROUP_CASES:
+            sample = [sample_rule(1, **EGRESS_ALL)] + [sample_rule(n + 2, **fields) for n, fields in enumerate(extra)]
+            data = {
+                ("aws_vpc_security_group_rule", per_rule[0]): {r["id"]: r for r in sample},
+                ("aws_vpc_security_group_rules", wired[0]): {"ids": [r["id"] for r in sample]},
+                ("aws_lb", balancer[0]): {"security_groups": lb_groups, "arn": "arn:aws:elasticloadbalancing:eu-west-1:123456789012:loadbalancer/app/shared/0123456789abcdef"},
+            }
+            evaluate = HclExpression(tf, {"security_group_ids": [TASK_GROUP]}, data)
+            try:
+                holds = all(evaluate.evaluate(c) for c in conditions)
+            except Unresolved as error:
+                report.fail(f"service {service_name}: security group precondition not understood: {error}")
+                break
+            report.check(
+                holds == expected,
+                f"service {service_name}: security group precondition {'holds' if expected else 'fails'}: {label}",
+                f"it {'holds' if holds else 'fails'}",
+            )
+
+
+# --- the post-deploy check of the mutual-TLS header -----------------------------------------------
+
+
+def check_forged_header_script(ecs, report):
+    """deploy/ecs/check-forged-header.sh, run against loopback stand-ins for the deployed API:
+    it must send GET /device/status/<id> with one X-Amzn-Mtls-Clientcert header holding a
+    URL-encoded PEM certificate, and exit 0 only when the answer is the backend's 401
+    (client_certificate_required)."""
+    import http.server
+    import threading
+    import urllib.parse
+
+    script = ecs / "check-forged-header.sh"
+    if not report.check(script.is_file() and os.access(script, os.X_OK), "check-forged-header.sh: present and executable"):
+        return
+    syntax = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+    report.check(syntax.returncode == 0, "check-forged-header.sh: bash -n", syntax.stderr.strip())
+    problem = {"type": "about:blank", "status": 401, "code": "client_certificate_required"}
+    rejected = {"type": "about:blank", "status": 403, "code": "client_certificate_rejected"}
+    with tempfile.TemporaryDirectory() as scratch:
+        device_pem = Path(scratch, "device.pem")
+        made = subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1",
+             "-subj", "/CN=my-device-01", "-keyout", str(Path(scratch, "device.key")), "-out", str(device_pem)],
+            capture_output=True, text=True, timeout=30,
+        )
+        if not report.check(made.returncode == 0, "check-forged-header.sh: a sample device certificate (openssl)", made.stderr[-300:]):
+            return
+        cases = [
+            ("the API answers 401 client_certificate_required", 401, problem, [], "forged-header-check", 0),
+            ("the API answers 403 client_certificate_rejected (the header was trusted)", 403, rejected, [], "forged-header-check", 1),
+            ("something in front answers 401 without client_certificate_required", 401, {"message": "Unauthorized"}, [], "forged-header-check", 1),
+            ("the API answers 200 to a real device's certificate", 200, {"device_id": "my-device-01"},
+             ["--cert", str(device_pem), "--device-id", "my-device-01"], "my-device-01", 1),
+        ]
+        for label, status, body, arguments, device, expected in cases:
+            seen = []
+
+            class StandIn(http.server.BaseHTTPRequestHandler):
+                def do_GET(self):
+                    seen.append((self.command, self.path, self.headers.get_all("X-Amzn-Mtls-Clientcert") or []))
+                    payload = json.dumps(body).encode()
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/problem+json" if status >= 400 else "application/json")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+
+                def log_message(self, *args):
+                    pass
+
+            server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), StandIn)
+            thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+            thread.start()
+            environment = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+            try:
+                result = subprocess.run(
+                    [str(script), *arguments, "--timeout", "10", f"http://127.0.0.1:{server.server_port}/"],
+                    capture_output=True, text=True, timeout=60, env=environment,
+                )
+                code, output = result.returncode, result.stdout + result.stderr
+            except subprocess.TimeoutExpired:
+                code, output = "timeout", ""
+            finally:
+                server.shutdown()
+                server.server_close()
+            request_ok = len(seen) == 1 and seen[0][:2] == ("GET", f"/device/status/{device}") and len(seen[0][2]) == 1
+            certificate = urllib.parse.unquote(seen[0][2][0]) if request_ok else ""
+            sent_ok = certificate.startswith("-----BEGIN CERTIFICATE-----") and certificate.count("-----BEGIN") == 1
+            if arguments:
+                sent_ok = sent_ok and certificate.strip() == device_pem.read_text().strip()
+            report.check(
+                request_ok and sent_ok and code == expected,
+                f"check-forged-header.sh: {label} → exit {code} (expected {expected})",
+                f"requests {[(m, p, len(h)) for m, p, h in seen]}, certificate sent: {sent_ok}; "
+                f"output: {' | '.join(output.strip().splitlines())[-300:]}",
+            )
+
+
 # --- collector configuration and compose -------------------------------------------------------
 
 
@@ -735,10 +1181,13 @@ def check_compose(path, report):
         "compose: backend waits for the collector to be healthy",
     )
     image = collector.get("image", "")
-    report.check(
-        re.search(r"(:v?\d+\.\d+\.\d+|@sha256:[0-9a-f]{64})$", image) and not image.endswith(":latest"),
-        f"compose: collector image pinned ({image})",
-    )
+    report.check(PINNED_COLLECTOR.match(image), f"compose: collector image pinned by digest ({image})")
+    for name, service, expected in (("backend", backend, BACKEND_USER), ("otel-collector", collector, COLLECTOR_USER)):
+        report.check(
+            str(service.get("user")) == expected,
+            f"compose: {name} runs as the non-root user {expected}, explicitly",
+            f"user {service.get('user')!r}",
+        )
     report.check(collector.get("healthcheck", {}).get("test") == ["CMD", "/healthcheck"], "compose: collector health check /healthcheck")
     mounted = [v for v in collector.get("volumes", []) if v.startswith("./collector.local.yaml:")]
     report.check(mounted, "compose: collector runs collector.local.yaml")
@@ -747,6 +1196,7 @@ def check_compose(path, report):
         any(p.endswith(":8000") for p in ports) and any(p.endswith(":13133") for p in ports),
         f"compose: ports {', '.join(ports)}",
     )
+    return image
 
 
 # --- checkov -----------------------------------------------------------------------------------
@@ -875,9 +1325,14 @@ def run(root, skip):
     check_iam(tf, report)
     check_terraform_resources(tf, report, template["Resources"]["CertificateTable"])
     task, rendered = check_task_definition(tf, ecs, report)
+    check_collector_image_variable(tf, report)
+    check_task_security_groups(tf, report)
     check_collector(ecs / "collector.yaml", "awsxray", "127.0.0.1", report, limit=4096)
     check_collector(ecs / "collector.local.yaml", "debug", "0.0.0.0", report)
-    check_compose(ecs / "compose.yaml", report)
+    compose_image = check_compose(ecs / "compose.yaml", report)
+    task_image = containers_by_name(task["containerDefinitions"]).get("aws-otel-collector", {}).get("image")
+    report.check(compose_image == task_image, "compose.yaml's collector image = task-definition.json's", f"{compose_image} vs {task_image}")
+    check_forged_header_script(ecs, report)
     if "checkov" not in skip:
         check_checkov(terraform_dir, rendered, report)
     if "moto" not in skip:
@@ -902,6 +1357,15 @@ def _replace(old, new):
     return apply
 
 
+def _sub(pattern, replacement):
+    def apply(text):
+        changed, count = re.subn(pattern, replacement, text, count=1, flags=re.S)
+        if not count:
+            raise SystemExit(f"self-test: {pattern!r} not found")
+        return changed
+    return apply
+
+
 BREAKAGES = [
     ('a "*" resource on the DynamoDB statement', "terraform/iam.tf",
      _replace("resources = [aws_dynamodb_table.certificates.arn]", 'resources = ["*"]'), '"*" resource'),
@@ -920,6 +1384,40 @@ BREAKAGES = [
      _replace('path                = "/health"', 'path                = "/"'), "GET /health"),
     ("stopTimeout removed from the Terraform template", "terraform/container-definitions.json.tftpl",
      _replace('"stopTimeout": 30,\n', ""), "stopTimeout"),
+    # Issue 23, item 9: the collector's user, the digest pin, the security group precondition,
+    # the post-deploy script.
+    ("the collector's user removed from task-definition.json", "task-definition.json",
+     _json_edit(lambda d: d["containerDefinitions"][1].pop("user")), "aws-otel-collector runs as the non-root user"),
+    ("the collector as root in the Terraform template", "terraform/container-definitions.json.tftpl",
+     _replace('"user": "4317:4317"', '"user": "0:0"'), "aws-otel-collector runs as the non-root user"),
+    ("compose's collector without a user", "compose.yaml",
+     _replace('    user: "4317:4317"\n', ""), "compose: otel-collector runs as the non-root user"),
+    ("the collector image's digest dropped from task-definition.json", "task-definition.json",
+     _sub(r"(aws-otel-collector:v[0-9.]+)@sha256:[0-9a-f]{64}", r"\1"), "collector image pinned by digest"),
+    ("compose's collector image by tag only", "compose.yaml",
+     _sub(r"(aws-otel-collector:v[0-9.]+)@sha256:[0-9a-f]{64}", r"\1"), "compose: collector image pinned by digest"),
+    ("the digest check block removed", "terraform/variables.tf",
+     _sub(r'check "collector_image_pinned_by_digest" \{.*?\n\}\n', ""), "a check block warns"),
+    ("the digest check satisfied by a tag alone", "terraform/variables.tf",
+     _replace('can(regex("@sha256:[0-9a-f]{64}$", var.collector_image))',
+              'can(regex("(:v?[0-9]+\\\\.[0-9]+\\\\.[0-9]+|@sha256:[0-9a-f]{64})$", var.collector_image))'),
+     "warns (pinned by tag only)"),
+    ("the service's security group precondition removed", "terraform/main.tf",
+     _sub(r"\n  lifecycle \{\n    precondition \{\n      # Port 8000 from the load balancer only.*?\n  \}\n", "\n"),
+     "a precondition on the tasks' security groups"),
+    ("the precondition counting egress rules", "terraform/main.tf",
+     _replace("if !rule.is_egress && (", "if ("), "precondition holds: TCP 8000 from the ALB's group"),
+    ("the precondition overlooking all-protocol rules", "terraform/main.tf",
+     _replace('rule.ip_protocol == "-1" || ', ""), "precondition fails: all traffic from 0.0.0.0/0"),
+    ("the precondition trusting the tasks' own group", "terraform/main.tf",
+     _replace(' || contains(var.security_group_ids, coalesce(rule.referenced_security_group_id, "none"))', ""),
+     "precondition fails: all traffic from the tasks' own group, which the ALB shares"),
+    ("check-forged-header.sh passing on any answer but 200", "check-forged-header.sh",
+     _replace('[ "$status" = 401 ] && grep -q client_certificate_required "$scratch/body"', '[ "$status" != 200 ]'),
+     "(the header was trusted) → exit 0"),
+    ("check-forged-header.sh sending the wrong header", "check-forged-header.sh",
+     _replace('--header "X-Amzn-Mtls-Clientcert: $header"', '--header "X-Client-Cert: $header"'),
+     "check-forged-header.sh: the API answers 401 client_certificate_required"),
 ]
 
 

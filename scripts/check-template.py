@@ -26,12 +26,31 @@ as CloudFormation would), it resolves the function's Layers and OTEL_TRACES_EXPO
   * Tracing: Active for every transport, and CollectorLayerArn's AllowedPattern accepts "" and
     a layer version ARN but not a layer ARN without its version.
 
+Stage=local (issue 23, item 8) relaxes the backend's secret checks and adds credentialed
+localhost CORS origins; it is for `sam local` only, which does not evaluate Rules. The template's
+Rules section, evaluated here as CloudFormation would on a create or update (RuleCondition, then
+every Assertion; Fn::Equals, Fn::Not, Fn::And, Fn::Or, Fn::Contains over the parameters), must
+refuse Stage=local and accept Stage=production, Stage=staging and samconfig.toml's deploy
+parameters, all with the template's defaults for everything else. The backend reads ENVIRONMENT
+trimmed and in any case, so "Local", "LOCAL", " local" must be refused too (by the parameter's
+AllowedPattern or a rule), while "local" itself must pass the parameter's constraints (sam local
+needs it) and be refused by a rule; samconfig.toml's local sections keep Stage=local.
+
 Run with the test tools' Python (cfn-lint's YAML reader understands the intrinsic-function
 tags): python scripts/check-template.py template.yaml
+
+  --self-test    break copies of template.yaml on purpose (the Stage rule removed, its
+                 assertion inverted, a RuleCondition that never holds, Stage's AllowedPattern
+                 accepting upper case) and fail unless the check above catches every one
 """
 
 import re
+import shlex
+import subprocess
 import sys
+import tempfile
+import tomllib
+from pathlib import Path
 
 from cfnlint.decode import decode
 
@@ -199,6 +218,125 @@ def telemetry_problems(template):
     return problems
 
 
+# Stage values a deploy must refuse: the backend reads ENVIRONMENT trimmed and in any case, so
+# each of these is ENVIRONMENT=local to it. Only the first may pass the parameter's own
+# constraints (sam local needs it; sam local evaluates no Rules), so a Rule must refuse it.
+LOCAL_STAGES = ["local", "Local", "LOCAL", " local", "local "]
+DEPLOYED_STAGES = ["production", "staging"]
+# For parameters without a default (SecretKey): what a deploy would pass.
+SAMPLE_VALUE = "sample-value-for-a-parameter-without-default-0123456789"
+
+
+def deploy_parameters(template, overrides):
+    """Every parameter's value for a deploy with `overrides` (the template's defaults otherwise)."""
+    declared = template.get("Parameters", {})
+    values = {name: str(p.get("Default", SAMPLE_VALUE)) for name, p in declared.items()}
+    values.update(overrides)
+    values.update({
+        "AWS::Region": REGION, "AWS::Partition": "aws", "AWS::AccountId": "123456789012",
+        "AWS::StackName": "apuntador-backend",
+    })
+    return values
+
+
+def rule_value(node, parameters):
+    """A Rules expression (a RuleCondition or an Assert) evaluated over `parameters`."""
+    if isinstance(node, dict) and len(node) == 1:
+        (key, arg), = node.items()
+        if key == "Ref":
+            return parameters[arg]
+        if key == "Fn::Equals":
+            return str(rule_value(arg[0], parameters)) == str(rule_value(arg[1], parameters))
+        if key == "Fn::Not":
+            return not rule_value(arg[0], parameters)
+        if key == "Fn::And":
+            return all(rule_value(a, parameters) for a in arg)
+        if key == "Fn::Or":
+            return any(rule_value(a, parameters) for a in arg)
+        if key == "Fn::Contains":
+            values, value = arg
+            return str(rule_value(value, parameters)) in [str(v) for v in rule_value(values, parameters)]
+        raise ValueError(f"rule function {key} not understood")
+    if isinstance(node, list):
+        return [rule_value(v, parameters) for v in node]
+    return node
+
+
+def constraint_refusals(template, parameters):
+    """The parameters whose AllowedValues or AllowedPattern refuse their value."""
+    refused = []
+    for name, declared in template.get("Parameters", {}).items():
+        value = parameters[name]
+        allowed = declared.get("AllowedValues")
+        if allowed is not None and value not in [str(v) for v in allowed]:
+            refused.append(f"{name} AllowedValues")
+        pattern = declared.get("AllowedPattern")
+        if pattern is not None and not re.fullmatch(pattern, value):
+            refused.append(f"{name} AllowedPattern")
+    return refused
+
+
+def rule_refusals(template, parameters):
+    """"rule: AssertDescription" of every assertion that fails for `parameters`, as
+    CloudFormation evaluates Rules on a create or update: a rule whose RuleCondition is false
+    is skipped, every assertion of the others must hold."""
+    refused = []
+    for name, rule in (template.get("Rules") or {}).items():
+        condition = rule.get("RuleCondition")
+        if condition is not None and not rule_value(condition, parameters):
+            continue
+        for assertion in rule.get("Assertions", []):
+            if not rule_value(assertion["Assert"], parameters):
+                refused.append(f"{name}: {assertion.get('AssertDescription', '(no AssertDescription)')}")
+    return refused
+
+
+def samconfig_overrides(samconfig, section):
+    """A samconfig.toml section's parameter_overrides as {name: value} (None: no such section)."""
+    parameters = tomllib.loads(samconfig.read_text()).get("default", {}).get(section, {}).get("parameters")
+    if parameters is None:
+        return None
+    return dict(item.split("=", 1) for item in shlex.split(parameters.get("parameter_overrides", "")))
+
+
+def stage_problems(template, samconfig):
+    """What is wrong with the way a deploy treats Stage=local (and the stages it must accept)."""
+    problems = []
+    try:
+        for stage in LOCAL_STAGES:
+            parameters = deploy_parameters(template, {"Stage": stage})
+            constraints, rules = constraint_refusals(template, parameters), rule_refusals(template, parameters)
+            if stage == "local":
+                if constraints:
+                    problems.append(
+                        f"Stage=local is refused by {', '.join(constraints)}: sam local (samconfig.toml's "
+                        "local sections) needs it; refuse it for deploys with a Rule"
+                    )
+                if not rules:
+                    problems.append("no rule refuses Stage=local: a deploy with it would run with ENVIRONMENT=local")
+            elif not (constraints or rules):
+                problems.append(f"Stage={stage!r} is accepted, and the backend reads it as ENVIRONMENT=local")
+        deploys = [(f"Stage={stage}", {"Stage": stage}) for stage in DEPLOYED_STAGES]
+        deploy = samconfig_overrides(samconfig, "deploy") if samconfig.exists() else None
+        if deploy is None:
+            problems.append(f"{samconfig}: no [default.deploy.parameters] to check")
+        else:
+            deploys.append((f"samconfig.toml deploy ({' '.join(f'{k}={v}' for k, v in deploy.items())})", deploy))
+        for label, overrides in deploys:
+            parameters = deploy_parameters(template, overrides)
+            refused = constraint_refusals(template, parameters) + rule_refusals(template, parameters)
+            if refused:
+                problems.append(f"{label} is refused: {'; '.join(refused)}")
+    except (KeyError, ValueError, TypeError) as error:
+        problems.append(f"Rules or parameters not understood: {error!r}")
+    if samconfig.exists():
+        for section in ("local_invoke", "local_start_api"):
+            local = samconfig_overrides(samconfig, section) or {}
+            if local.get("Stage") != "local":
+                problems.append(f"samconfig.toml {section}: Stage={local.get('Stage')}, not local (sam local)")
+    return problems
+
+
 def ref_name(value):
     """The logical id a Ref or GetAtt names, else None."""
     if isinstance(value, dict):
@@ -299,6 +437,7 @@ def main(source):
         problems.append(f"ApiUrl ({api_url}) is not the open API's endpoint")
 
     telemetry = telemetry_problems(template)
+    stage = stage_problems(template, Path(source).resolve().parent / "samconfig.toml")
     if problems:
         print("template.yaml with CustomDomainName set:", file=sys.stderr)
         for problem in problems:
@@ -315,9 +454,75 @@ def main(source):
             f"{source}: collector attaches collector {default} for the architecture or the pinned "
             "CollectorLayerArn (otlp); daemon (xray) and none attach no layer; Tracing is Active"
         )
-    if problems or telemetry:
+    if stage:
+        print(f"{source} Stage=local in a deployed stack:", file=sys.stderr)
+        for problem in stage:
+            print(f"  - {problem}", file=sys.stderr)
+    else:
+        print(
+            f"{source}: a deploy with Stage=local (or {', '.join(repr(s) for s in LOCAL_STAGES[1:])}) is refused; "
+            f"{', '.join(DEPLOYED_STAGES)} and samconfig.toml's deploy parameters are accepted; "
+            "its local sections keep Stage=local for sam local"
+        )
+    if problems or telemetry or stage:
         sys.exit(1)
 
 
+def _replace(old, new):
+    def apply(text):
+        if old not in text:
+            raise SystemExit(f"self-test: {old!r} not found in template.yaml")
+        return text.replace(old, new, 1)
+    return apply
+
+
+# Deliberately broken copies of template.yaml: (what, change, what the failure must name).
+STAGE_RULE = "  DeployedStackIsNotLocal:\n"
+BREAKAGES = [
+    ("the Stage rule removed", lambda text: re.sub(r"  DeployedStackIsNotLocal:\n(    .*\n)*", "", text),
+     "no rule refuses Stage=local"),
+    ("the Stage assertion inverted (refuses every stage but local)",
+     _replace("Assert: !Not [!Equals [!Ref Stage, local]]", "Assert: !Equals [!Ref Stage, local]"),
+     "Stage=production is refused"),
+    ("the Stage rule under a RuleCondition that never holds",
+     _replace(STAGE_RULE, STAGE_RULE + "    RuleCondition: !Equals [!Ref Stage, never]\n"),
+     "no rule refuses Stage=local"),
+    ("Stage's AllowedPattern accepting upper case",
+     _replace("AllowedPattern: ^[a-z0-9][a-z0-9-]*$", "AllowedPattern: ^[A-Za-z0-9][A-Za-z0-9-]*$"),
+     "Stage='LOCAL' is accepted"),
+]
+
+
+def self_test():
+    repo = Path(__file__).resolve().parent.parent
+    failures = 0
+    with tempfile.TemporaryDirectory() as scratch:
+        for index, (label, change, expected) in enumerate([(None, None, None)] + BREAKAGES):
+            copy = Path(scratch) / f"copy-{index}"
+            copy.mkdir()
+            text = (repo / "template.yaml").read_text()
+            (copy / "template.yaml").write_text(change(text) if change else text)
+            (copy / "samconfig.toml").write_text((repo / "samconfig.toml").read_text())
+            result = subprocess.run(
+                [sys.executable, __file__, str(copy / "template.yaml")], capture_output=True, text=True, timeout=120
+            )
+            if label is None:
+                good = result.returncode == 0
+                print(f"{'ok' if good else 'FAIL':5} self-test: the unmodified copy passes")
+            else:
+                if change(text) == text:
+                    raise SystemExit(f"self-test: {label}: the change did not alter template.yaml")
+                good = result.returncode != 0 and expected in result.stderr
+                print(f"{'ok' if good else 'FAIL':5} self-test: {label} → exit {result.returncode}")
+                for line in result.stderr.splitlines():
+                    if line.startswith("  - "):
+                        print(f"        {line.strip()}")
+            failures += not good
+    print(f"self-test: {len(BREAKAGES) + 1 - failures} of {len(BREAKAGES) + 1} as expected")
+    return 1 if failures else 0
+
+
 if __name__ == "__main__":
+    if sys.argv[1:] == ["--self-test"]:
+        sys.exit(self_test())
     main(sys.argv[1] if len(sys.argv) > 1 else "template.yaml")

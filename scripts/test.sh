@@ -67,10 +67,11 @@ step "cargo test"
 test_log="$cache/last-test.log"
 cargo test --locked 2>&1 | tee "$test_log"
 
-step "template lint (cfn-lint, sam validate --lint), the mutual-TLS domain layout and the telemetry transports"
+step "template lint (cfn-lint, sam validate --lint), the mutual-TLS domain layout, the telemetry transports and Stage=local refused"
 cfn-lint template.yaml
 sam validate --lint --region eu-west-1
 python scripts/check-template.py template.yaml
+python scripts/check-template.py --self-test
 
 step "the ECS/Fargate kit (scripts/check-ecs.py: IAM, target group, task definition mirror, checkov, moto's ECS)"
 python scripts/check-ecs.py

@@ -166,14 +166,50 @@ resource "aws_dynamodb_table" "certificates" {
 #     ALB would then see that proxy, not the device, in the handshake, and the client's own
 #     X-Amzn-Mtls-Clientcert would arrive as if the ALB had written it;
 #   * the tasks' security groups must accept port 8000 from the ALB's security group only, or
-#     anyone in the VPC could send the header straight to a task;
+#     anyone in the VPC could send the header straight to a task (the service's precondition
+#     below refuses anything else);
 #   * the listener must not rename the header (ALB header modification) to another name.
-# After deploying, prove it (README: "Checking the mutual-TLS header"): a request without a
-# client certificate that carries a real device's certificate in X-Amzn-Mtls-Clientcert must get
-# 401 client_certificate_required.
+# After deploying, prove it (README: "Checking the mutual-TLS header"): ../check-forged-header.sh
+# sends a request without a client certificate that carries one in X-Amzn-Mtls-Clientcert, and
+# fails unless the answer is 401 client_certificate_required.
 
 data "aws_lb_listener" "https" {
   arn = var.listener_arn
+}
+
+# The load balancer of that listener, for its security groups.
+data "aws_lb" "listener" {
+  arn = data.aws_lb_listener.https.load_balancer_arn
+}
+
+# Every rule of the tasks' security groups (ids, then each rule's source, ports and direction).
+data "aws_vpc_security_group_rules" "tasks" {
+  filter {
+    name   = "group-id"
+    values = var.security_group_ids
+  }
+}
+
+data "aws_vpc_security_group_rule" "tasks" {
+  for_each               = toset(data.aws_vpc_security_group_rules.tasks.ids)
+  security_group_rule_id = each.value
+}
+
+locals {
+  # Ingress rules of the tasks' groups that admit TCP 8000 (a TCP range covering it, or all
+  # protocols: ip_protocol -1, whose ports are -1). coalesce: a comparison with a null port
+  # would be an error, and && may evaluate both of its sides.
+  task_port_ingress = [
+    for rule in data.aws_vpc_security_group_rule.tasks : rule
+    if !rule.is_egress && (rule.ip_protocol == "-1" || (contains(["tcp", "6"], rule.ip_protocol) && coalesce(rule.from_port, -1) <= 8000 && coalesce(rule.to_port, -1) >= 8000))
+  ]
+  # Those whose source is not one of the load balancer's groups: a CIDR, an IPv6 CIDR, a prefix
+  # list, another group, or one of the tasks' own groups (everything else in that group, e.g. a
+  # default security group's "all traffic from itself", could then reach the tasks).
+  task_port_ingress_not_from_load_balancer = [
+    for rule in local.task_port_ingress : rule.security_group_rule_id
+    if coalesce(rule.cidr_ipv4, rule.cidr_ipv6, rule.prefix_list_id, "none") != "none" || !contains(data.aws_lb.listener.security_groups, coalesce(rule.referenced_security_group_id, "none")) || contains(var.security_group_ids, coalesce(rule.referenced_security_group_id, "none"))
+  ]
 }
 
 resource "aws_lb_target_group" "backend" {
@@ -292,4 +328,14 @@ resource "aws_ecs_service" "backend" {
 
   # The target group must be attached to the listener before a service can register into it.
   depends_on = [aws_lb_listener_rule.backend]
+
+  lifecycle {
+    precondition {
+      # Port 8000 from the load balancer only: anything else that reaches a task could send its
+      # own X-Amzn-Mtls-Clientcert (the mutual-TLS note above). At least one such rule, or the
+      # load balancer cannot reach the tasks at all.
+      condition     = length(local.task_port_ingress) > 0 && length(local.task_port_ingress_not_from_load_balancer) == 0
+      error_message = "security_group_ids must admit TCP 8000 only from the load balancer's security groups (${join(", ", data.aws_lb.listener.security_groups)}), and must admit it from them. Rules admitting it from elsewhere (a CIDR, a prefix list, another group, the tasks' own group): ${join(", ", local.task_port_ingress_not_from_load_balancer)}."
+    }
+  }
 }

@@ -47,13 +47,25 @@ variable "backend_image" {
 }
 
 variable "collector_image" {
-  description = "The ADOT collector image (README: why this release)."
+  description = "The ADOT collector image, pinned by digest: REPOSITORY:TAG@sha256:DIGEST or REPOSITORY@sha256:DIGEST (README: why this release, and how to look up a digest). A release tag alone is accepted with a warning."
   type        = string
-  default     = "public.ecr.aws/aws-observability/aws-otel-collector:v0.49.0"
+  default     = "public.ecr.aws/aws-observability/aws-otel-collector:v0.49.0@sha256:d2bdfff2c377c3d71d78bd5d9ce9862fd535b12134a5739d87a07801297cf9fd"
 
   validation {
+    # A release tag, a digest or both; never latest or no tag (an image nobody tested).
     condition     = can(regex("(:v?[0-9]+\\.[0-9]+\\.[0-9]+|@sha256:[0-9a-f]{64})$", var.collector_image))
-    error_message = "collector_image: pin a release (…:v0.49.0) or a digest, never latest."
+    error_message = "collector_image: pin a digest (…:v0.49.0@sha256:…) or at least a release (…:v0.49.0), never latest."
+  }
+}
+
+# A tag can be moved to other content, and the collector runs with the task role's credentials
+# (README: "The collector shares the task role"). A tag alone is allowed, so a team can move to a
+# release before it has looked up the digest, but every plan and apply warns (a check block's
+# failed assertion is a warning, not an error).
+check "collector_image_pinned_by_digest" {
+  assert {
+    condition     = can(regex("@sha256:[0-9a-f]{64}$", var.collector_image))
+    error_message = "collector_image (${var.collector_image}) is pinned by tag only: add the digest the tag points at (README: \"Pinning the collector image\"), e.g. …:v0.49.0@sha256:…"
   }
 }
 
@@ -108,7 +120,7 @@ variable "subnet_ids" {
 }
 
 variable "security_group_ids" {
-  description = "Security groups of the tasks. Allow TCP 8000 in from the ALB's security group only (see the mutual-TLS note in main.tf), and HTTPS out."
+  description = "Security groups of the tasks. Allow TCP 8000 in from the ALB's security group only (see the mutual-TLS note in main.tf; a precondition on the service refuses any other source of port 8000), and HTTPS out."
   type        = list(string)
 
   validation {
