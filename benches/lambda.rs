@@ -138,7 +138,7 @@ async fn run(setting: &Setting, invocations: usize) -> Row {
     let process = Process::spawn(&binary(), &[], &env);
     let events: Vec<String> = MIX
         .iter()
-        .map(|f| std::fs::read_to_string(format!("events/{f}")).unwrap())
+        .map(|f| apuntador_harness::sample_event(f))
         .collect();
     let mut outcomes = Vec::with_capacity(invocations);
     let mut rss_100 = 0;

@@ -13,16 +13,14 @@ use thiserror::Error;
 use crate::device::guard::TrustedHeader;
 use crate::device::settings::DeviceSettings;
 use crate::env::{Env, EnvError, Environment, Secret};
+use crate::oauth::credentials::CredentialSource;
 use crate::oauth::settings::OAuthSettings;
+use crate::server::ServerSettings;
 
 /// Secrets shorter than this are refused outside local development.
 pub const MIN_SECRET_BYTES: usize = 32;
 
-/// Defaults that were published with the old backend; a deployment still using one is refused.
-const PUBLIC_DEFAULT_SECRETS: [&str; 2] = [
-    "dev-secret-key-change-in-production-min-32-chars",
-    "change-me-to-a-random-string-of-at-least-32-bytes",
-];
+mod published;
 
 /// A configuration problem that stops the process from starting.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -39,9 +37,9 @@ pub enum ConfigError {
     )]
     ShortSecret { name: &'static str, len: usize },
     #[error(
-        "{name} is a published default value; generate a random one (for example `openssl rand -base64 48`)"
+        "{name} is a value published in this project's repository or documentation; generate a random one (for example `openssl rand -base64 48`)"
     )]
-    DefaultSecret { name: &'static str },
+    DefaultSecret { name: String },
     #[error(
         "CONFIG_API_KEY must differ from SECRET_KEY: one guards an API, the other seals OAuth state"
     )]
@@ -75,6 +73,9 @@ pub struct Config {
     pub trace_health_checks: bool,
     /// `ENABLE_DOCS`: serve `/openapi.json`, `/docs` and `/redoc`.
     pub docs: bool,
+    /// Server mode's limits (header-read and request timeouts, connection cap); the request
+    /// timeout applies under Lambda too.
+    pub server: ServerSettings,
     pub oauth: OAuthSettings,
     pub devices: DeviceSettings,
     /// Warnings to log once logging is up (for example a generated local secret).
@@ -158,8 +159,24 @@ impl Config {
         };
         let trace_health_checks = env.flag("TRACE_HEALTH_CHECKS", false)?;
         let docs = env.flag("ENABLE_DOCS", false)?;
+        let server = ServerSettings::from_env(env)?;
 
         let oauth = OAuthSettings::from_env(env)?;
+        if !environment.is_local()
+            && let CredentialSource::Environment(credentials) = &oauth.credentials
+        {
+            for (provider, client) in credentials {
+                if client
+                    .client_secret
+                    .as_ref()
+                    .is_some_and(|s| published::is_published(s.expose()))
+                {
+                    return Err(ConfigError::DefaultSecret {
+                        name: format!("{}_CLIENT_SECRET", provider.credential_prefix()),
+                    });
+                }
+            }
+        }
         let devices = DeviceSettings::from_env(env, &environment, &mut warnings)?;
 
         Ok(Self {
@@ -171,6 +188,7 @@ impl Config {
             max_body_bytes,
             trace_health_checks,
             docs,
+            server,
             oauth,
             devices,
             warnings,
@@ -222,8 +240,10 @@ fn check_secret(
         };
     };
     if !environment.is_local() {
-        if PUBLIC_DEFAULT_SECRETS.contains(&value.as_str()) {
-            return Err(ConfigError::DefaultSecret { name });
+        if published::is_published(&value) {
+            return Err(ConfigError::DefaultSecret {
+                name: name.to_owned(),
+            });
         }
         if value.len() < MIN_SECRET_BYTES {
             return Err(ConfigError::ShortSecret {
@@ -273,7 +293,12 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
-    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    /// A random key no file of the repository holds.
+    pub(super) fn fresh_key() -> String {
+        random_secret().unwrap()
+    }
+
+    pub(super) fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let map: HashMap<String, String> = vars
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -316,7 +341,9 @@ mod tests {
             };
             assert_eq!(
                 with(&[("SECRET_KEY", published)]).unwrap_err(),
-                ConfigError::DefaultSecret { name: "SECRET_KEY" },
+                ConfigError::DefaultSecret {
+                    name: "SECRET_KEY".to_owned()
+                },
                 "{mode:?}"
             );
             assert_eq!(
@@ -345,7 +372,7 @@ mod tests {
                 ])
                 .unwrap_err(),
                 ConfigError::DefaultSecret {
-                    name: "CONFIG_API_KEY"
+                    name: "CONFIG_API_KEY".to_owned()
                 },
                 "{mode:?}"
             );
@@ -459,7 +486,12 @@ mod tests {
             ),
         ])
         .unwrap_err();
-        assert_eq!(default, ConfigError::DefaultSecret { name: "SECRET_KEY" });
+        assert_eq!(
+            default,
+            ConfigError::DefaultSecret {
+                name: "SECRET_KEY".to_owned()
+            }
+        );
         let short_api = config(&[
             ("ENVIRONMENT", "production"),
             ("SECRET_KEY", GOOD),

@@ -108,7 +108,8 @@ pub async fn run() -> ExitCode {
         tracing::warn!("{warning}");
     }
     let tracing_state = RequestTracing::new(telemetry.propagator(), config.trace_health_checks)
-        .with_sampler(telemetry.sampler());
+        .with_sampler(telemetry.sampler())
+        .with_trusted_proxy_hops(settings.trusted_proxy_hops);
     let state = match routes::AppState::new(config.clone()).await {
         Ok(state) => state,
         Err(error) => {
@@ -128,7 +129,7 @@ pub async fn run() -> ExitCode {
             .await
             .map_err(|e| e.to_string())
     } else {
-        server::run(app, config.listen_addr)
+        server::run(app, config.listen_addr, &config.server)
             .await
             .map_err(|e| e.to_string())
     };

@@ -17,9 +17,47 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Keys the tests configure; the sample events in `events/` carry the same config key.
-pub const SECRET_KEY: &str = "e2e-state-secret-0123456789abcdef0123456789";
-pub const CONFIG_API_KEY: &str = "example-config-api-key-for-local-events-0123456789";
+/// The config key the sample events in `events/` carry (published, so refused outside
+/// `ENVIRONMENT=local`: [`sample_event`] puts [`config_api_key`] in its place).
+pub const EVENTS_CONFIG_API_KEY: &str = "example-config-api-key-for-local-events-0123456789";
+
+/// 48 hex digits no file of the repository holds, different in every test process: the backend
+/// refuses every secret the repository publishes outside `ENVIRONMENT=local`, and the tests
+/// run it as production.
+pub fn fresh_key(label: &str) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut out = format!("{label}-");
+    for round in 0..3u64 {
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u64(round);
+        hasher.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
+        out.push_str(&format!("{:016x}", hasher.finish()));
+    }
+    out
+}
+
+/// The state key the tests configure (one per test process).
+pub fn secret_key() -> &'static str {
+    static KEY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| fresh_key("state"))
+}
+
+/// The config API key the tests configure (one per test process).
+pub fn config_api_key() -> &'static str {
+    static KEY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| fresh_key("config"))
+}
+
+/// `events/<file>` with the test process's config key in place of the published one.
+pub fn sample_event(file: &str) -> String {
+    std::fs::read_to_string(format!("events/{file}"))
+        .unwrap_or_else(|e| panic!("sample event {file}: {e}"))
+        .replace(EVENTS_CONFIG_API_KEY, config_api_key())
+}
 
 /// The binary under test: `APUNTADOR_BIN` (the test script points it at the release build) or
 /// `built`, the one cargo built for this run (callers pass `env!("CARGO_BIN_EXE_apuntador-backend")`,
@@ -39,8 +77,8 @@ pub fn lambda_env(otlp_endpoint: &str) -> Vec<(String, String)> {
         ("AWS_REGION", "eu-west-1"),
         // As template.yaml sets it: REST API paths without the stage prefix.
         ("AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH", "true"),
-        ("SECRET_KEY", SECRET_KEY),
-        ("CONFIG_API_KEY", CONFIG_API_KEY),
+        ("SECRET_KEY", secret_key()),
+        ("CONFIG_API_KEY", config_api_key()),
         ("OTEL_EXPORTER_OTLP_ENDPOINT", otlp_endpoint),
         ("OTEL_SERVICE_NAME", "apuntador-e2e"),
         ("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=e2e"),

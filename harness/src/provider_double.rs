@@ -19,7 +19,11 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-pub const CLIENT_SECRET: &str = "double-client-secret";
+/// The client secret the double expects (one per test process, never a published value).
+pub fn client_secret() -> &'static str {
+    static SECRET: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SECRET.get_or_init(|| crate::fresh_key("client"))
+}
 
 /// How the double answers token and revocation calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,8 +124,8 @@ fn client_ok(provider: &str, form: &HashMap<String, String>) -> bool {
     let secret = form.get("client_secret").map(String::as_str);
     match provider {
         // Dropbox works as a public PKCE client; a secret, if sent, must be right.
-        "dropbox" => secret.is_none_or(|s| s == CLIENT_SECRET),
-        _ => secret == Some(CLIENT_SECRET),
+        "dropbox" => secret.is_none_or(|s| s == client_secret()),
+        _ => secret == Some(client_secret()),
     }
 }
 
@@ -258,7 +262,10 @@ impl ProviderDouble {
                 format!("{provider}-client-id"),
             ));
             if provider != "dropbox" {
-                env.push((format!("{prefix}_CLIENT_SECRET"), CLIENT_SECRET.to_owned()));
+                env.push((
+                    format!("{prefix}_CLIENT_SECRET"),
+                    client_secret().to_owned(),
+                ));
             }
         }
         env.push((

@@ -76,17 +76,23 @@ impl DeviceSettings {
                 )
             })?),
         };
+        // Under Lambda the header is trusted in `sam local` only, which has no mutual TLS: both
+        // ENVIRONMENT=local and AWS_SAM_LOCAL=true (which the SAM CLI sets), so a deployed
+        // stack whose stage was named local still trusts nothing a client can write.
+        let sam_local = env
+            .get("AWS_SAM_LOCAL")
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"));
         let trusted_cert_header = match trusted_cert_header {
             Some(header) if under_lambda(env) => {
-                if environment.is_local() {
+                if environment.is_local() && sam_local {
                     warnings.push(format!(
-                        "TRUSTED_CLIENT_CERT_HEADER: trusting {} from any caller under Lambda (ENVIRONMENT=local, for sam local only)",
+                        "TRUSTED_CLIENT_CERT_HEADER: trusting {} from any caller under Lambda (ENVIRONMENT=local under sam local)",
                         header.name()
                     ));
                     Some(header)
                 } else {
                     warnings.push(
-                        "TRUSTED_CLIENT_CERT_HEADER is ignored under Lambda outside ENVIRONMENT=local: API Gateway passes any header a client sends, so only its mutual-TLS context is trusted"
+                        "TRUSTED_CLIENT_CERT_HEADER is ignored under Lambda outside sam local (ENVIRONMENT=local and AWS_SAM_LOCAL=true): API Gateway passes any header a client sends, so only its mutual-TLS context is trusted"
                             .to_owned(),
                     );
                     None

@@ -1,8 +1,9 @@
 //! Calls to provider token and revocation endpoints: one HTTP client (rustls) built at start and
 //! reused, every call a CLIENT span under the request span (`http.request.method`,
 //! `server.address`, `server.port`, `url.full` without query or credentials,
-//! `http.response.status_code`) carrying `X-Amzn-Trace-Id`, so X-Ray's service map shows each
-//! provider as a downstream node. Nothing secret goes into a span or a log line.
+//! `http.response.status_code`), so X-Ray's service map shows each provider as a downstream
+//! node. No trace header is sent to a provider, and nothing secret goes into a span or a log
+//! line.
 
 use std::time::Duration;
 
@@ -11,10 +12,7 @@ use serde::Deserialize;
 use thiserror::Error;
 use tracing::Instrument;
 use tracing::field::Empty;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 use url::Url;
-
-use crate::telemetry::xray::header_of;
 
 /// How a provider call failed.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -120,10 +118,8 @@ impl ProviderClient {
             "url.full" = %redacted(url),
             "http.response.status_code" = Empty,
         );
-        let request = match header_of(&span.context()) {
-            Some(header) => request.header("x-amzn-trace-id", header),
-            None => request,
-        };
+        // No `X-Amzn-Trace-Id`: a provider does not join our traces, and the header would
+        // hand it our trace ids (X-Ray's service map draws the call from this span alone).
         async {
             let span = tracing::Span::current();
             let response = request.send().await.map_err(|e| {

@@ -16,9 +16,9 @@ pub mod provider_config;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderName, HeaderValue, Method};
-use axum::middleware::{from_fn, from_fn_with_state};
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
+use axum::middleware::{Next, from_fn, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Router};
 use tower_http::catch_panic::CatchPanicLayer;
@@ -91,6 +91,7 @@ pub fn router(state: AppState, tracing: RequestTracing) -> Router {
 /// probe the pipeline with handlers that panic or take bodies).
 pub fn router_with(state: AppState, tracing: RequestTracing, extra: Router<AppState>) -> Router {
     let body_limit = state.config.max_body_bytes;
+    let request_timeout = state.config.server.request_timeout;
     let cors = cors_layer(&state.config.cors);
     let docs = if state.config.docs {
         docs::router()
@@ -106,6 +107,7 @@ pub fn router_with(state: AppState, tracing: RequestTracing, extra: Router<AppSt
         .merge(provider_config::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(from_fn_with_state(request_timeout, answer_within))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(Extension(BodyLimit(body_limit)))
         .layer(CatchPanicLayer::custom(panic_response))
@@ -113,6 +115,20 @@ pub fn router_with(state: AppState, tracing: RequestTracing, extra: Router<AppSt
         .layer(cors)
         .layer(from_fn_with_state(tracing, trace_requests))
         .with_state(state)
+}
+
+/// A request (reading its body included) not answered within `limit` gets a 408 problem, so
+/// a client trickling its body cannot hold a handler for good.
+async fn answer_within(State(limit): State<Duration>, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::coded(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            format!("the request was not complete within {} s", limit.as_secs()),
+        )
+        .into_response(),
+    }
 }
 
 fn panic_response(payload: Box<dyn std::any::Any + Send + 'static>) -> Response {

@@ -14,7 +14,7 @@ use tracing::Instrument;
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use super::xray::header_of;
+use super::xray::aws_header_of;
 
 const TRACE_HEADER: &str = "x-amzn-trace-id";
 
@@ -39,7 +39,7 @@ impl Intercept for TraceHeader {
         _runtime_components: &RuntimeComponents,
         _cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        if let Some(header) = header_of(&tracing::Span::current().context()) {
+        if let Some(header) = aws_header_of(&tracing::Span::current().context()) {
             context
                 .request_mut()
                 .headers_mut()

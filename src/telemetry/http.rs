@@ -5,7 +5,7 @@
 //!
 //! In server mode the sampler is asked before the span is built ([`super::sampling`]): an
 //! unsampled request runs under a bare OpenTelemetry context with its ids (log lines and
-//! downstream `X-Amzn-Trace-Id: …;Sampled=0` carry them) and gets no span at all. Under Lambda
+//! AWS calls' `X-Amzn-Trace-Id: …;Sampled=0` carry them) and gets no span at all. Under Lambda
 //! the span is always built and the header's `Sampled` decides.
 //!
 //! The span also carries the X-Ray annotations ([`super::annotations`]): route, status, cold
@@ -14,6 +14,13 @@
 //!
 //! Health checks (`/health`, `/health/public`) get neither a span nor an access line unless
 //! `TRACE_HEALTH_CHECKS=true`; they still get an `X-Trace-ID`.
+//!
+//! Everything read from the request is the caller's: an incoming parent is joined only as
+//! [`xray::joinable`] allows (a trace X-Ray would store, no caller-chosen trace-state keys),
+//! and its `Sampled=1` is bounded by the sampler ([`sampling::UpstreamBounded`]);
+//! `client.address` comes from the socket peer, or from the `X-Forwarded-For` entry the
+//! configured number of trusted proxies vouch for (`TRUSTED_PROXY_HOPS`); values X-Ray limits
+//! are clipped and marked ([`super::limits`]) so no span is refused for its length.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -42,17 +49,15 @@ use crate::oauth::provider::ProviderId;
 
 use super::annotations;
 use super::lambda::take_cold_start;
+use super::limits::{XRAY_HTTP_FIELD, clip, truncate};
 use super::sampling;
-use super::xray::{acceptable_time, new_trace_id, parent_from_header, xray_trace_id_bytes};
+use super::xray::{self, new_trace_id, parent_from_header, xray_trace_id_bytes};
 
 /// The response header that gives clients the trace id of their request.
 pub const TRACE_ID_HEADER: HeaderName = HeaderName::from_static("x-trace-id");
 
-/// Longest `User-Agent` kept on a span: the header is the caller's to fill, and X-Ray's
-/// daemon takes at most 64 KB per document.
-const MAX_USER_AGENT: usize = 256;
-
-/// Longest path kept on a span (and matched by sampling rules).
+/// Longest path kept on a span's `url.path` and matched by sampling rules (`url.full`, what
+/// X-Ray shows, is clipped further to X-Ray's 250).
 const MAX_PATH: usize = 2048;
 
 /// Paths that load balancers and uptime checks poll.
@@ -65,6 +70,8 @@ pub struct RequestTracing {
     trace_health_checks: bool,
     /// Shared, not boxed: axum clones the layer's state for every request.
     sampler: Arc<dyn ShouldSample>,
+    /// Proxies in front of a server whose `X-Forwarded-For` entries are trusted.
+    trusted_proxy_hops: usize,
 }
 
 impl RequestTracing {
@@ -77,7 +84,15 @@ impl RequestTracing {
             propagator,
             trace_health_checks,
             sampler: Arc::new(Sampler::ParentBased(Box::new(Sampler::AlwaysOn))),
+            trusted_proxy_hops: 0,
         }
+    }
+
+    /// How many proxies in front of a server append to `X-Forwarded-For` (an ALB: 1); the
+    /// client is the entry the outermost of them added. 0 (the default): the socket peer.
+    pub fn with_trusted_proxy_hops(mut self, hops: usize) -> Self {
+        self.trusted_proxy_hops = hops;
+        self
     }
 
     /// The sampler server-mode requests are decided by before their span is built: the
@@ -120,15 +135,51 @@ fn invocation(request: &Request) -> Option<Invocation> {
     })
 }
 
-/// The first `X-Forwarded-For` entry, if it is an IP address: the caller can write anything
-/// there, and the value ends up in the span (`client.address`, X-Ray's `client_ip`).
-fn forwarded_for(headers: &HeaderMap) -> Option<String> {
-    let value = headers.get("x-forwarded-for")?.to_str().ok()?;
-    let first = value.split(',').next()?.trim();
-    first
+/// The `X-Forwarded-For` entry added by the outermost of `hops` trusted proxies (each appends
+/// the address it was reached from, so that is the `hops`-th from the right), if it is an IP
+/// address. Entries further left are the caller's to write; with fewer entries than trusted
+/// hops the chain is not the one configured, and nothing is taken. Several headers are read
+/// as one list, in order.
+fn forwarded_for(headers: &HeaderMap, hops: usize) -> Option<String> {
+    if hops == 0 {
+        return None;
+    }
+    let mut entries = Vec::new();
+    for value in headers.get_all("x-forwarded-for") {
+        entries.extend(value.to_str().ok()?.split(',').map(str::trim));
+    }
+    let at = entries.len().checked_sub(hops)?;
+    entries[at]
         .parse::<std::net::IpAddr>()
         .ok()
         .map(|ip| ip.to_string())
+}
+
+/// The URL X-Ray shows for the request (`url.full`): scheme, host and path, never the query
+/// (it can hold an OAuth code), clipped to what X-Ray accepts.
+fn full_url(
+    request: &Request,
+    host: Option<&str>,
+    under_lambda: bool,
+    path: &str,
+) -> Option<String> {
+    let host = host?;
+    let forwarded = request
+        .headers()
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok());
+    let scheme = match forwarded {
+        Some("https") => "https",
+        Some("http") => "http",
+        _ if under_lambda => "https",
+        _ => "http",
+    };
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    };
+    Some(clip(&format!("{scheme}://{host}{path}"), XRAY_HTTP_FIELD).into_owned())
 }
 
 /// The host the caller asked for (`Host`, else the URI's authority), without the port, if it
@@ -165,18 +216,14 @@ pub async fn trace_requests(
     let lambda = invocation(&request);
     let parent = match &lambda {
         Some(invocation) => invocation.parent.clone(),
-        None => {
-            let cx = tracing_state
+        // Whichever header the propagators read it from: a parent X-Ray would refuse (older
+        // than 30 days, or ahead) starts a fresh trace, and only `Lineage` of its trace state
+        // is kept.
+        None => xray::joinable(
+            &tracing_state
                 .propagator
-                .extract(&HeaderExtractor(request.headers()));
-            // An X-Ray header whose Root X-Ray would refuse (older than 30 days, or ahead):
-            // joining it would lose the trace, so the request starts a fresh one. A W3C
-            // `traceparent` carries no time in its id and is taken as it is.
-            let refused_xray = request.headers().contains_key("x-amzn-trace-id")
-                && !request.headers().contains_key("traceparent")
-                && !acceptable_time(cx.span().span_context().trace_id());
-            (cx.span().span_context().is_valid() && !refused_xray).then_some(cx)
-        }
+                .extract(&HeaderExtractor(request.headers())),
+        ),
     };
 
     // Consumed by every invocation, traced or not: only the sandbox's first one is cold.
@@ -211,7 +258,7 @@ pub async fn trace_requests(
     let host = server_address(&request);
 
     // Server mode decides before building the span: an unsampled request runs under a bare
-    // context carrying its ids (log lines and downstream calls see them, `Sampled=0`), which
+    // context carrying its ids (log lines and AWS calls see them, `Sampled=0`), which
     // costs a fraction of a span. Under Lambda the header's decision rules and the span is
     // always built (its fields feed the log lines' `function_request_id`).
     let decide_here = lambda.is_none();
@@ -285,7 +332,9 @@ pub async fn trace_requests(
             lambda.as_ref(),
             route.as_deref(),
             &path,
+            host.as_deref(),
             cold_start,
+            tracing_state.trusted_proxy_hops,
         ));
     }
     let span_trace_id = otel.span_context().trace_id();
@@ -341,7 +390,9 @@ fn request_attributes(
     lambda: Option<&Invocation>,
     route: Option<&str>,
     path: &str,
+    host: Option<&str>,
     cold_start: Option<bool>,
+    trusted_proxy_hops: usize,
 ) -> Vec<KeyValue> {
     let mut attributes = Vec::with_capacity(16);
     if let Some(agent) = request
@@ -351,12 +402,15 @@ fn request_attributes(
     {
         attributes.push(KeyValue::new(
             "user_agent.original",
-            truncate(agent, MAX_USER_AGENT).to_owned(),
+            clip(agent, XRAY_HTTP_FIELD).into_owned(),
         ));
+    }
+    if let Some(url) = full_url(request, host, lambda.is_some(), path) {
+        attributes.push(KeyValue::new("url.full", url));
     }
     let client_address = lambda
         .and_then(|i| i.source_ip.clone())
-        .or_else(|| forwarded_for(request.headers()))
+        .or_else(|| forwarded_for(request.headers(), trusted_proxy_hops))
         .or_else(|| {
             request
                 .extensions()
@@ -408,18 +462,6 @@ fn provider_in_path(route: &str, path: &str) -> Option<&'static str> {
         .map(ProviderId::as_str)
 }
 
-/// At most `max` bytes of `text`, cut at a character boundary.
-fn truncate(text: &str, max: usize) -> &str {
-    if text.len() <= max {
-        return text;
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
-}
-
 fn set_trace_header(response: &mut Response, trace_id: TraceId) {
     if let Ok(value) = HeaderValue::from_bytes(&xray_trace_id_bytes(trace_id)) {
         response.headers_mut().insert(TRACE_ID_HEADER, value);
@@ -448,23 +490,62 @@ mod tests {
         assert_eq!(provider_in_path("/health", "/health"), None);
     }
 
+    /// Review item 4: the first entry, which the client writes, became `client.address`.
     #[test]
-    fn only_an_ip_address_is_taken_from_x_forwarded_for() {
+    fn the_client_is_the_entry_the_outermost_trusted_proxy_added() {
         let headers = |value: &str| {
             let mut map = HeaderMap::new();
             map.insert("x-forwarded-for", HeaderValue::from_str(value).unwrap());
             map
         };
+        let forged = headers("198.51.100.7, 203.0.113.9");
         assert_eq!(
-            forwarded_for(&headers("203.0.113.9, 10.0.0.1")).as_deref(),
-            Some("203.0.113.9")
+            forwarded_for(&forged, 0),
+            None,
+            "no proxy trusted: the peer"
         );
         assert_eq!(
-            forwarded_for(&headers(" 2001:db8::1 ")).as_deref(),
+            forwarded_for(&forged, 1).as_deref(),
+            Some("203.0.113.9"),
+            "behind one load balancer: the entry it appended"
+        );
+        assert_eq!(forwarded_for(&forged, 2).as_deref(), Some("198.51.100.7"));
+        assert_eq!(
+            forwarded_for(&forged, 3),
+            None,
+            "a shorter chain than configured"
+        );
+        assert_eq!(
+            forwarded_for(&headers(" 2001:db8::1 "), 1).as_deref(),
             Some("2001:db8::1")
         );
-        assert_eq!(forwarded_for(&headers(&"x".repeat(70_000))), None);
-        assert_eq!(forwarded_for(&headers("evil<script>")), None);
+        assert_eq!(forwarded_for(&headers(&"x".repeat(70_000)), 1), None);
+        assert_eq!(forwarded_for(&headers("1.2.3.4, evil<script>"), 1), None);
+        let mut two = HeaderMap::new();
+        two.append("x-forwarded-for", HeaderValue::from_static("198.51.100.7"));
+        two.append("x-forwarded-for", HeaderValue::from_static("203.0.113.9"));
+        assert_eq!(forwarded_for(&two, 1).as_deref(), Some("203.0.113.9"));
+    }
+
+    #[test]
+    fn the_url_x_ray_shows_has_no_query_and_fits_its_limit() {
+        let request = |path: &str| {
+            Request::builder()
+                .uri(path)
+                .header("x-forwarded-proto", "https")
+                .body(axum::body::Body::empty())
+                .unwrap()
+        };
+        let r = request("/oauth/callback/dropbox?code=secret");
+        assert_eq!(
+            full_url(&r, Some("api.example.com"), false, r.uri().path()).as_deref(),
+            Some("https://api.example.com/oauth/callback/dropbox")
+        );
+        let long = "/".to_owned() + &"a".repeat(1000);
+        let url = full_url(&request(&long), Some("api.example.com"), false, &long).unwrap();
+        assert_eq!(url.len(), XRAY_HTTP_FIELD);
+        assert!(url.ends_with(super::super::limits::CUT_MARK));
+        assert_eq!(full_url(&request("/"), None, false, "/"), None);
     }
 
     #[test]
@@ -488,15 +569,5 @@ mod tests {
         assert_eq!(with_host("127.0.0.1").as_deref(), Some("127.0.0.1"));
         assert_eq!(with_host("evil\"host"), None);
         assert_eq!(with_host(&"a".repeat(300)), None);
-    }
-
-    #[test]
-    fn long_values_are_cut_at_a_character_boundary() {
-        assert_eq!(truncate("abc", 5), "abc");
-        assert_eq!(truncate("ñññ", 3), "ñ");
-        assert_eq!(
-            truncate(&"x".repeat(1000), MAX_USER_AGENT).len(),
-            MAX_USER_AGENT
-        );
     }
 }

@@ -16,6 +16,7 @@ pub mod aws;
 pub mod exporter;
 pub mod http;
 pub mod lambda;
+pub mod limits;
 pub mod log_sink;
 pub mod logs;
 pub mod sampling;
@@ -112,6 +113,9 @@ pub struct TelemetrySettings {
     /// Per export: `OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`, else `OTEL_EXPORTER_OTLP_TIMEOUT`
     /// (milliseconds), else [`DEFAULT_EXPORT_TIMEOUT`].
     pub export_timeout: Duration,
+    /// `TRUSTED_PROXY_HOPS`: proxies in front of a server whose `X-Forwarded-For` entries
+    /// name the client (`client.address`); 0, the default, takes the socket peer.
+    pub trusted_proxy_hops: usize,
 }
 
 impl TelemetrySettings {
@@ -187,6 +191,19 @@ impl TelemetrySettings {
         })
         .transpose()?
         .unwrap_or(DEFAULT_EXPORT_TIMEOUT);
+        let trusted_proxy_hops = match env.get("TRUSTED_PROXY_HOPS") {
+            None => 0,
+            Some(raw) => raw
+                .trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n <= 16)
+                .ok_or(TelemetryError::Unsupported {
+                    name: "TRUSTED_PROXY_HOPS",
+                    value: raw,
+                    allowed: "a number of proxies from 0 to 16 (an ALB alone: 1)",
+                })?,
+        };
         Ok(Self {
             sink,
             sampling: sampling::SamplingSettings::from_env(env, under_lambda(env))?,
@@ -194,6 +211,7 @@ impl TelemetrySettings {
             log_format: logs::LogFormat::from_env(env),
             log_filter: logs::filter_directives(env),
             export_timeout,
+            trusted_proxy_hops,
         })
     }
 }
@@ -265,12 +283,14 @@ fn resource(environment: &str, env: Env<'_>) -> Resource {
 
 /// The OTLP/HTTP exporter's blocking client, built on its own thread (a blocking client may
 /// not be built inside the async runtime) with the shared TLS config: the exporter's default
-/// client would load the system root store at every cold start.
+/// client would load the system root store at every cold start. Redirects are not followed: a
+/// collector never sends one, and following it would send spans wherever it points.
 fn blocking_http_client(timeout: Duration) -> Result<reqwest::blocking::Client, TelemetryError> {
     let build = move || -> Result<reqwest::blocking::Client, String> {
         let tls = crate::tls::client_config().map_err(|e| e.to_string())?;
         reqwest::blocking::Client::builder()
             .timeout(timeout)
+            .redirect(reqwest::redirect::Policy::none())
             .tls_backend_preconfigured(tls)
             .build()
             .map_err(|e| e.to_string())
@@ -523,6 +543,65 @@ mod tests {
             .is_err()
         );
         assert!(settings(&[("OTEL_PROPAGATORS", "b3")]).is_err());
+    }
+
+    /// Answers every connection with a redirect to `target`; counts nothing itself.
+    fn redirecting_server(target: std::net::SocketAddr) -> std::net::SocketAddr {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().take(4) {
+                let Ok(mut stream) = stream else { continue };
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf);
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 302 Found\r\nLocation: http://{target}/elsewhere\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+            }
+        });
+        addr
+    }
+
+    /// Review item 5: the telemetry clients followed redirects (a 302 turned a POST into a GET
+    /// to any URL).
+    #[test]
+    fn the_otlp_client_follows_no_redirect() {
+        let target = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        target.set_nonblocking(true).unwrap();
+        let redirecting = redirecting_server(target.local_addr().unwrap());
+        let client = blocking_http_client(Duration::from_secs(2)).unwrap();
+        let status = std::thread::spawn(move || {
+            client
+                .post(format!("http://{redirecting}/v1/traces"))
+                .body("spans")
+                .send()
+                .map(|r| r.status().as_u16())
+        })
+        .join()
+        .unwrap()
+        .unwrap();
+        assert_eq!(status, 302);
+        assert!(
+            target.accept().is_err(),
+            "the redirect target was never called"
+        );
+    }
+
+    #[test]
+    fn trusted_proxy_hops_are_read_and_checked() {
+        assert_eq!(settings(&[]).unwrap().trusted_proxy_hops, 0);
+        assert_eq!(
+            settings(&[("TRUSTED_PROXY_HOPS", "1")])
+                .unwrap()
+                .trusted_proxy_hops,
+            1
+        );
+        for bad in ["-1", "many", "17"] {
+            let err = settings(&[("TRUSTED_PROXY_HOPS", bad)]).unwrap_err();
+            assert!(err.to_string().contains("TRUSTED_PROXY_HOPS"), "{err}");
+        }
     }
 
     #[test]

@@ -1,8 +1,14 @@
 //! X-Ray identifiers: the `1-xxxxxxxx-yyyyyyyyyyyyyyyyyyyyyyyy` form of a trace id, and the
 //! parent context carried by an X-Ray trace header (`Root=…;Parent=…;Sampled=…;Lineage=…`).
+//!
+//! What a caller writes in that header is hostile until checked: a parent is joined only if
+//! X-Ray would store its trace ([`joinable`]), and of the header's other keys only a
+//! well-formed `Lineage` (which AWS uses to detect recursive invocation loops) is kept, and
+//! sent on only to AWS ([`aws_header_of`]); any other key a caller adds would otherwise ride
+//! in the trace state into every span and every downstream call.
 
 use opentelemetry::Context;
-use opentelemetry::trace::{TraceContextExt, TraceId};
+use opentelemetry::trace::{SpanContext, TraceContextExt, TraceId, TraceState};
 use opentelemetry_aws::trace::XrayIdGenerator;
 use opentelemetry_aws::trace::xray_propagator::{span_context_from_str, span_context_to_string};
 use opentelemetry_sdk::trace::IdGenerator;
@@ -33,14 +39,62 @@ const MAX_TRACE_AGE_SECS: u64 = 30 * 24 * 3600;
 const MAX_TRACE_SKEW_SECS: u64 = 5 * 60;
 
 /// The remote parent described by an X-Ray trace header, as a context to start a span in.
-/// `Sampled=0/1` becomes the parent's sampled flag and `Lineage` (like any other key) rides in
-/// the trace state. Returns `None` for a header without a valid `Root` and `Parent`, and for a
-/// `Root` whose time X-Ray would refuse (older than 30 days or from the future): joining it
-/// would lose the whole trace, so the request starts a fresh one instead.
+/// `Sampled=0/1` becomes the parent's sampled flag; a well-formed `Lineage` rides in the trace
+/// state, and nothing else does. Returns `None` for a header without a valid `Root` and
+/// `Parent`, and for a `Root` whose time X-Ray would refuse (older than 30 days or from the
+/// future): joining it would lose the whole trace, so the request starts a fresh one instead.
 pub fn parent_from_header(header: &str) -> Option<Context> {
-    let span_context = span_context_from_str(header.trim())?;
-    (span_context.is_valid() && acceptable_time(span_context.trace_id()))
-        .then(|| Context::new().with_remote_span_context(span_context))
+    joinable(&Context::new().with_remote_span_context(span_context_from_str(header.trim())?))
+}
+
+/// The incoming parent a request may join, whichever propagator read it (`X-Amzn-Trace-Id`
+/// or `traceparent`): a valid span context whose trace id X-Ray would store (a trace id is
+/// read by X-Ray as epoch seconds and random bits, whatever produced it), with its trace
+/// state cut down to a well-formed `lineage`. `None`: the request starts a fresh trace.
+pub fn joinable(cx: &Context) -> Option<Context> {
+    let span = cx.span();
+    let incoming = span.span_context();
+    if !incoming.is_valid() || !acceptable_time(incoming.trace_id()) {
+        return None;
+    }
+    Some(Context::new().with_remote_span_context(lineage_only(incoming)))
+}
+
+/// `sc` with its trace state cut down to a well-formed `lineage`.
+fn lineage_only(sc: &SpanContext) -> SpanContext {
+    let trace_state = sc
+        .trace_state()
+        .get("lineage")
+        .filter(|value| well_formed_lineage(value))
+        .and_then(|value| TraceState::from_key_value([("lineage", value)]).ok())
+        .unwrap_or_default();
+    SpanContext::new(
+        sc.trace_id(),
+        sc.span_id(),
+        sc.trace_flags(),
+        sc.is_remote(),
+        trace_state,
+    )
+}
+
+/// AWS's `Lineage` value: up to ten `|`-separated entries of 8 hex digits, a colon and a
+/// count (`a87bd80c:1`), optionally behind a version (`1:a87bd80c:0`).
+pub fn well_formed_lineage(value: &str) -> bool {
+    let entry = |e: &str| {
+        let parts: Vec<&str> = e.split(':').collect();
+        let (hash, count) = match parts.as_slice() {
+            [hash, count] => (*hash, *count),
+            [version, hash, count] if is_number(version) => (*hash, *count),
+            _ => return false,
+        };
+        hash.len() == 8 && hash.bytes().all(|b| b.is_ascii_hexdigit()) && is_number(count)
+    };
+    let entries: Vec<&str> = value.split('|').collect();
+    !value.is_empty() && entries.len() <= 10 && entries.into_iter().all(entry)
+}
+
+fn is_number(text: &str) -> bool {
+    (1..=5).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// Whether X-Ray would store a trace with this id: its first 32 bits are epoch seconds.
@@ -54,10 +108,11 @@ pub fn acceptable_time(trace_id: TraceId) -> bool {
     secs + MAX_TRACE_AGE_SECS >= now && secs <= now + MAX_TRACE_SKEW_SECS
 }
 
-/// The X-Ray trace header (`X-Amzn-Trace-Id`) that names the span of `cx` as the parent of an
-/// outgoing call; `None` outside any span.
-pub fn header_of(cx: &Context) -> Option<String> {
-    span_context_to_string(cx.span().span_context())
+/// The X-Ray trace header (`X-Amzn-Trace-Id`) that names the span of `cx` as the parent of a
+/// call to AWS: `Root`, `Parent`, `Sampled` and a well-formed `Lineage`, nothing else; `None`
+/// outside any span. Third parties (the OAuth providers) get no trace header at all.
+pub fn aws_header_of(cx: &Context) -> Option<String> {
+    span_context_to_string(&lineage_only(cx.span().span_context()))
 }
 
 /// A new trace id in X-Ray form (first 32 bits are the current time), for responses whose
@@ -114,12 +169,47 @@ mod tests {
     fn a_parent_round_trips_through_the_header() {
         let sent = header();
         let cx = parent_from_header(&sent).unwrap();
-        let header = header_of(&cx).unwrap();
-        assert!(
-            header.starts_with(&sent[..sent.find(";Lineage").unwrap()]),
-            "{header}"
+        let header = aws_header_of(&cx).unwrap();
+        assert_eq!(header, sent);
+        assert_eq!(aws_header_of(&Context::new()), None);
+    }
+
+    /// Review item 2: unknown keys of the incoming header were kept as trace state and sent
+    /// on in every outgoing `X-Amzn-Trace-Id`.
+    #[test]
+    fn only_root_parent_sampled_and_a_well_formed_lineage_travel() {
+        let sent = header().replace(
+            ";Lineage=a87bd80c:1",
+            &format!(
+                ";Self=1-5759e988-x;Foo={};Lineage=a87bd80c:1",
+                "x".repeat(200)
+            ),
         );
-        assert_eq!(header_of(&Context::new()), None);
+        let cx = parent_from_header(&sent).unwrap();
+        let span = cx.span();
+        let state = span.span_context().trace_state();
+        assert_eq!(state.get("self"), None);
+        assert_eq!(state.get("foo"), None);
+        assert_eq!(state.get("lineage"), Some("a87bd80c:1"));
+        let out = aws_header_of(&cx).unwrap();
+        assert_eq!(out, header(), "{out}");
+
+        let bad_lineage = header().replace("a87bd80c:1", "evil;Injected=1");
+        let cx = parent_from_header(&bad_lineage).unwrap();
+        assert!(!aws_header_of(&cx).unwrap().contains("Lineage"));
+        for good in ["a87bd80c:1", "12326a9d:0|68fd508a:5", "1:a87bd80c:0"] {
+            assert!(well_formed_lineage(good), "{good}");
+        }
+        for bad in [
+            "",
+            "a87bd80c",
+            "a87bd80:1",
+            "zzzzzzzz:1",
+            "a87bd80c:x",
+            "a87bd80c:123456",
+        ] {
+            assert!(!well_formed_lineage(bad), "{bad}");
+        }
     }
 
     #[test]

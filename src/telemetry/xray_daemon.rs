@@ -14,6 +14,10 @@
 //!   4xx/5xx `http.response.status_code` is marked failed so its document carries
 //!   `error`/`fault`, as the ADOT exporter decides from the status code alone (OpenTelemetry
 //!   leaves a 4xx server span's status unset).
+//! - **X-Ray's field limits.** A URL, user agent, client address or method over 250
+//!   characters, or an annotation over 1000, makes the translator refuse the whole span, so
+//!   they are clipped (and marked, [`super::limits`]) before translation; the request layer
+//!   already records them within bounds, this is the net for any other span.
 //! - **The datagram limit.** One document per datagram, at most [`MAX_DATAGRAM`] bytes with the
 //!   header line. Documents are never nested, so a large trace is many small datagrams; a single
 //!   document over the limit is dropped and counted in a warning.
@@ -35,6 +39,7 @@ use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 
 use super::TelemetryError;
 use super::annotations;
+use super::limits::{XRAY_ANNOTATION, XRAY_HTTP_FIELD, clip};
 
 /// The line every datagram to the daemon starts with.
 pub const HEADER: &[u8] = b"{\"format\": \"json\", \"version\": 1}\n";
@@ -335,6 +340,7 @@ fn prepare(span: &mut SpanData, facade: bool) {
     if matches!(status_code, Some(400..=599)) && span.status == Status::Unset {
         span.status = Status::error("");
     }
+    clip_to_xray_limits(&mut span.attributes);
     if facade && span.span_kind == SpanKind::Server && span.parent_span_id != SpanId::INVALID {
         // A subsegment of Lambda's function segment. Its http block keeps method, user agent
         // and status; `client.address` goes, because for a non-server span the translator
@@ -342,6 +348,69 @@ fn prepare(span: &mut SpanData, facade: bool) {
         span.span_kind = SpanKind::Internal;
         let client_address = Key::from_static_str("client.address");
         span.attributes.retain(|kv| kv.key != client_address);
+    }
+}
+
+/// Attributes the translator puts in 250-character X-Ray fields.
+const HTTP_FIELDS: [&str; 8] = [
+    "url.full",
+    "http.url",
+    "user_agent.original",
+    "http.user_agent",
+    "client.address",
+    "http.client_ip",
+    "http.request.method",
+    "http.method",
+];
+
+/// Clips what X-Ray limits, so the translator never refuses a span for a length: the HTTP
+/// fields, the parts a URL is built from when there is no `url.full` (host, path and query
+/// sharing the 250), and annotation values.
+fn clip_to_xray_limits(attributes: &mut [opentelemetry::KeyValue]) {
+    let text = |kv: &opentelemetry::KeyValue| match &kv.value {
+        Value::String(s) => Some(s.as_str().len()),
+        _ => None,
+    };
+    let has_full_url = attributes
+        .iter()
+        .any(|kv| matches!(kv.key.as_str(), "url.full" | "http.url"));
+    let host_len = attributes
+        .iter()
+        .filter(|kv| {
+            matches!(
+                kv.key.as_str(),
+                "url.domain" | "server.address" | "client.address"
+            )
+        })
+        .filter_map(text)
+        .max()
+        .unwrap_or(0)
+        .min(XRAY_HTTP_FIELD / 2);
+    // "https://" + host + ":65535" + "/" + "?"
+    let mut url_budget = XRAY_HTTP_FIELD.saturating_sub(8 + host_len + 6 + 2);
+    for kv in attributes.iter_mut() {
+        let key = kv.key.as_str();
+        let max = if HTTP_FIELDS.contains(&key) {
+            XRAY_HTTP_FIELD
+        } else if annotations::KEYS.contains(&key) {
+            XRAY_ANNOTATION
+        } else if !has_full_url && matches!(key, "url.domain" | "server.address") {
+            XRAY_HTTP_FIELD / 2
+        } else if !has_full_url && matches!(key, "url.path" | "url.query" | "http.target") {
+            url_budget
+        } else {
+            continue;
+        };
+        let Value::String(value) = &kv.value else {
+            continue;
+        };
+        let clipped = clip(value.as_str(), max);
+        if matches!(key, "url.path" | "url.query" | "http.target") {
+            url_budget = url_budget.saturating_sub(clipped.len());
+        }
+        if let std::borrow::Cow::Owned(clipped) = clipped {
+            kv.value = Value::from(clipped);
+        }
     }
 }
 
@@ -487,26 +556,71 @@ mod tests {
     fn an_oversize_document_is_dropped_and_counted_not_sent() {
         let (socket, address) = receiver();
         let exporter = XrayDaemonExporter::new(&address, true);
-        // A span attribute the translator keeps (it becomes an annotation), too large to send.
-        let huge = "x".repeat(MAX_DATAGRAM);
-        let sent = exporter.send(vec![
-            span(
-                SpanKind::Internal,
-                7,
-                vec![KeyValue::new(annotations::OAUTH_PROVIDER, huge)],
-            ),
-            span(SpanKind::Client, 7, vec![]),
-        ]);
+        // An exception the translator keeps (as the cause), too large to send.
+        let mut failed = span(SpanKind::Internal, 7, vec![]);
+        failed.status = Status::error("boom");
+        failed.events.events.push(opentelemetry::trace::Event::new(
+            "exception",
+            SystemTime::now(),
+            vec![KeyValue::new("exception.message", "x".repeat(MAX_DATAGRAM))],
+            0,
+        ));
+        let sent = exporter.send(vec![failed, span(SpanKind::Client, 7, vec![])]);
         assert_eq!(
             (sent.oversize, sent.untranslatable, sent.datagrams),
             (1, 0, 1),
             "{sent:?}"
         );
         let document = receive(&socket);
-        assert!(
-            document.get("annotations").is_none(),
-            "the small one: {document}"
-        );
+        assert!(document.get("cause").is_none(), "the small one: {document}");
+    }
+
+    /// Review item 3: a path over about 230 bytes made the translator refuse the URL (X-Ray's
+    /// 250-character limit) and the whole span was lost; so was a user agent over 250.
+    #[test]
+    fn long_urls_and_user_agents_are_clipped_not_lost() {
+        let (socket, address) = receiver();
+        let exporter = XrayDaemonExporter::new(&address, false);
+        let long_path = "/".to_owned() + &"p".repeat(1000);
+        let sent = exporter.send(vec![
+            span(
+                SpanKind::Server,
+                0,
+                vec![
+                    KeyValue::new("server.address", "api.example.com"),
+                    KeyValue::new("url.path", long_path.clone()),
+                    KeyValue::new("user_agent.original", "u".repeat(300)),
+                    KeyValue::new(annotations::HTTP_ROUTE, "r".repeat(1500)),
+                ],
+            ),
+            span(
+                SpanKind::Client,
+                7,
+                vec![KeyValue::new(
+                    "url.full",
+                    format!("https://api.example.com{long_path}"),
+                )],
+            ),
+        ]);
+        assert_eq!((sent.untranslatable, sent.datagrams), (0, 2), "{sent:?}");
+        for _ in 0..2 {
+            let document = receive(&socket);
+            let request = &document["http"]["request"];
+            let url = request["url"].as_str().unwrap();
+            assert!(url.len() <= 250, "{url}");
+            assert!(url.ends_with(crate::telemetry::limits::CUT_MARK), "{url}");
+            assert!(
+                url.starts_with("http") && url.contains("api.example.com/ppp"),
+                "{url}"
+            );
+            if let Some(agent) = request["user_agent"].as_str() {
+                assert!(agent.len() <= 250 && agent.ends_with(crate::telemetry::limits::CUT_MARK));
+                let route = document["annotations"][annotations::HTTP_ROUTE]
+                    .as_str()
+                    .unwrap();
+                assert!(route.len() <= 1000, "{}", route.len());
+            }
+        }
     }
 
     #[test]

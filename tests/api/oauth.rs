@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::helpers::{self, Answer};
-use crate::support::provider_double::{CLIENT_SECRET, Mode, ProviderDouble};
+use crate::support::provider_double::{Mode, ProviderDouble, client_secret};
 
 const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk-abcdefgh";
 const APP_REDIRECT: &str = "apuntador://oauth-callback";
@@ -145,7 +145,7 @@ async fn full_flow_for_every_provider() {
                 "Bearer"
             }
         );
-        assert!(!tokens.text.contains(CLIENT_SECRET));
+        assert!(!tokens.text.contains(client_secret()));
 
         let replay = post(
             &app,
@@ -224,7 +224,7 @@ async fn full_flow_for_every_provider() {
         if form["client_id"].starts_with("dropbox") {
             assert_eq!(secret, None, "Dropbox is a PKCE-only public client here");
         } else {
-            assert_eq!(secret, Some(CLIENT_SECRET));
+            assert_eq!(secret, Some(client_secret()));
         }
     }
 }

@@ -16,13 +16,17 @@ use serde_json::{Value, json};
 
 use crate::helpers::{self, Answer, tracing};
 
-const API_KEY: &str = "config-api-key-0123456789abcdef0123";
+/// The config key of this test process (a published sample key would be refused: the router
+/// runs as production here).
+fn api_key() -> &'static str {
+    crate::support::config_api_key()
+}
 
 fn config(vars: &[(&str, &str)]) -> Arc<Config> {
     helpers::config(
         &[
-            ("CONFIG_API_KEY", API_KEY),
-            ("SECRET_KEY", "state-secret-0123456789abcdef0123456789"),
+            ("CONFIG_API_KEY", api_key()),
+            ("SECRET_KEY", crate::support::secret_key()),
             // No origin is allowed unless configured (outside ENVIRONMENT=local).
             (
                 "ALLOWED_ORIGINS",
@@ -208,7 +212,7 @@ async fn config_needs_the_bearer_key() {
         ),
         (Some("Bearer wrong-token".to_owned()), "Invalid API key"),
         (
-            Some(format!("Bearer {}", &API_KEY[..API_KEY.len() - 1])),
+            Some(format!("Bearer {}", &api_key()[..api_key().len() - 1])),
             "Invalid API key",
         ),
     ];
@@ -224,7 +228,7 @@ async fn config_needs_the_bearer_key() {
             res.header("www-authenticate")
                 .is_some_and(|v| v.starts_with("Bearer"))
         );
-        assert!(!body.to_string().contains(API_KEY));
+        assert!(!body.to_string().contains(api_key()));
     }
 }
 
@@ -235,7 +239,7 @@ async fn config_lists_providers_with_the_app_version() {
         .unwrap();
     let app = router(state, tracing());
     let request = Request::get("/config/providers")
-        .header(header::AUTHORIZATION, format!("bearer {API_KEY}"))
+        .header(header::AUTHORIZATION, format!("bearer {}", api_key()))
         .body(Body::empty())
         .unwrap();
     let (res, body) = send(app, request).await;

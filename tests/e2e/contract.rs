@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::support::provider_double::ProviderDouble;
-use crate::support::{CONFIG_API_KEY, Process, SECRET_KEY, binary};
+use crate::support::{Process, binary, config_api_key, secret_key};
 
 /// Paths that serve the documentation itself, not the API.
 const DOCS_ROUTES: [&str; 6] = [
@@ -49,8 +49,8 @@ fn server(extra: &[(String, String)]) -> (Process, String) {
     let mut env: Vec<(String, String)> = [
         ("PORT", "0"),
         ("ENVIRONMENT", "local"),
-        ("SECRET_KEY", SECRET_KEY),
-        ("CONFIG_API_KEY", CONFIG_API_KEY),
+        ("SECRET_KEY", secret_key()),
+        ("CONFIG_API_KEY", config_api_key()),
         ("ENABLE_DOCS", "true"),
         ("OTEL_TRACES_EXPORTER", "none"),
     ]
@@ -362,7 +362,7 @@ async fn schemathesis_finds_no_server_error_no_contract_breach_and_no_hang() {
         .args(["--max-examples", EXAMPLES_PER_OPERATION, "--seed", SEED])
         .args(["--checks", "all", "--request-timeout", "5"])
         .args(["--generation-database", "none", "--no-color"])
-        .args(["-H", &format!("Authorization: Bearer {CONFIG_API_KEY}")])
+        .args(["-H", &format!("Authorization: Bearer {}", config_api_key())])
         .args(["-H", &format!("X-Client-Cert: {encoded}")])
         .current_dir(&dir)
         .env("SCHEMATHESIS_TELEMETRY", "false");

@@ -276,31 +276,37 @@ async fn status_by_header(api: &RuntimeApi, device: &str, cert: &str) -> Outcome
     .await
 }
 
+/// Issue 23 item 8: a deployed stack with `Stage=local` (`ENVIRONMENT=local`) trusted the
+/// header from any caller; only `sam local` (which also sets `AWS_SAM_LOCAL=true`) may.
 #[tokio::test(flavor = "multi_thread")]
 async fn headers_are_not_trusted_under_lambda() {
-    let (_receiver, api, process) = start_trusting_a_header(&[("ENVIRONMENT", "production")]).await;
-    let outcome = status_by_header(&api, "header-device", "-----BEGIN CERTIFICATE-----").await;
-    assert_eq!(
-        outcome.json()["statusCode"],
-        401,
-        "under Lambda only the mutual-TLS context counts"
-    );
-    assert!(
-        process
-            .wait_for_line(
-                "TRUSTED_CLIENT_CERT_HEADER is ignored under Lambda",
-                Duration::from_secs(5)
-            )
-            .is_some(),
-        "the ignored setting is said at start-up"
-    );
+    for environment in ["production", "local"] {
+        let (_receiver, api, process) =
+            start_trusting_a_header(&[("ENVIRONMENT", environment)]).await;
+        let outcome = status_by_header(&api, "header-device", "-----BEGIN CERTIFICATE-----").await;
+        assert_eq!(
+            outcome.json()["statusCode"],
+            401,
+            "ENVIRONMENT={environment}: under Lambda only the mutual-TLS context counts"
+        );
+        assert!(
+            process
+                .wait_for_line(
+                    "TRUSTED_CLIENT_CERT_HEADER is ignored under Lambda",
+                    Duration::from_secs(5)
+                )
+                .is_some(),
+            "the ignored setting is said at start-up"
+        );
+    }
 }
 
-/// `sam local` has no mutual TLS: with `ENVIRONMENT=local` the configured header is trusted
-/// under Lambda too, and the process says so.
+/// `sam local` has no mutual TLS: with `ENVIRONMENT=local` and `AWS_SAM_LOCAL=true` (which
+/// the SAM CLI sets) the configured header is trusted under Lambda too, and the process says so.
 #[tokio::test(flavor = "multi_thread")]
 async fn sam_local_trusts_the_configured_header() {
-    let (_receiver, api, process) = start_trusting_a_header(&[("ENVIRONMENT", "local")]).await;
+    let (_receiver, api, process) =
+        start_trusting_a_header(&[("ENVIRONMENT", "local"), ("AWS_SAM_LOCAL", "true")]).await;
     let (cert, _) = enroll_on(&api, "header-device").await;
     let outcome = status_by_header(&api, "header-device", &cert).await;
     let answer = outcome.json();
@@ -308,7 +314,7 @@ async fn sam_local_trusts_the_configured_header() {
     assert!(
         process
             .wait_for_line(
-                "trusting x-client-cert from any caller under Lambda",
+                "trusting x-client-cert from any caller under Lambda (ENVIRONMENT=local under sam local)",
                 Duration::from_secs(5)
             )
             .is_some()

@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use crate::support::otlp::{Behaviour, OtlpReceiver, ReceivedSpan};
 use crate::support::runtime_api::{Event, Outcome, RuntimeApi};
-use crate::support::{CONFIG_API_KEY, Process, binary, closed_port, epoch_hex, lambda_env};
+use crate::support::{
+    Process, binary, closed_port, config_api_key, epoch_hex, lambda_env, sample_event,
+};
 
 static ROOT: LazyLock<String> =
     LazyLock::new(|| format!("1-{}-0123456789abcdef01234567", epoch_hex()));
@@ -18,7 +20,7 @@ fn header(root: &str, sampled: u8) -> String {
 }
 
 fn event(file: &str, trace_header: Option<String>) -> Event {
-    let body = std::fs::read_to_string(format!("events/{file}")).expect("sample event");
+    let body = sample_event(file);
     Event { body, trace_header }
 }
 
@@ -137,7 +139,7 @@ async fn invocation_span_is_the_child_of_the_lambda_trace_header() {
     assert!(
         span.attributes
             .iter()
-            .all(|(_, v)| !v.contains(CONFIG_API_KEY))
+            .all(|(_, v)| !v.contains(config_api_key()))
     );
 
     let second = api
@@ -170,7 +172,10 @@ async fn invocation_span_is_the_child_of_the_lambda_trace_header() {
             .is_some_and(|t| t.ends_with('Z'))
     );
     assert!(
-        process.lines().iter().all(|l| !l.contains(CONFIG_API_KEY)),
+        process
+            .lines()
+            .iter()
+            .all(|l| !l.contains(config_api_key())),
         "API key leaked into output"
     );
 }

@@ -10,6 +10,9 @@
 //! - [`sampling`]: X-Ray centralized sampling against a double of the sampling API, ratios per
 //!   route, health checks untraced;
 //! - [`server`]: server mode parenting, SIGTERM flush, console exporter, log formats;
+//! - [`hardening`]: the second security review's findings against server mode (callers'
+//!   sampling decisions, trace-header keys, clipped attributes, `X-Forwarded-For`, slow
+//!   clients);
 //! - [`oauth_lambda`]: the OAuth flows per provider as Lambda runs them, credentials from
 //!   Secrets Manager on moto;
 //! - [`device_aws`]: the device CA on DynamoDB and Secrets Manager (moto), several sandboxes racing;
@@ -29,6 +32,7 @@ mod support {
 
 mod contract;
 mod device_aws;
+mod hardening;
 mod lambda;
 mod memory;
 mod oauth_lambda;

@@ -51,7 +51,7 @@ async fn resident_memory_does_not_grow_with_invocations() {
     let process = Process::spawn(&binary(), &[], &env);
     let bodies: Vec<String> = ["http-api-config-providers.json", "http-api-not-found.json"]
         .iter()
-        .map(|file| std::fs::read_to_string(format!("events/{file}")).expect("sample event"))
+        .map(|file| crate::support::sample_event(file))
         .collect();
 
     invoke_many(&api, &bodies, 0, WARM_UP).await;

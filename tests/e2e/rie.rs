@@ -221,7 +221,7 @@ async fn every_sample_event_is_served_under_the_emulator() {
     let mut traced = 0;
     for file in &files {
         let expect = &expectations[file.as_str()];
-        let event = std::fs::read_to_string(format!("events/{file}")).unwrap();
+        let event = crate::support::sample_event(file);
         let response = invoke(&client, &url, event).await;
         assert_eq!(response["statusCode"], expect.status, "{file}: {response}");
         let body: Value = serde_json::from_str(response["body"].as_str().unwrap_or("null"))
@@ -268,7 +268,7 @@ async fn every_sample_event_is_served_under_the_emulator() {
     let again = invoke(
         &client,
         &url,
-        std::fs::read_to_string("events/http-api-root.json").unwrap(),
+        crate::support::sample_event("http-api-root.json"),
     )
     .await;
     assert_eq!(again["statusCode"], 200);

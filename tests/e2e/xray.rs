@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::provider_double::{CLIENT_SECRET, Mode, ProviderDouble};
+use crate::support::provider_double::{Mode, ProviderDouble, client_secret};
 use crate::support::runtime_api::{Event, Outcome, RuntimeApi};
 use crate::support::xray::{
     DaemonDouble, Rotel, XrayApi, check_segment_document, epoch_seconds_now, flatten,
@@ -63,10 +63,10 @@ async fn environment(moto: &str, double: &ProviderDouble) -> Vec<(String, String
         .secret_string(
             json!({
                 "GOOGLE_CLIENT_ID": "googledrive-client-id",
-                "GOOGLE_CLIENT_SECRET": CLIENT_SECRET,
+                "GOOGLE_CLIENT_SECRET": client_secret(),
                 "DROPBOX_CLIENT_ID": "dropbox-client-id",
                 "ONEDRIVE_CLIENT_ID": "onedrive-client-id",
-                "ONEDRIVE_CLIENT_SECRET": CLIENT_SECRET,
+                "ONEDRIVE_CLIENT_SECRET": client_secret(),
             })
             .to_string(),
         )
@@ -248,8 +248,8 @@ async fn scenario(api: &RuntimeApi, double: &ProviderDouble) -> Ran {
             code,
             refresh_token,
             access_token,
-            CLIENT_SECRET.to_owned(),
-            crate::support::SECRET_KEY.to_owned(),
+            client_secret().to_owned(),
+            crate::support::secret_key().to_owned(),
         ],
     }
 }

@@ -22,12 +22,13 @@
 //! reservoir and statistics count each request once.
 
 pub mod routes;
+pub mod wildcard;
 pub mod xray_poller;
 pub mod xray_rules;
 
 use std::cell::Cell;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use opentelemetry::trace::{Link, SpanKind, TraceContextExt, TraceId};
 use opentelemetry::{Context, KeyValue};
@@ -64,6 +65,20 @@ pub struct XrayOptions {
     pub targets_interval: Duration,
 }
 
+/// How far a caller's `Sampled=1` is followed (`TRACE_UPSTREAM_SAMPLED_PER_SECOND`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamSampled {
+    /// Every one (`unlimited`): callers are internal hops you trust, and under Lambda, where
+    /// the header is Lambda's own.
+    Trusted,
+    /// So many a second, the rest decided here ([`UpstreamBounded`]).
+    PerSecond(u64),
+}
+
+/// Callers' sampled decisions honoured per second by default in server mode: X-Ray's own
+/// reservoir size, enough to follow a trace started upstream now and then.
+pub const DEFAULT_UPSTREAM_SAMPLED_PER_SECOND: u64 = 1;
+
 /// Sampling settings read from the environment.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SamplingSettings {
@@ -71,6 +86,8 @@ pub struct SamplingSettings {
     /// Whether spans with a parent follow its decision (`parentbased_*`, `xray`).
     pub parent_based: bool,
     pub routes: Vec<routes::RouteRatio>,
+    /// How far a remote parent's `Sampled=1` is followed when spans are parent-based.
+    pub upstream: UpstreamSampled,
 }
 
 const SAMPLERS: &str = "always_on, always_off, traceidratio, parentbased_always_on, \
@@ -131,10 +148,28 @@ impl SamplingSettings {
                 allowed: "route=ratio pairs separated by commas, e.g. /oauth/token/*=1,/device/*=0.25",
             })?,
         };
+        let upstream = match env.get("TRACE_UPSTREAM_SAMPLED_PER_SECOND") {
+            // Under Lambda the parent is Lambda's header, whose decision is X-Ray's.
+            _ if under_lambda => UpstreamSampled::Trusted,
+            None => UpstreamSampled::PerSecond(DEFAULT_UPSTREAM_SAMPLED_PER_SECOND),
+            Some(raw) if raw.trim().eq_ignore_ascii_case("unlimited") => UpstreamSampled::Trusted,
+            Some(raw) => raw
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|n| *n <= 1_000_000)
+                .map(UpstreamSampled::PerSecond)
+                .ok_or_else(|| TelemetryError::Unsupported {
+                    name: "TRACE_UPSTREAM_SAMPLED_PER_SECOND",
+                    value: raw.clone(),
+                    allowed: "a whole number of requests per second (0 decides every request here), or unlimited",
+                })?,
+        };
         Ok(Self {
             root,
             parent_based,
             routes,
+            upstream,
         })
     }
 }
@@ -210,7 +245,10 @@ pub fn build(
         Box::new(routes::PerRoute::new(settings.routes.clone(), root))
     };
     let sampler: Box<dyn ShouldSample> = if settings.parent_based || !settings.routes.is_empty() {
-        Box::new(Sampler::ParentBased(root))
+        match settings.upstream {
+            UpstreamSampled::Trusted => Box::new(Sampler::ParentBased(root)),
+            UpstreamSampled::PerSecond(n) => Box::new(UpstreamBounded::new(root, n)),
+        }
     } else {
         root
     };
@@ -288,50 +326,115 @@ impl ShouldSample for Predecided {
     }
 }
 
-/// X-Ray's wildcard match, used for rules and route patterns: `*` is any run of characters
-/// (a lone `*` also matches a missing value), `?` exactly one, the rest literal, compared
-/// without regard to ASCII case, over the whole text.
+/// X-Ray's wildcard match ([`wildcard::Wildcard`]) of one pattern against one value, for
+/// values matched once (a rule's service facts when rules load); what is matched per request
+/// is compiled once.
 pub fn wildcard_match(pattern: &str, text: Option<&str>) -> bool {
-    if pattern == "*" {
-        return true;
-    }
-    let Some(text) = text else {
-        return false;
-    };
-    let (p, t) = (pattern.as_bytes(), text.as_bytes());
-    let (mut pi, mut ti) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while ti < t.len() {
-        if pi < p.len() && p[pi] == b'?' {
-            pi += 1;
-            ti += utf8_width(t[ti]);
-        } else if pi < p.len() && p[pi] == b'*' {
-            star = Some((pi, ti));
-            pi += 1;
-        } else if pi < p.len() && p[pi].eq_ignore_ascii_case(&t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if let Some((star_p, star_t)) = star {
-            pi = star_p + 1;
-            ti = star_t + utf8_width(t[star_t]);
-            star = Some((star_p, ti));
-        } else {
-            return false;
-        }
-    }
-    while pi < p.len() && p[pi] == b'*' {
-        pi += 1;
-    }
-    pi == p.len() && ti == t.len()
+    wildcard::Wildcard::compile(pattern).is_ok_and(|w| w.matches(text))
 }
 
-/// Bytes in the UTF-8 character that starts with `first` (`?` is one character).
-fn utf8_width(first: u8) -> usize {
-    match first {
-        0xf0.. => 4,
-        0xe0.. => 3,
-        0xc0.. => 2,
-        _ => 1,
+/// Tokens per second, at most one second's worth banked (and at least one token); starts
+/// full. Rule reservoirs and the budget for callers' sampled decisions.
+#[derive(Debug)]
+pub struct RateLimiter {
+    per_second: u64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl RateLimiter {
+    pub fn new(per_second: u64, now: Instant) -> Self {
+        Self {
+            per_second,
+            tokens: per_second as f64,
+            last: now,
+        }
+    }
+
+    pub fn per_second(&self) -> u64 {
+        self.per_second
+    }
+
+    pub fn try_take(&mut self, now: Instant) -> bool {
+        if self.per_second == 0 {
+            return false;
+        }
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        let cap = self.per_second as f64;
+        self.tokens = (self.tokens + elapsed * cap).min(cap);
+        self.last = now.max(self.last);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Server mode's parent-based sampling with callers' decisions bounded: a request whose
+/// `X-Amzn-Trace-Id` (or `traceparent`) says `Sampled=1` is traced on the caller's word only
+/// while the budget ([`UpstreamSampled::PerSecond`]) has a token; past it the request is
+/// decided as a root would be (the configured sampler: rules, route ratios), keeping the
+/// caller's trace id, so a client cannot buy itself a trace of every request. `Sampled=0` is
+/// honoured (it can only cost less), and spans under a local parent follow it, as in
+/// `ParentBased`.
+#[derive(Debug, Clone)]
+pub struct UpstreamBounded {
+    root: Box<dyn ShouldSample>,
+    /// Shared by the clones (the provider's sampler and the request layer's are clones).
+    budget: Arc<Mutex<RateLimiter>>,
+}
+
+impl UpstreamBounded {
+    pub fn new(root: Box<dyn ShouldSample>, per_second: u64) -> Self {
+        Self {
+            root,
+            budget: Arc::new(Mutex::new(RateLimiter::new(per_second, Instant::now()))),
+        }
+    }
+}
+
+impl ShouldSample for UpstreamBounded {
+    fn should_sample(
+        &self,
+        parent_context: Option<&Context>,
+        trace_id: TraceId,
+        name: &str,
+        span_kind: &SpanKind,
+        attributes: &[KeyValue],
+        links: &[Link],
+    ) -> SamplingResult {
+        let parent = parent_context
+            .filter(|cx| cx.has_active_span())
+            .map(|cx| cx.span().span_context().clone())
+            .filter(|sc| sc.is_valid());
+        let Some(parent) = parent else {
+            return self.root.should_sample(
+                parent_context,
+                trace_id,
+                name,
+                span_kind,
+                attributes,
+                links,
+            );
+        };
+        if !parent.is_remote() || !parent.is_sampled() {
+            return decided(parent.is_sampled(), parent_context);
+        }
+        let honoured = self
+            .budget
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .try_take(Instant::now());
+        if honoured {
+            return decided(true, parent_context);
+        }
+        let mut result = self
+            .root
+            .should_sample(None, trace_id, name, span_kind, attributes, links);
+        result.trace_state = parent.trace_state().clone();
+        result
     }
 }
 
@@ -365,6 +468,94 @@ mod tests {
             SamplingDecision::Drop,
             "an unused decision does not linger"
         );
+    }
+
+    fn remote(sampled: bool) -> Context {
+        use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceState};
+        let flags = if sampled {
+            TraceFlags::SAMPLED
+        } else {
+            TraceFlags::default()
+        };
+        Context::new().with_remote_span_context(SpanContext::new(
+            TraceId::from(0x5759e988_bd862e3f_e1be46a9_94272793u128),
+            SpanId::from(0x53995c3f42cd8ad8u64),
+            flags,
+            true,
+            TraceState::default(),
+        ))
+    }
+
+    fn sampled(sampler: &dyn ShouldSample, parent: Option<&Context>) -> bool {
+        sampler
+            .should_sample(
+                parent,
+                TraceId::from(7u128),
+                "x",
+                &SpanKind::Server,
+                &[],
+                &[],
+            )
+            .decision
+            == SamplingDecision::RecordAndSample
+    }
+
+    /// Review item 1: a caller's `Sampled=1` was an order (20 of 20 traced under
+    /// `parentbased_always_off`); it is now honoured within a budget.
+    #[test]
+    fn callers_sampled_decisions_are_honoured_within_a_budget() {
+        let s = settings(&[("OTEL_TRACES_SAMPLER", "parentbased_always_off")], false).unwrap();
+        assert_eq!(s.upstream, UpstreamSampled::PerSecond(1));
+        let (sampler, _) = build(&s, &Resource::builder_empty().build());
+        let parent = remote(true);
+        let traced = (0..20)
+            .filter(|_| sampled(&*sampler, Some(&parent)))
+            .count();
+        assert!((1..=2).contains(&traced), "one a second: {traced}");
+        assert!(
+            !sampled(&*sampler, Some(&remote(false))),
+            "Sampled=0 is honoured"
+        );
+        assert!(!sampled(&*sampler, None), "a root: the configured sampler");
+        let clone = sampler.clone();
+        assert!(
+            !sampled(&*clone, Some(&parent)),
+            "clones share the budget (the request layer's and the provider's)"
+        );
+
+        let trusted = settings(
+            &[
+                ("OTEL_TRACES_SAMPLER", "parentbased_always_off"),
+                ("TRACE_UPSTREAM_SAMPLED_PER_SECOND", "unlimited"),
+            ],
+            false,
+        )
+        .unwrap();
+        assert_eq!(trusted.upstream, UpstreamSampled::Trusted);
+        let (sampler, _) = build(&trusted, &Resource::builder_empty().build());
+        assert_eq!(
+            (0..20)
+                .filter(|_| sampled(&*sampler, Some(&parent)))
+                .count(),
+            20
+        );
+
+        let lambda = settings(&[("TRACE_UPSTREAM_SAMPLED_PER_SECOND", "0")], true).unwrap();
+        assert_eq!(
+            lambda.upstream,
+            UpstreamSampled::Trusted,
+            "under Lambda the header is Lambda's"
+        );
+        let none = settings(&[("TRACE_UPSTREAM_SAMPLED_PER_SECOND", "0")], false).unwrap();
+        let (sampler, _) = build(&none, &Resource::builder_empty().build());
+        assert!(
+            sampled(&*sampler, Some(&parent)),
+            "0: decided here (always on)"
+        );
+        for bad in ["-1", "lots", "1.5"] {
+            let err = settings(&[("TRACE_UPSTREAM_SAMPLED_PER_SECOND", bad)], false).unwrap_err();
+            assert!(err.to_string().contains("unlimited"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -10,7 +10,7 @@ use opentelemetry::trace::{Link, SpanKind, TraceId};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::trace::{Sampler, SamplingResult, ShouldSample};
 
-use super::wildcard_match;
+use super::wildcard::Wildcard;
 
 /// One `pattern=ratio` pair.
 #[derive(Debug, Clone, PartialEq)]
@@ -34,7 +34,7 @@ pub fn parse(raw: &str) -> Result<Vec<RouteRatio>, String> {
                 .ok()
                 .filter(|r| (0.0..=1.0).contains(r))
                 .ok_or_else(|| pair.to_owned())?;
-            if !pattern.starts_with('/') && pattern != "*" {
+            if !pattern.starts_with('/') && pattern != "*" || Wildcard::compile(pattern).is_err() {
                 return Err(pair.to_owned());
             }
             Ok(RouteRatio {
@@ -48,14 +48,19 @@ pub fn parse(raw: &str) -> Result<Vec<RouteRatio>, String> {
 /// Route ratios first, then `otherwise`.
 #[derive(Debug, Clone)]
 pub struct PerRoute {
-    routes: Arc<[RouteRatio]>,
+    /// Compiled once: matched on every request.
+    routes: Arc<[(Wildcard, f64)]>,
     otherwise: Box<dyn ShouldSample>,
 }
 
 impl PerRoute {
+    /// Routes whose pattern does not compile (which [`parse`] refuses) are left out.
     pub fn new(routes: Vec<RouteRatio>, otherwise: Box<dyn ShouldSample>) -> Self {
         Self {
-            routes: routes.into(),
+            routes: routes
+                .into_iter()
+                .filter_map(|r| Wildcard::compile(&r.pattern).ok().map(|w| (w, r.ratio)))
+                .collect(),
             otherwise,
         }
     }
@@ -79,9 +84,9 @@ impl ShouldSample for PerRoute {
             && let Some(rule) = self
                 .routes
                 .iter()
-                .find(|r| wildcard_match(&r.pattern, Some(&route)))
+                .find(|(pattern, _)| pattern.matches(Some(&route)))
         {
-            return Sampler::TraceIdRatioBased(rule.ratio).should_sample(
+            return Sampler::TraceIdRatioBased(rule.1).should_sample(
                 parent_context,
                 trace_id,
                 name,

@@ -3,8 +3,11 @@
 //! to 5 s of jitter so a fleet does not poll in step) and reports statistics while fetching
 //! reservoir quotas (`POST /SamplingTargets`, every 10 s or the `Interval` X-Ray asks for, plus
 //! up to 100 ms of jitter), both through the collector's `awsproxy` extension, which signs and
-//! forwards them to X-Ray. A `LastRuleModification` newer than our rules fetches them at once;
-//! until a first rules fetch succeeds it is retried at every targets tick instead of reporting.
+//! forwards them to X-Ray. A `LastRuleModification` newer than our rules fetches them at once,
+//! at most once per polling interval (an answer that always claims a newer change cannot make
+//! us refetch at every report); until a first rules fetch succeeds it is retried at every
+//! targets tick instead of reporting. Redirects are not followed: the proxy never sends one,
+//! and following it would turn a POST into a GET to wherever it points.
 //!
 //! The task's HTTP calls are plain `reqwest` calls: no span is made for them (a sampler that
 //! traced its own polling would sample itself). A proxy that does not answer is logged once
@@ -33,6 +36,14 @@ pub enum PollError {
     Status(u16),
     #[error("the sampling proxy's answer is not what X-Ray sends: {0}")]
     Body(String),
+}
+
+/// What a rules fetch loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Loaded {
+    pub rules: usize,
+    /// Rules left out for breaking X-Ray's limits.
+    pub over_limits: usize,
 }
 
 fn wall_now() -> f64 {
@@ -64,6 +75,7 @@ impl Client {
         let http = reqwest::Client::builder()
             .timeout(CALL_TIMEOUT)
             .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
             .tls_backend_preconfigured(tls)
             .build()
             .map_err(|e| PollError::Unreachable(e.to_string()))?;
@@ -102,15 +114,21 @@ impl Client {
         serde_json::from_slice(&bytes).map_err(|e| PollError::Body(e.to_string()))
     }
 
-    /// Fetches the rules into the cache; returns how many there are.
-    pub async fn refresh_rules(&self, cache: &RuleCache) -> Result<usize, PollError> {
+    /// Fetches the rules into the cache; an answer with more rules than X-Ray allows changes
+    /// nothing.
+    pub async fn refresh_rules(&self, cache: &RuleCache) -> Result<Loaded, PollError> {
         let response: RulesResponse = self
             .post("/GetSamplingRules", &serde_json::json!({}))
             .await?;
-        let rules = response.rules();
-        let count = rules.len();
-        cache.update_rules(rules, Instant::now(), wall_now());
-        Ok(count)
+        let loaded = response
+            .rules()
+            .map_err(|e| PollError::Body(e.to_string()))?;
+        let counts = Loaded {
+            rules: loaded.rules.len(),
+            over_limits: loaded.over_limits,
+        };
+        cache.update_rules(loaded.rules, Instant::now(), wall_now());
+        Ok(counts)
     }
 
     /// Reports the statistics (25 documents per call at most) and applies the quotas. Returns
@@ -176,7 +194,9 @@ async fn run(client: Client, cache: Arc<RuleCache>, options: XrayOptions) {
     let rules_jitter = jitter(Duration::from_secs(5));
     let targets_jitter = jitter(Duration::from_millis(100));
     let mut episode = Episode::default();
-    let mut known_rules: Option<usize> = None;
+    let mut known_rules: Option<Loaded> = None;
+    // When a `LastRuleModification` last made us fetch the rules early.
+    let mut early_fetch: Option<tokio::time::Instant> = None;
     let mut next_rules = tokio::time::Instant::now();
     let mut next_targets = next_rules + options.targets_interval + targets_jitter;
     loop {
@@ -193,7 +213,12 @@ async fn run(client: Client, cache: Arc<RuleCache>, options: XrayOptions) {
                     Ok((asked, stale)) => {
                         episode.succeeded();
                         interval = asked.unwrap_or(interval);
-                        fetch_rules |= stale;
+                        let allowed = early_fetch
+                            .is_none_or(|at| now.duration_since(at) >= options.rules_interval);
+                        if stale && allowed && !fetch_rules {
+                            early_fetch = Some(now);
+                            fetch_rules = true;
+                        }
                     }
                     Err(error) => episode.failed("reporting statistics", &error),
                 }
@@ -202,21 +227,60 @@ async fn run(client: Client, cache: Arc<RuleCache>, options: XrayOptions) {
         }
         if fetch_rules {
             match client.refresh_rules(&cache).await {
-                Ok(count) => {
+                Ok(loaded) => {
                     episode.succeeded();
-                    if known_rules != Some(count) {
+                    if known_rules != Some(loaded) {
                         tracing::info!(
                             target: LOG_TARGET,
-                            rules = count,
+                            rules = loaded.rules,
                             client_id = cache.client_id(),
                             "X-Ray sampling rules loaded"
                         );
-                        known_rules = Some(count);
+                        if loaded.over_limits > 0 {
+                            tracing::warn!(
+                                target: LOG_TARGET,
+                                left_out = loaded.over_limits,
+                                "X-Ray sampling rules over X-Ray's limits were left out"
+                            );
+                        }
+                        known_rules = Some(loaded);
                     }
                 }
                 Err(error) => episode.failed("fetching rules", &error),
             }
             next_rules = tokio::time::Instant::now() + options.rules_interval + rules_jitter;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::telemetry::sampling::xray_rules::ServiceFacts;
+
+    /// Review item 5: a 302 from the proxy turned the rules POST into a GET to any URL.
+    #[tokio::test]
+    async fn the_sampling_client_follows_no_redirect() {
+        let target = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let location = format!("http://{}/elsewhere", target.local_addr().unwrap());
+        let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", proxy.local_addr().unwrap());
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            while let Ok((mut stream, _)) = proxy.accept().await {
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf).await;
+                let answer = format!(
+                    "HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+                let _ = stream.write_all(answer.as_bytes()).await;
+            }
+        });
+        let client = Client::new(&endpoint).unwrap();
+        let cache = RuleCache::new(ServiceFacts::default());
+        let error = client.refresh_rules(&cache).await.unwrap_err();
+        assert!(matches!(error, PollError::Status(302)), "{error}");
+        let called = tokio::time::timeout(Duration::from_millis(200), target.accept()).await;
+        assert!(called.is_err(), "the redirect target was never called");
     }
 }

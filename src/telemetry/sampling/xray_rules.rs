@@ -22,8 +22,13 @@
 //! - No rules yet (the proxy has not answered), an empty list, or rules older than an hour
 //!   (the proxy stopped answering): the fallback decides, one trace per second and 5% of the
 //!   rest. A failed or malformed poll changes nothing.
+//! - Rules are held to X-Ray's documented limits ([`RuleLimits`]): a rule over them is left out
+//!   and an answer with more rules than X-Ray allows is refused whole (the rules in use stay),
+//!   so whatever answers on the proxy's port cannot make matching expensive. A rule's patterns
+//!   are compiled once when it loads ([`Wildcard`], linear in the text), its service facts
+//!   matched then too, and the new rule set is built before the lock is taken to swap it in.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
@@ -34,7 +39,8 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{Sampler, SamplingDecision, SamplingResult, ShouldSample};
 use serde::{Deserialize, Serialize};
 
-use super::wildcard_match;
+use super::wildcard::Wildcard;
+use super::{RateLimiter, wildcard_match};
 
 /// Rules not refreshed for this long are no longer trusted.
 pub const RULES_TTL: Duration = Duration::from_secs(3600);
@@ -43,6 +49,30 @@ pub const FALLBACK_PER_SECOND: u64 = 1;
 pub const FALLBACK_RATE: f64 = 0.05;
 /// X-Ray takes at most this many statistics documents per `SamplingTargets` call.
 pub const MAX_STATISTICS_PER_CALL: usize = 25;
+
+/// X-Ray's documented limits on sampling rules (the `SamplingRule` API reference and the
+/// service quota of 25 rules per region, besides `Default`); lengths in characters.
+pub struct RuleLimits;
+
+impl RuleLimits {
+    pub const RULES: usize = 26;
+    pub const RULE_NAME: usize = 32;
+    pub const SERVICE_NAME: usize = 64;
+    pub const SERVICE_TYPE: usize = 64;
+    pub const HOST: usize = 64;
+    pub const HTTP_METHOD: usize = 10;
+    pub const URL_PATH: usize = 128;
+    pub const RESOURCE_ARN: usize = 500;
+    pub const ATTRIBUTE_KEY: usize = 32;
+    pub const ATTRIBUTE_VALUE: usize = 32;
+    /// Not documented by X-Ray; a bound on the per-request work of one rule.
+    pub const ATTRIBUTES: usize = 32;
+}
+
+/// An answer that is not what X-Ray sends.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0} sampling rules; X-Ray allows at most 25 and Default")]
+pub struct TooManyRules(pub usize);
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
@@ -99,16 +129,59 @@ pub struct RulesResponse {
     records: Vec<RuleRecord>,
 }
 
+/// The usable rules of an answer, and how many were left out for breaking X-Ray's limits.
+#[derive(Debug)]
+pub struct LoadedRules {
+    pub rules: Vec<SamplingRule>,
+    pub over_limits: usize,
+}
+
 impl RulesResponse {
     /// The usable rules: records without a rule, rules that do not parse and rules of another
-    /// version are left out.
-    pub fn rules(self) -> Vec<SamplingRule> {
-        self.records
+    /// version are left out, and so are rules over [`RuleLimits`] (counted). More records
+    /// than X-Ray allows refuse the whole answer.
+    pub fn rules(self) -> Result<LoadedRules, TooManyRules> {
+        if self.records.len() > RuleLimits::RULES {
+            return Err(TooManyRules(self.records.len()));
+        }
+        let mut over_limits = 0;
+        let rules = self
+            .records
             .into_iter()
             .filter_map(|r| r.rule)
             .filter_map(|v| serde_json::from_value::<SamplingRule>(v).ok())
             .filter(|r| r.version == 1 && !r.rule_name.is_empty())
-            .collect()
+            .filter(|r| {
+                let ok = r.within_limits();
+                over_limits += usize::from(!ok);
+                ok
+            })
+            .collect();
+        Ok(LoadedRules { rules, over_limits })
+    }
+}
+
+impl SamplingRule {
+    /// Whether every field is within what X-Ray itself accepts.
+    pub fn within_limits(&self) -> bool {
+        let fits = |text: &str, max: usize| text.chars().count() <= max;
+        fits(&self.rule_name, RuleLimits::RULE_NAME)
+            && (1..=last_priority()).contains(&self.priority)
+            && (0.0..=1.0).contains(&self.fixed_rate)
+            && self.reservoir_size >= 0
+            && fits(&self.service_name, RuleLimits::SERVICE_NAME)
+            && fits(&self.service_type, RuleLimits::SERVICE_TYPE)
+            && fits(&self.host, RuleLimits::HOST)
+            && fits(&self.http_method, RuleLimits::HTTP_METHOD)
+            && fits(&self.url_path, RuleLimits::URL_PATH)
+            && fits(&self.resource_arn, RuleLimits::RESOURCE_ARN)
+            && self.attributes.len() <= RuleLimits::ATTRIBUTES
+            && self.attributes.iter().all(|(k, v)| {
+                !k.is_empty()
+                    && !v.is_empty()
+                    && fits(k, RuleLimits::ATTRIBUTE_KEY)
+                    && fits(v, RuleLimits::ATTRIBUTE_VALUE)
+            })
     }
 }
 
@@ -207,40 +280,6 @@ impl ServiceFacts {
     }
 }
 
-/// Tokens per second, at most one second's worth banked; starts full.
-#[derive(Debug)]
-struct RateLimiter {
-    per_second: u64,
-    tokens: f64,
-    last: Instant,
-}
-
-impl RateLimiter {
-    fn new(per_second: u64, now: Instant) -> Self {
-        Self {
-            per_second,
-            tokens: per_second as f64,
-            last: now,
-        }
-    }
-
-    fn try_take(&mut self, now: Instant) -> bool {
-        if self.per_second == 0 {
-            return false;
-        }
-        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
-        let cap = self.per_second as f64;
-        self.tokens = (self.tokens + elapsed * cap).min(cap);
-        self.last = now.max(self.last);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
-
 fn by_trace_id(rate: f64, trace_id: TraceId) -> bool {
     Sampler::TraceIdRatioBased(rate)
         .should_sample(None, trace_id, "", &SpanKind::Internal, &[], &[])
@@ -264,18 +303,58 @@ struct Statistics {
     borrowed: AtomicU64,
 }
 
-/// A rule with its reservoir and counts.
+/// A rule's request patterns, compiled when it loads.
+#[derive(Debug)]
+struct Patterns {
+    host: Wildcard,
+    method: Wildcard,
+    path: Wildcard,
+    attributes: Vec<(String, Wildcard)>,
+}
+
+impl Patterns {
+    fn compile(rule: &SamplingRule) -> Option<Self> {
+        Some(Self {
+            host: Wildcard::compile(&rule.host).ok()?,
+            method: Wildcard::compile(&rule.http_method).ok()?,
+            path: Wildcard::compile(&rule.url_path).ok()?,
+            attributes: rule
+                .attributes
+                .iter()
+                .map(|(k, v)| Wildcard::compile(v).ok().map(|w| (k.clone(), w)))
+                .collect::<Option<_>>()?,
+        })
+    }
+}
+
+/// A rule with its compiled patterns, reservoir and counts.
 #[derive(Debug)]
 struct Applier {
     rule: SamplingRule,
+    /// `None` for `Default`, which matches everything.
+    patterns: Option<Patterns>,
+    /// Whether the rule's service name, type and ARN match this service (fixed facts, so
+    /// matched once).
+    serves_us: bool,
     reservoir: Mutex<Reservoir>,
     statistics: Statistics,
 }
 
 impl Applier {
-    fn new(rule: SamplingRule, now: Instant) -> Self {
+    /// `None` for a rule whose patterns do not compile.
+    fn new(rule: SamplingRule, facts: &ServiceFacts, now: Instant) -> Option<Self> {
         let borrow = rule.reservoir_size > 0;
-        Self {
+        let default = rule.rule_name == "Default";
+        let patterns = if default {
+            None
+        } else {
+            Some(Patterns::compile(&rule)?)
+        };
+        let serves_us = default
+            || wildcard_match(&rule.service_name, facts.service_name.as_deref())
+                && wildcard_match(&rule.service_type, facts.service_type)
+                && wildcard_match(&rule.resource_arn, facts.resource_arn.as_deref());
+        Some(Self {
             reservoir: Mutex::new(Reservoir {
                 limiter: RateLimiter::new(u64::from(borrow), now),
                 expires: None,
@@ -283,28 +362,27 @@ impl Applier {
                 fixed_rate: rule.fixed_rate,
             }),
             rule,
+            patterns,
+            serves_us,
             statistics: Statistics::default(),
-        }
+        })
     }
 
-    fn matches(&self, facts: &ServiceFacts, span: &SpanFacts<'_>) -> bool {
-        let rule = &self.rule;
-        if rule.rule_name == "Default" {
+    fn matches(&self, span: &SpanFacts<'_>) -> bool {
+        let Some(patterns) = &self.patterns else {
             return true;
-        }
-        wildcard_match(&rule.service_name, facts.service_name.as_deref())
-            && wildcard_match(&rule.service_type, facts.service_type)
-            && wildcard_match(&rule.resource_arn, facts.resource_arn.as_deref())
-            && wildcard_match(&rule.host, span.host)
-            && wildcard_match(&rule.http_method, span.method)
-            && wildcard_match(&rule.url_path, span.path)
-            && rule.attributes.iter().all(|(key, pattern)| {
+        };
+        self.serves_us
+            && patterns.host.matches(span.host)
+            && patterns.method.matches(span.method)
+            && patterns.path.matches(span.path)
+            && patterns.attributes.iter().all(|(key, pattern)| {
                 let value = span
                     .attributes
                     .iter()
                     .find(|kv| kv.key.as_str() == key)
                     .map(|kv| kv.value.as_str());
-                value.is_some_and(|v| wildcard_match(pattern, Some(&v)))
+                value.is_some_and(|v| pattern.matches(Some(&v)))
             })
     }
 
@@ -331,7 +409,7 @@ impl Applier {
         let mut reservoir = lock(&self.reservoir);
         reservoir.borrowing = false;
         if let Some(quota) = target.reservoir_quota
-            && quota != reservoir.limiter.per_second
+            && quota != reservoir.limiter.per_second()
         {
             reservoir.limiter = RateLimiter::new(quota, now);
         }
@@ -416,29 +494,35 @@ impl RuleCache {
         &self.client_id
     }
 
-    /// Replaces the rules; a rule that did not change keeps its quota and counts.
+    /// Replaces the rules; a rule that did not change keeps its quota and counts. The new set
+    /// is built (patterns compiled, facts matched) before the write lock is taken, which is
+    /// held only to swap it in: requests deciding meanwhile use the old set.
     pub fn update_rules(&self, mut rules: Vec<SamplingRule>, now: Instant, wall_now: f64) {
         rules.sort_by(|a, b| {
             a.priority
                 .cmp(&b.priority)
                 .then_with(|| a.rule_name.cmp(&b.rule_name))
         });
-        let mut current = self.rules.write().unwrap_or_else(|p| p.into_inner());
+        let current: HashMap<String, Arc<Applier>> = self
+            .rules
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .appliers
+            .iter()
+            .map(|a| (a.rule.rule_name.clone(), a.clone()))
+            .collect();
         let appliers = rules
             .into_iter()
-            .map(|rule| {
-                current
-                    .appliers
-                    .iter()
-                    .find(|a| a.rule == rule)
-                    .cloned()
-                    .unwrap_or_else(|| Arc::new(Applier::new(rule, now)))
+            .filter_map(|rule| match current.get(&rule.rule_name) {
+                Some(kept) if kept.rule == rule => Some(kept.clone()),
+                _ => Applier::new(rule, &self.facts, now).map(Arc::new),
             })
             .collect();
-        *current = Rules {
+        let next = Rules {
             appliers,
             updated: Some((now, wall_now)),
         };
+        *self.rules.write().unwrap_or_else(|p| p.into_inner()) = next;
     }
 
     /// Applies a targets answer. Returns the interval X-Ray asks for before the next report
@@ -502,11 +586,7 @@ impl RuleCache {
                     path: string_attribute(attributes, &["url.path", "http.target"]),
                     attributes,
                 };
-                rules
-                    .appliers
-                    .iter()
-                    .find(|a| a.matches(&self.facts, &span))
-                    .cloned()
+                rules.appliers.iter().find(|a| a.matches(&span)).cloned()
             } else {
                 None
             }
@@ -675,10 +755,114 @@ mod tests {
             "NextToken": null
         }))
         .unwrap();
-        let rules = response.rules();
-        assert_eq!(rules.len(), 1);
-        assert_eq!(rules[0].rule_name, "Default");
-        assert_eq!(rules[0].reservoir_size, 1);
+        let loaded = response.rules().unwrap();
+        assert_eq!(loaded.rules.len(), 1);
+        assert_eq!(loaded.rules[0].rule_name, "Default");
+        assert_eq!(loaded.rules[0].reservoir_size, 1);
+        assert_eq!(loaded.over_limits, 0);
+    }
+
+    fn response_of(rules: Vec<serde_json::Value>) -> RulesResponse {
+        serde_json::from_value(serde_json::json!({
+            "SamplingRuleRecords": rules
+                .into_iter()
+                .map(|r| serde_json::json!({"SamplingRule": r}))
+                .collect::<Vec<_>>()
+        }))
+        .unwrap()
+    }
+
+    fn rule_json(name: &str, extra: serde_json::Value) -> serde_json::Value {
+        let mut base = serde_json::json!({
+            "RuleName": name, "Priority": 100, "FixedRate": 0.0, "ReservoirSize": 0,
+            "ServiceName": "*", "ServiceType": "*", "Host": "*", "HTTPMethod": "*",
+            "URLPath": "*", "ResourceARN": "*", "Version": 1, "Attributes": {}
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            base[k] = v.clone();
+        }
+        base
+    }
+
+    /// Review item 5: an answer of 10,400 rules (the 1 MiB cap allowed it) stalled every
+    /// request at each refresh, and rules of any length were matched per request.
+    #[test]
+    fn answers_and_rules_beyond_x_ray_limits_are_refused() {
+        let many: Vec<_> = (0..10_400)
+            .map(|i| rule_json(&format!("r{i}"), serde_json::json!({})))
+            .collect();
+        assert_eq!(
+            response_of(many).rules().unwrap_err(),
+            TooManyRules(10_400),
+            "more rules than X-Ray allows: the whole answer"
+        );
+        let mut legal: Vec<_> = (0..25)
+            .map(|i| {
+                rule_json(
+                    &format!("r{i}"),
+                    serde_json::json!({"URLPath": "*".repeat(128)}),
+                )
+            })
+            .collect();
+        legal.push(rule_json("Default", serde_json::json!({"Priority": 10000})));
+        assert_eq!(response_of(legal).rules().unwrap().rules.len(), 26);
+
+        let over = [
+            serde_json::json!({"URLPath": "*a".repeat(65)}),
+            serde_json::json!({"Host": "h".repeat(65)}),
+            serde_json::json!({"HTTPMethod": "GETGETGETGE"}),
+            serde_json::json!({"ServiceName": "s".repeat(65)}),
+            serde_json::json!({"ServiceType": "t".repeat(65)}),
+            serde_json::json!({"ResourceARN": "a".repeat(501)}),
+            serde_json::json!({"Priority": 0}),
+            serde_json::json!({"FixedRate": 1.5}),
+            serde_json::json!({"ReservoirSize": -1}),
+            serde_json::json!({"Attributes": {"k": "v".repeat(33)}}),
+            serde_json::json!({"Attributes": {"k".repeat(33): "v"}}),
+            serde_json::json!({"Attributes": (0..33).map(|i| (format!("k{i}"), "v".into())).collect::<serde_json::Map<String, serde_json::Value>>()}),
+        ];
+        let count = over.len();
+        let mut rules: Vec<_> = over
+            .into_iter()
+            .enumerate()
+            .map(|(i, extra)| rule_json(&format!("over{i}"), extra))
+            .collect();
+        rules.push(rule_json(&"n".repeat(33), serde_json::json!({})));
+        rules.push(rule_json("fine", serde_json::json!({"URLPath": "/é/*"})));
+        let loaded = response_of(rules).rules().unwrap();
+        assert_eq!(
+            loaded
+                .rules
+                .iter()
+                .map(|r| r.rule_name.as_str())
+                .collect::<Vec<_>>(),
+            ["fine"]
+        );
+        assert_eq!(loaded.over_limits, count + 1);
+    }
+
+    /// 25 X-Ray-legal rules of 128 characters, none matching, against a 2 KiB path: the
+    /// former backtracking matcher took about 20 ms for this; the answer must be the same.
+    #[test]
+    fn the_heaviest_legal_rules_decide_correctly_on_a_long_path() {
+        let t0 = Instant::now();
+        let mut rules: Vec<SamplingRule> = (0..25)
+            .map(|i| {
+                rule(
+                    serde_json::json!({"RuleName": format!("r{i:02}"), "Priority": 1,
+                    "FixedRate": 1.0, "URLPath": "*a".repeat(63) + "*b"}),
+                )
+            })
+            .collect();
+        rules.push(rule(
+            serde_json::json!({"RuleName": "Default", "Priority": 10000, "FixedRate": 0.0}),
+        ));
+        let cache = cache_with(rules, t0);
+        let path = "/".to_owned() + &"a".repeat(2047);
+        let span = [KeyValue::new("url.path", path.clone())];
+        assert_eq!(matched(&cache, &span, t0).as_deref(), Some("Default"));
+        let span = [KeyValue::new("url.path", path + "b")];
+        assert_eq!(matched(&cache, &span, t0).as_deref(), Some("r00"));
     }
 
     #[test]
