@@ -126,6 +126,10 @@ BACKEND_ENV = {
     "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=production",
     "INFRASTRUCTURE_PROVIDER": "aws",
     "TRUSTED_CLIENT_CERT_HEADER": "X-Amzn-Mtls-Clientcert",
+    # Behind the ALB: client.address is the X-Forwarded-For entry the ALB appended.
+    "TRUSTED_PROXY_HOPS": "1",
+    # Past the ALB's 60 s idle timeout: the task never closes a connection the ALB may reuse.
+    "SERVER_HEADER_READ_TIMEOUT_SECS": "65",
     "LOG_FORMAT": "json",
 }
 BACKEND_ENV_NAMED = ["OTEL_SERVICE_NAME", "AWS_DYNAMODB_TABLE", "AWS_SECRETS_PREFIX"]

@@ -45,6 +45,12 @@ locals {
     OAUTH_CREDENTIALS_SECRET    = var.oauth_credentials_secret_arn
     GOOGLE_REDIRECT_URI         = var.google_redirect_uri
     ONEDRIVE_REDIRECT_URI       = var.onedrive_redirect_uri
+    # The ALB appends the client's address to X-Forwarded-For: client.address is that entry.
+    TRUSTED_PROXY_HOPS = "1"
+    # Longer than the ALB's idle timeout (60 s): the header-read timeout also closes idle
+    # keep-alive connections, and the ALB must never reuse one the task is closing (a 502).
+    # The ALB reads a request head whole before forwarding it, so slow clients stop there.
+    SERVER_HEADER_READ_TIMEOUT_SECS = "65"
   }
   # Sorted by name, as ECS stores them (a map's keys iterate in lexical order).
   backend_environment = [

@@ -215,12 +215,24 @@ enum Compiled {
 
 /// A compiled pattern.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Wildcard(Compiled);
+pub struct Wildcard {
+    compiled: Compiled,
+    /// The ASCII literal characters the pattern starts with: a text without them is refused
+    /// before the automaton runs (most rules fail a path within its first few bytes).
+    prefix: Box<[u8]>,
+}
 
 impl Wildcard {
     pub fn compile(pattern: &str) -> Result<Self, TooLong> {
+        let prefix = pattern
+            .bytes()
+            .take_while(|b| b.is_ascii() && !matches!(b, b'*' | b'?'))
+            .collect();
         if pattern == "*" {
-            return Ok(Self(Compiled::Any));
+            return Ok(Self {
+                compiled: Compiled::Any,
+                prefix,
+            });
         }
         let mut tokens: Vec<Token> = Vec::with_capacity(pattern.len());
         for c in pattern.chars() {
@@ -234,7 +246,7 @@ impl Wildcard {
             }
             tokens.push(token);
         }
-        Ok(Self(if tokens.len() < 128 {
+        let compiled = if tokens.len() < 128 {
             Compiled::Narrow(Automaton::new(&tokens))
         } else if tokens.len() < 256 {
             Compiled::Double(Box::new(Automaton::new(&tokens)))
@@ -242,12 +254,21 @@ impl Wildcard {
             Compiled::Wide(Box::new(Automaton::new(&tokens)))
         } else {
             return Err(TooLong);
-        }))
+        };
+        Ok(Self { compiled, prefix })
     }
 
     /// Whether the whole of `text` matches; a missing value matches only `*`.
     pub fn matches(&self, text: Option<&str>) -> bool {
-        match (&self.0, text) {
+        if let Some(text) = text
+            && !text
+                .as_bytes()
+                .get(..self.prefix.len())
+                .is_some_and(|start| start.eq_ignore_ascii_case(&self.prefix))
+        {
+            return false;
+        }
+        match (&self.compiled, text) {
             (Compiled::Any, _) => true,
             (_, None) => false,
             (Compiled::Narrow(automaton), Some(text)) => automaton.matches(text),
