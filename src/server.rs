@@ -9,15 +9,24 @@
 //!   open for good (hyper applies none unless given a timer, and `axum::serve` gives it none).
 //! - **A cap on connections.** At most `SERVER_MAX_CONNECTIONS` (1024) are served at once;
 //!   further ones wait in the listen backlog until one closes, as Go's `LimitListener` does.
+//!   Each connection's read buffer is bounded at 64 KiB (hyper's default is about 400 KB), so
+//!   the cap bounds memory too.
 //! - **A request timeout.** A request (its body included) must be answered within
 //!   `SERVER_REQUEST_TIMEOUT_SECS` (30 s), else it gets a 408 problem; this one is applied by
 //!   the router ([`crate::routes`]), so the answer is traced and rendered like any error.
+//! - **A write timeout.** A response write that makes no progress for as long (a client that
+//!   stops reading) fails and closes the connection ([`WriteDeadline`]), so a slot is never
+//!   held by a reader that went away, and shutdown never waits on one.
 //!
 //! The accept loop is hyper's HTTP/1 connection builder driven directly (as axum's
 //! `serve-with-hyper` example does), since `axum::serve` exposes none of these settings.
 
+use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
@@ -25,6 +34,7 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tower::ServiceExt;
@@ -101,7 +111,10 @@ pub async fn run(app: Router, addr: SocketAddr, settings: &ServerSettings) -> st
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(settings.header_read_timeout);
+    // hyper's default read buffer is about 400 KB a connection; request heads here are small.
+    http.max_buf_size(64 * 1024);
     let http = Arc::new(http);
+    let write_timeout = settings.request_timeout;
     let slots = Arc::new(Semaphore::new(settings.max_connections));
     let (stop, stopping) = watch::channel(false);
     let shutdown = shutdown_signal();
@@ -128,28 +141,10 @@ pub async fn run(app: Router, addr: SocketAddr, settings: &ServerSettings) -> st
         let _ = stream.set_nodelay(true);
         let app = app.clone();
         let http = http.clone();
-        let mut stopping = stopping.clone();
+        let stopping = stopping.clone();
         tokio::spawn(async move {
-            let service =
-                hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
-                    request.extensions_mut().insert(ConnectInfo(peer));
-                    // Router's error type is Infallible: every outcome is a response.
-                    let app = app.clone();
-                    async move { app.oneshot(request.map(Body::new)).await }
-                });
-            let connection = http.serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(connection);
-            let outcome = tokio::select! {
-                outcome = connection.as_mut() => outcome,
-                () = async { let _ = stopping.wait_for(|stop| *stop).await; } => {
-                    // Finish the request in flight, accept no new one on this connection.
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
-                }
-            };
-            if let Err(error) = outcome {
-                tracing::debug!(error = %error, "connection closed with an error");
-            }
+            serve_connection(&http, stream, peer, app, stopping, write_timeout).await;
+            // Only once the socket is closed: a client waiting at the cap is served after it.
             drop(slot);
         });
     }
@@ -160,6 +155,124 @@ pub async fn run(app: Router, addr: SocketAddr, settings: &ServerSettings) -> st
         .acquire_many(u32::try_from(settings.max_connections).unwrap_or(u32::MAX))
         .await;
     Ok(())
+}
+
+/// Serves one connection until it closes; on the stop signal, finishes the request in flight
+/// and accepts no new one.
+async fn serve_connection(
+    http: &hyper::server::conn::http1::Builder,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    app: Router,
+    mut stopping: watch::Receiver<bool>,
+    write_timeout: Duration,
+) {
+    let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+        request.extensions_mut().insert(ConnectInfo(peer));
+        // Router's error type is Infallible: every outcome is a response.
+        let app = app.clone();
+        async move { app.oneshot(request.map(Body::new)).await }
+    });
+    let io = WriteDeadline::new(stream, write_timeout);
+    let connection = http.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(connection);
+    let outcome = tokio::select! {
+        outcome = connection.as_mut() => outcome,
+        () = async { let _ = stopping.wait_for(|stop| *stop).await; } => {
+            // Finish the request in flight, accept no new one on this connection.
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(error) = outcome {
+        tracing::debug!(error = %error, "connection closed with an error");
+    }
+}
+
+/// A stream whose writes fail once one has waited `limit` without progress: hyper has no
+/// write timeout, and a client that never reads would hold its connection for good.
+struct WriteDeadline<S> {
+    inner: S,
+    limit: Duration,
+    /// Armed while a write is pending.
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> WriteDeadline<S> {
+    fn new(inner: S, limit: Duration) -> Self {
+        Self {
+            inner,
+            limit,
+            deadline: None,
+        }
+    }
+
+    /// Disarms on progress; on `Pending`, arms the deadline and fails once it passed.
+    fn watch<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        outcome: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if outcome.is_ready() {
+            self.deadline = None;
+            return outcome;
+        }
+        let limit = self.limit;
+        let deadline = self
+            .deadline
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client read nothing within the write timeout",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for WriteDeadline<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let outcome = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.watch(cx, outcome)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let outcome = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.watch(cx, outcome)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let outcome = Pin::new(&mut self.inner).poll_flush(cx);
+        self.watch(cx, outcome)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let outcome = Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.watch(cx, outcome)
+    }
 }
 
 async fn shutdown_signal() {
@@ -190,6 +303,33 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         ServerSettings::from_env(Env::new(&move |n| map.get(n).cloned()))
+    }
+
+    /// Review of issue 23: a client that never reads its response held the connection (and
+    /// its slot, and shutdown) for good.
+    #[tokio::test]
+    async fn a_write_nobody_reads_fails_after_the_limit() {
+        use tokio::io::AsyncWriteExt;
+        let (near, _far) = tokio::io::duplex(1024);
+        let mut stream = WriteDeadline::new(near, Duration::from_millis(50));
+        let error = stream.write_all(&[0u8; 64 * 1024]).await.unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+
+        let (near, mut far) = tokio::io::duplex(1024);
+        let reader = tokio::spawn(async move {
+            use tokio::io::AsyncReadExt;
+            let mut all = Vec::new();
+            far.read_to_end(&mut all).await.map(|_| all.len())
+        });
+        let mut stream = WriteDeadline::new(near, Duration::from_secs(5));
+        stream.write_all(&[0u8; 64 * 1024]).await.unwrap();
+        stream.shutdown().await.unwrap();
+        drop(stream);
+        assert_eq!(
+            reader.await.unwrap().unwrap(),
+            64 * 1024,
+            "a reader gets it all"
+        );
     }
 
     #[test]

@@ -26,7 +26,8 @@ mod tests {
     use std::collections::BTreeMap;
     use std::path::{Path, PathBuf};
 
-    /// Text files of the repository, minus build output, vendored assets and the lock file.
+    /// Text files of the repository (dot-files included), minus build output, local
+    /// credentials, vendored assets and the lock file.
     fn files(dir: &Path, out: &mut Vec<PathBuf>) {
         let Ok(entries) = std::fs::read_dir(dir) else {
             return;
@@ -34,9 +35,17 @@ mod tests {
         for entry in entries.flatten() {
             let path = entry.path();
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with('.')
-                || ["target", "assets", "node_modules"].contains(&name.as_str())
-            {
+            // What git ignores (build output, local credentials) and vendored assets.
+            let skipped = [
+                ".git",
+                ".aws-sam",
+                ".tools",
+                ".credentials",
+                "target",
+                "assets",
+                "node_modules",
+            ];
+            if skipped.contains(&name.as_str()) {
                 continue;
             }
             if path.is_dir() {

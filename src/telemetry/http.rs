@@ -49,7 +49,7 @@ use crate::oauth::provider::ProviderId;
 
 use super::annotations;
 use super::lambda::take_cold_start;
-use super::limits::{XRAY_HTTP_FIELD, clip, truncate};
+use super::limits::{SPAN_PATH, XRAY_HTTP_FIELD, clip, truncate};
 use super::sampling;
 use super::xray::{self, new_trace_id, parent_from_header, xray_trace_id_bytes};
 
@@ -139,17 +139,20 @@ fn invocation(request: &Request) -> Option<Invocation> {
 /// the address it was reached from, so that is the `hops`-th from the right), if it is an IP
 /// address. Entries further left are the caller's to write; with fewer entries than trusted
 /// hops the chain is not the one configured, and nothing is taken. Several headers are read
-/// as one list, in order.
+/// as one list, in order; entries are split as bytes, so what a caller writes to the left
+/// (even bytes that are not text) cannot spoil the entry the proxy added.
 fn forwarded_for(headers: &HeaderMap, hops: usize) -> Option<String> {
     if hops == 0 {
         return None;
     }
-    let mut entries = Vec::new();
+    let mut entries: Vec<&[u8]> = Vec::new();
     for value in headers.get_all("x-forwarded-for") {
-        entries.extend(value.to_str().ok()?.split(',').map(str::trim));
+        entries.extend(value.as_bytes().split(|b| *b == b','));
     }
     let at = entries.len().checked_sub(hops)?;
-    entries[at]
+    std::str::from_utf8(entries[at])
+        .ok()?
+        .trim()
         .parse::<std::net::IpAddr>()
         .ok()
         .map(|ip| ip.to_string())
@@ -210,7 +213,9 @@ pub async fn trace_requests(
     next: Next,
 ) -> Response {
     let started = Instant::now();
-    let method = request.method().clone();
+    // A known method, else `_OTHER` (OpenTelemetry's convention): an extension method is
+    // the caller's to make as long as the request head allows.
+    let method = method_name(request.method());
     // Bounded: it becomes an attribute and rule patterns are matched against it.
     let path = truncate(request.uri().path(), MAX_PATH).to_owned();
     let lambda = invocation(&request);
@@ -219,11 +224,18 @@ pub async fn trace_requests(
         // Whichever header the propagators read it from: a parent X-Ray would refuse (older
         // than 30 days, or ahead) starts a fresh trace, and only `Lineage` of its trace state
         // is kept.
-        None => xray::joinable(
-            &tracing_state
+        None => {
+            let cx = tracing_state
                 .propagator
-                .extract(&HeaderExtractor(request.headers())),
-        ),
+                .extract(&HeaderExtractor(request.headers()));
+            let from_xray_header = request
+                .headers()
+                .get("x-amzn-trace-id")
+                .and_then(|v| v.to_str().ok())
+                .and_then(xray::root_of_header)
+                .is_some_and(|root| root == cx.span().span_context().trace_id());
+            xray::joinable(&cx, from_xray_header)
+        }
     };
 
     // Consumed by every invocation, traced or not: only the sandbox's first one is cold.
@@ -252,8 +264,10 @@ pub async fn trace_requests(
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_owned());
     let span_name = match &route {
-        Some(route) => format!("{method} {route}"),
-        None => method.to_string(),
+        Some(route) if method != OTHER_METHOD => format!("{method} {route}"),
+        Some(route) => format!("HTTP {route}"),
+        None if method != OTHER_METHOD => method.to_owned(),
+        None => "HTTP".to_owned(),
     };
     let host = server_address(&request);
 
@@ -267,7 +281,7 @@ pub async fn trace_requests(
         // span gets its id from the SDK (the decision, made here, is what carries over).
         let trace_id = own_trace_id();
         let mut facts = vec![
-            KeyValue::new("http.request.method", method.as_str().to_owned()),
+            KeyValue::new("http.request.method", method),
             KeyValue::new("url.path", path.clone()),
         ];
         if let Some(route) = &route {
@@ -295,7 +309,7 @@ pub async fn trace_requests(
             let cx = Context::new().with_remote_span_context(span_context);
             let mut response = next.run(request).with_context(cx.clone()).await;
             let _attached = cx.attach();
-            access_line(&method, route.as_deref(), response.status(), started);
+            access_line(method, route.as_deref(), response.status(), started);
             set_trace_header(&mut response, trace_id);
             return response;
         }
@@ -308,8 +322,8 @@ pub async fn trace_requests(
         "request",
         otel.name = span_name.as_str(),
         otel.kind = "server",
-        "http.request.method" = method.as_str(),
-        "url.path" = path.as_str(),
+        "http.request.method" = method,
+        "url.path" = clip(&path, SPAN_PATH).as_ref(),
         "http.route" = route.as_deref(),
         "server.address" = host.as_deref(),
         "faas.invocation_id" = lambda.as_ref().map(|i| i.request_id.as_str()),
@@ -367,16 +381,37 @@ pub async fn trace_requests(
             ]);
         }
     }
-    span.in_scope(|| access_line(&method, route.as_deref(), status, started));
+    span.in_scope(|| access_line(method, route.as_deref(), status, started));
     set_trace_header(&mut response, trace_id);
     response
 }
 
+/// What `http.request.method` says of a method this service does not know.
+const OTHER_METHOD: &str = "_OTHER";
+
+/// The method's name if it is one of HTTP's, else `_OTHER`.
+fn method_name(method: &Method) -> &'static str {
+    [
+        Method::GET,
+        Method::POST,
+        Method::PUT,
+        Method::DELETE,
+        Method::HEAD,
+        Method::OPTIONS,
+        Method::PATCH,
+        Method::CONNECT,
+        Method::TRACE,
+    ]
+    .iter()
+    .find(|known| *known == method)
+    .map_or(OTHER_METHOD, |known| known.as_str())
+}
+
 /// The access line: one per request, traced or not.
-fn access_line(method: &Method, route: Option<&str>, status: StatusCode, started: Instant) {
+fn access_line(method: &str, route: Option<&str>, status: StatusCode, started: Instant) {
     let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
     tracing::info!(
-        method = method.as_str(),
+        method,
         route = route.unwrap_or("(unmatched)"),
         status = status.as_u16(),
         duration_ms = (duration_ms * 1000.0).round() / 1000.0,
@@ -521,6 +556,16 @@ mod tests {
         );
         assert_eq!(forwarded_for(&headers(&"x".repeat(70_000)), 1), None);
         assert_eq!(forwarded_for(&headers("1.2.3.4, evil<script>"), 1), None);
+        let mut binary = HeaderMap::new();
+        binary.insert(
+            "x-forwarded-for",
+            HeaderValue::from_bytes(b"\xff\xfe, 203.0.113.9").unwrap(),
+        );
+        assert_eq!(
+            forwarded_for(&binary, 1).as_deref(),
+            Some("203.0.113.9"),
+            "bytes that are not text to the left do not hide the trusted entry"
+        );
         let mut two = HeaderMap::new();
         two.append("x-forwarded-for", HeaderValue::from_static("198.51.100.7"));
         two.append("x-forwarded-for", HeaderValue::from_static("203.0.113.9"));
@@ -546,6 +591,14 @@ mod tests {
         assert_eq!(url.len(), XRAY_HTTP_FIELD);
         assert!(url.ends_with(super::super::limits::CUT_MARK));
         assert_eq!(full_url(&request("/"), None, false, "/"), None);
+    }
+
+    #[test]
+    fn unknown_methods_are_other() {
+        assert_eq!(method_name(&Method::GET), "GET");
+        assert_eq!(method_name(&Method::PATCH), "PATCH");
+        let long = Method::from_bytes("X".repeat(300).as_bytes()).unwrap();
+        assert_eq!(method_name(&long), OTHER_METHOD);
     }
 
     #[test]

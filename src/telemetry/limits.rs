@@ -10,6 +10,11 @@ use std::borrow::Cow;
 /// X-Ray's limit on `http.request.url`, `user_agent`, `client_ip` and `method`.
 pub const XRAY_HTTP_FIELD: usize = 250;
 
+/// `url.path` on a span: short enough that a URL a backend composes from it (scheme, host,
+/// path) fits [`XRAY_HTTP_FIELD`] when the span has no `url.full`. Sampling rules still see
+/// the path up to 2 KiB.
+pub const SPAN_PATH: usize = 200;
+
 /// X-Ray's limit on an annotation's string value.
 pub const XRAY_ANNOTATION: usize = 1000;
 
@@ -22,7 +27,10 @@ pub fn clip(text: &str, max: usize) -> Cow<'_, str> {
     if text.len() <= max {
         return Cow::Borrowed(text);
     }
-    let mut end = max.saturating_sub(CUT_MARK.len());
+    if max < CUT_MARK.len() {
+        return Cow::Borrowed(truncate(text, max));
+    }
+    let mut end = max - CUT_MARK.len();
     while !text.is_char_boundary(end) {
         end -= 1;
     }
@@ -56,6 +64,8 @@ mod tests {
         assert!(clipped.starts_with("ññ"));
         assert_eq!(clip(&"x".repeat(251), 250).len(), 250);
         assert_eq!(clip(&"x".repeat(250), 250).len(), 250);
+        assert_eq!(clip("abcdef", 2), "ab", "no room for the mark");
+        assert_eq!(clip("abcdef", 0), "");
         assert_eq!(truncate("ñññ", 3), "ñ");
         assert_eq!(truncate("abc", 5), "abc");
     }

@@ -44,17 +44,31 @@ const MAX_TRACE_SKEW_SECS: u64 = 5 * 60;
 /// `Parent`, and for a `Root` whose time X-Ray would refuse (older than 30 days or from the
 /// future): joining it would lose the whole trace, so the request starts a fresh one instead.
 pub fn parent_from_header(header: &str) -> Option<Context> {
-    joinable(&Context::new().with_remote_span_context(span_context_from_str(header.trim())?))
+    joinable(
+        &Context::new().with_remote_span_context(span_context_from_str(header.trim())?),
+        true,
+    )
+}
+
+/// The Root of an `X-Amzn-Trace-Id` value, if it has a valid one.
+pub fn root_of_header(header: &str) -> Option<TraceId> {
+    span_context_from_str(header.trim()).map(|sc| sc.trace_id())
 }
 
 /// The incoming parent a request may join, whichever propagator read it (`X-Amzn-Trace-Id`
-/// or `traceparent`): a valid span context whose trace id X-Ray would store (a trace id is
-/// read by X-Ray as epoch seconds and random bits, whatever produced it), with its trace
-/// state cut down to a well-formed `lineage`. `None`: the request starts a fresh trace.
-pub fn joinable(cx: &Context) -> Option<Context> {
+/// or `traceparent`), or `None` for a fresh trace: a valid span context, with its trace state
+/// cut down to a well-formed `lineage`, unless its trace id is X-Ray-shaped and X-Ray would
+/// refuse it (joining would lose the trace). X-Ray-shaped: read from an X-Ray header
+/// (`from_xray_header`), or an id whose first 32 bits read as a time between 2016 and now,
+/// as X-Ray's and the ADOT SDKs' generators make them, in whatever header it came. A random
+/// W3C id (any other time part) is joined as it is.
+pub fn joinable(cx: &Context, from_xray_header: bool) -> Option<Context> {
     let span = cx.span();
     let incoming = span.span_context();
-    if !incoming.is_valid() || !acceptable_time(incoming.trace_id()) {
+    let trace_id = incoming.trace_id();
+    if !incoming.is_valid()
+        || (from_xray_header || xray_shaped(trace_id)) && !acceptable_time(trace_id)
+    {
         return None;
     }
     Some(Context::new().with_remote_span_context(lineage_only(incoming)))
@@ -97,15 +111,31 @@ fn is_number(text: &str) -> bool {
     (1..=5).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_digit())
 }
 
-/// Whether X-Ray would store a trace with this id: its first 32 bits are epoch seconds.
-pub fn acceptable_time(trace_id: TraceId) -> bool {
+/// 2016-01-01, before X-Ray's first trace ids.
+const XRAY_ERA_START_SECS: u64 = 1_451_606_400;
+
+/// The first 32 bits of a trace id, which X-Ray reads as epoch seconds, and the time now.
+fn id_time(trace_id: TraceId) -> (u64, u64) {
     let secs = u64::from(u32::from_be_bytes(
         trace_id.to_bytes()[..4].try_into().unwrap_or_default(),
     ));
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
+    (secs, now)
+}
+
+/// Whether X-Ray would store a trace with this id: its first 32 bits are epoch seconds.
+pub fn acceptable_time(trace_id: TraceId) -> bool {
+    let (secs, now) = id_time(trace_id);
     secs + MAX_TRACE_AGE_SECS >= now && secs <= now + MAX_TRACE_SKEW_SECS
+}
+
+/// Whether the id looks made by an X-Ray id generator: its time part lies between 2016 and
+/// now (plus X-Ray's allowance for skew).
+fn xray_shaped(trace_id: TraceId) -> bool {
+    let (secs, now) = id_time(trace_id);
+    (XRAY_ERA_START_SECS..=now + MAX_TRACE_SKEW_SECS).contains(&secs)
 }
 
 /// The X-Ray trace header (`X-Amzn-Trace-Id`) that names the span of `cx` as the parent of a
@@ -229,6 +259,40 @@ mod tests {
             "2106 is too far ahead"
         );
         assert!(acceptable_time(new_trace_id()));
+    }
+
+    /// Review of issue 23: the stale-id check applied to every W3C parent refused nearly all
+    /// random ids (their first 32 bits read as a time far from now).
+    #[test]
+    fn random_w3c_ids_are_joined_and_stale_x_ray_shaped_ones_are_not() {
+        use opentelemetry::trace::{SpanId, TraceFlags};
+        let cx = |id: u128| {
+            Context::new().with_remote_span_context(SpanContext::new(
+                TraceId::from(id),
+                SpanId::from(7u64),
+                TraceFlags::SAMPLED,
+                true,
+                TraceState::default(),
+            ))
+        };
+        let random_past = cx(0x0a1b2c3d_bd862e3f_e1be46a9_94272793);
+        let random_future = cx(0xf1e2d3c4_bd862e3f_e1be46a9_94272793);
+        let stale_xray = cx(0x5759e988_bd862e3f_e1be46a9_94272793);
+        assert!(joinable(&random_past, false).is_some(), "1975: not X-Ray's");
+        assert!(
+            joinable(&random_future, false).is_some(),
+            "2098: not X-Ray's"
+        );
+        assert!(
+            joinable(&stale_xray, false).is_none(),
+            "2016: X-Ray-shaped and stale"
+        );
+        assert!(
+            joinable(&random_future, true).is_none(),
+            "from an X-Ray header, any time X-Ray refuses"
+        );
+        let fresh = cx(u128::from_be_bytes(new_trace_id().to_bytes()));
+        assert!(joinable(&fresh, false).is_some() && joinable(&fresh, true).is_some());
     }
 
     #[test]

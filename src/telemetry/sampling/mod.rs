@@ -30,7 +30,7 @@ use std::cell::Cell;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use opentelemetry::trace::{Link, SpanKind, TraceContextExt, TraceId};
+use opentelemetry::trace::{Link, SpanKind, TraceContextExt, TraceFlags, TraceId};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{Sampler, SamplingDecision, SamplingResult, ShouldSample};
@@ -255,6 +255,9 @@ pub fn build(
     (sampler, cache)
 }
 
+/// The X-Ray propagator's flag for `Sampled=?` (the caller asks us to decide).
+const DEFERRED: TraceFlags = TraceFlags::new(0x02);
+
 thread_local! {
     static PREDECIDED: Cell<Option<bool>> = const { Cell::new(None) };
 }
@@ -333,8 +336,8 @@ pub fn wildcard_match(pattern: &str, text: Option<&str>) -> bool {
     wildcard::Wildcard::compile(pattern).is_ok_and(|w| w.matches(text))
 }
 
-/// Tokens per second, at most one second's worth banked (and at least one token); starts
-/// full. Rule reservoirs and the budget for callers' sampled decisions.
+/// Tokens per second, at most one second's worth banked; starts full. Rule reservoirs and the
+/// budget for callers' sampled decisions.
 #[derive(Debug)]
 pub struct RateLimiter {
     per_second: u64,
@@ -374,11 +377,13 @@ impl RateLimiter {
 
 /// Server mode's parent-based sampling with callers' decisions bounded: a request whose
 /// `X-Amzn-Trace-Id` (or `traceparent`) says `Sampled=1` is traced on the caller's word only
-/// while the budget ([`UpstreamSampled::PerSecond`]) has a token; past it the request is
-/// decided as a root would be (the configured sampler: rules, route ratios), keeping the
-/// caller's trace id, so a client cannot buy itself a trace of every request. `Sampled=0` is
-/// honoured (it can only cost less), and spans under a local parent follow it, as in
-/// `ParentBased`.
+/// while the budget ([`UpstreamSampled::PerSecond`]) has a token; past it, and when the caller
+/// leaves the decision to us (`Sampled=?`), the request is decided as a root would be (the
+/// configured sampler: rules, route ratios). The request keeps the caller's trace id, but the
+/// decision is made on a fresh one: ratio samplers decide by trace id, and a caller choosing
+/// its id (`Root=1-…-000000000000000000000000`) would otherwise choose the decision too.
+/// `Sampled=0` is honoured (it can only cost less), and spans under a local parent follow it,
+/// as in `ParentBased`.
 #[derive(Debug, Clone)]
 pub struct UpstreamBounded {
     root: Box<dyn ShouldSample>,
@@ -419,20 +424,27 @@ impl ShouldSample for UpstreamBounded {
                 links,
             );
         };
-        if !parent.is_remote() || !parent.is_sampled() {
+        let deferred = parent.trace_flags() & DEFERRED == DEFERRED;
+        if !parent.is_remote() || !parent.is_sampled() && !deferred {
             return decided(parent.is_sampled(), parent_context);
         }
-        let honoured = self
-            .budget
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .try_take(Instant::now());
+        let honoured = !deferred
+            && self
+                .budget
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .try_take(Instant::now());
         if honoured {
             return decided(true, parent_context);
         }
-        let mut result = self
-            .root
-            .should_sample(None, trace_id, name, span_kind, attributes, links);
+        let mut result = self.root.should_sample(
+            None,
+            super::xray::new_trace_id(),
+            name,
+            span_kind,
+            attributes,
+            links,
+        );
         result.trace_state = parent.trace_state().clone();
         result
     }
@@ -470,20 +482,56 @@ mod tests {
         );
     }
 
-    fn remote(sampled: bool) -> Context {
-        use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceState};
-        let flags = if sampled {
-            TraceFlags::SAMPLED
-        } else {
-            TraceFlags::default()
-        };
+    fn remote_with(trace_id: u128, flags: TraceFlags) -> Context {
+        use opentelemetry::trace::{SpanContext, SpanId, TraceState};
         Context::new().with_remote_span_context(SpanContext::new(
-            TraceId::from(0x5759e988_bd862e3f_e1be46a9_94272793u128),
+            TraceId::from(trace_id),
             SpanId::from(0x53995c3f42cd8ad8u64),
             flags,
             true,
             TraceState::default(),
         ))
+    }
+
+    fn remote(sampled: bool) -> Context {
+        let flags = if sampled {
+            TraceFlags::SAMPLED
+        } else {
+            TraceFlags::default()
+        };
+        remote_with(0x5759e988_bd862e3f_e1be46a9_94272793, flags)
+    }
+
+    /// Review of issue 23: past the budget the caller's own trace id decided, so a caller
+    /// choosing an id a ratio sampler always keeps (low bits 0) was traced every time.
+    #[test]
+    fn past_the_budget_a_callers_trace_id_does_not_decide() {
+        let s = settings(
+            &[
+                ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+                ("OTEL_TRACES_SAMPLER_ARG", "0.1"),
+                ("TRACE_UPSTREAM_SAMPLED_PER_SECOND", "0"),
+            ],
+            false,
+        )
+        .unwrap();
+        let (sampler, _) = build(&s, &Resource::builder_empty().build());
+        let chosen = remote_with(
+            0x6b12_f9c3_0000_0000_0000_0000_0000_0000,
+            TraceFlags::SAMPLED,
+        );
+        let traced = (0..400)
+            .filter(|_| sampled(&*sampler, Some(&chosen)))
+            .count();
+        assert!(traced < 100, "about 10% of 400, not all: {traced}");
+        let deferred = remote_with(0x6b12_f9c3_0000_0000_0000_0000_0000_0000, DEFERRED);
+        let traced = (0..400)
+            .filter(|_| sampled(&*sampler, Some(&deferred)))
+            .count();
+        assert!(
+            (10..100).contains(&traced),
+            "Sampled=? is ours to decide, at the ratio: {traced}"
+        );
     }
 
     fn sampled(sampler: &dyn ShouldSample, parent: Option<&Context>) -> bool {
@@ -506,22 +554,30 @@ mod tests {
     fn callers_sampled_decisions_are_honoured_within_a_budget() {
         let s = settings(&[("OTEL_TRACES_SAMPLER", "parentbased_always_off")], false).unwrap();
         assert_eq!(s.upstream, UpstreamSampled::PerSecond(1));
+        let began = Instant::now();
         let (sampler, _) = build(&s, &Resource::builder_empty().build());
         let parent = remote(true);
+        let clone = sampler.clone();
         let traced = (0..20)
             .filter(|_| sampled(&*sampler, Some(&parent)))
-            .count();
-        assert!((1..=2).contains(&traced), "one a second: {traced}");
+            .count()
+            + (0..20).filter(|_| sampled(&*clone, Some(&parent))).count();
+        // A token a second, one banked: within the first second exactly one, and clones (the
+        // request layer's sampler and the provider's) share the budget.
+        let elapsed = began.elapsed().as_secs_f64();
+        if elapsed < 1.0 {
+            assert_eq!(traced, 1, "one in {elapsed:.3} s, shared by the clones");
+        } else {
+            assert!(
+                traced as f64 <= 1.0 + elapsed.ceil(),
+                "{traced} in {elapsed:.3} s"
+            );
+        }
         assert!(
             !sampled(&*sampler, Some(&remote(false))),
             "Sampled=0 is honoured"
         );
         assert!(!sampled(&*sampler, None), "a root: the configured sampler");
-        let clone = sampler.clone();
-        assert!(
-            !sampled(&*clone, Some(&parent)),
-            "clones share the budget (the request layer's and the provider's)"
-        );
 
         let trusted = settings(
             &[

@@ -165,8 +165,13 @@ impl SamplingRule {
     /// Whether every field is within what X-Ray itself accepts.
     pub fn within_limits(&self) -> bool {
         let fits = |text: &str, max: usize| text.chars().count() <= max;
+        // X-Ray's priorities are 1-9999; `Default` has 10000, and a rule sent without one is
+        // read as last of all.
+        let priority = (1..=9999).contains(&self.priority)
+            || self.rule_name == "Default" && self.priority == 10_000
+            || self.priority == last_priority();
         fits(&self.rule_name, RuleLimits::RULE_NAME)
-            && (1..=last_priority()).contains(&self.priority)
+            && priority
             && (0.0..=1.0).contains(&self.fixed_rate)
             && self.reservoir_size >= 0
             && fits(&self.service_name, RuleLimits::SERVICE_NAME)
@@ -815,6 +820,7 @@ mod tests {
             serde_json::json!({"ServiceType": "t".repeat(65)}),
             serde_json::json!({"ResourceARN": "a".repeat(501)}),
             serde_json::json!({"Priority": 0}),
+            serde_json::json!({"Priority": 10_000}),
             serde_json::json!({"FixedRate": 1.5}),
             serde_json::json!({"ReservoirSize": -1}),
             serde_json::json!({"Attributes": {"k": "v".repeat(33)}}),
