@@ -19,7 +19,9 @@ pub mod lambda;
 pub mod limits;
 pub mod log_sink;
 pub mod logs;
+pub mod otlp_udp;
 pub mod sampling;
+pub mod udp_link;
 pub mod xray;
 pub mod xray_daemon;
 
@@ -83,6 +85,11 @@ pub enum SpanSink {
         address: xray_daemon::DaemonAddress,
         facade: bool,
     },
+    /// OTLP protobuf over UDP to the X-Ray endpoint Lambda runs (`AWS_XRAY_DAEMON_ADDRESS`),
+    /// as AWS's own SDKs send it there ([`otlp_udp`]).
+    OtlpUdp {
+        address: xray_daemon::DaemonAddress,
+    },
     Console,
     None,
 }
@@ -143,13 +150,18 @@ impl TelemetrySettings {
                 )?,
                 facade: under_lambda(env),
             },
+            Some("otlp-udp") => SpanSink::OtlpUdp {
+                address: xray_daemon::DaemonAddress::parse(
+                    env.get("AWS_XRAY_DAEMON_ADDRESS").as_deref(),
+                )?,
+            },
             Some("console") => SpanSink::Console,
             Some("none") => SpanSink::None,
             Some(other) => {
                 return Err(TelemetryError::Unsupported {
                     name: "OTEL_TRACES_EXPORTER",
                     value: other.to_owned(),
-                    allowed: "otlp, xray, console, none",
+                    allowed: "otlp, otlp-udp, xray, console, none",
                 });
             }
         };
@@ -394,6 +406,10 @@ pub fn init(
             let exporter = xray_daemon::XrayDaemonExporter::new(address, *facade);
             builder.with_span_processor(BatchSpanProcessor::builder(exporter).build())
         }
+        SpanSink::OtlpUdp { address } => {
+            let exporter = otlp_udp::OtlpUdpExporter::new(address);
+            builder.with_span_processor(BatchSpanProcessor::builder(exporter).build())
+        }
         SpanSink::Console => {
             let exporter = exporter::ConsoleJson::new(sink.clone());
             builder.with_span_processor(BatchSpanProcessor::builder(exporter).build())
@@ -523,6 +539,20 @@ mod tests {
                 facade: true
             }
         );
+        assert_eq!(
+            settings(&[
+                ("OTEL_TRACES_EXPORTER", "otlp-udp"),
+                (
+                    "AWS_XRAY_DAEMON_ADDRESS",
+                    "udp:169.254.79.129:2000 tcp:169.254.79.129:2000"
+                ),
+            ])
+            .unwrap()
+            .sink,
+            SpanSink::OtlpUdp {
+                address: xray_daemon::DaemonAddress::parse(Some("169.254.79.129:2000")).unwrap(),
+            }
+        );
     }
 
     #[test]
@@ -532,7 +562,8 @@ mod tests {
         assert!(err.to_string().contains("http/protobuf, grpc"), "{err}");
         let err = settings(&[("OTEL_TRACES_EXPORTER", "zipkin")]).unwrap_err();
         assert!(
-            err.to_string().contains("otlp, xray, console, none"),
+            err.to_string()
+                .contains("otlp, otlp-udp, xray, console, none"),
             "{err}"
         );
         assert!(

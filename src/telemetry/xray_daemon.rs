@@ -26,20 +26,18 @@
 //!   intends. An address that does not resolve does not stop the service either.
 
 use std::borrow::Cow;
-use std::io::ErrorKind;
-use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::net::{SocketAddr, ToSocketAddrs};
 
 use opentelemetry::trace::{SpanId, SpanKind, Status};
 use opentelemetry::{Key, Value};
 use opentelemetry_aws::xray_exporter::SegmentTranslator;
-use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
+use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 
 use super::TelemetryError;
 use super::annotations;
 use super::limits::{XRAY_ANNOTATION, XRAY_HTTP_FIELD, clip};
+use super::udp_link::{UdpLink, export_result};
 
 /// The line every datagram to the daemon starts with.
 pub const HEADER: &[u8] = b"{\"format\": \"json\", \"version\": 1}\n";
@@ -90,7 +88,7 @@ impl DaemonAddress {
         })
     }
 
-    fn resolve(&self) -> Result<SocketAddr, TelemetryError> {
+    pub(crate) fn resolve(&self) -> Result<SocketAddr, TelemetryError> {
         (self.host.as_str(), self.port)
             .to_socket_addrs()
             .ok()
@@ -116,68 +114,13 @@ pub struct Sent {
     pub failed: usize,
 }
 
-/// How often, at most, each kind of loss is logged (and how often an address that did not
-/// resolve is looked up again). A UDP send cannot tell that the daemon is back (on loopback
-/// every other send to a closed port succeeds), so there is no "recovered" line: a loss is
-/// reported at once, then at most once an interval with the count lost in between.
-const WARNING_INTERVAL: Duration = Duration::from_secs(60);
-
-/// Counts losses and says when one is due to be logged.
-#[derive(Debug, Default)]
-struct Throttle {
-    warned_at: Option<Instant>,
-    /// Lost since the last warning.
-    count: u64,
-}
-
-impl Throttle {
-    /// Adds `n` losses; the total to log if a warning is due (and resets it).
-    fn note(&mut self, n: usize) -> Option<u64> {
-        self.count += n as u64;
-        let due = self
-            .warned_at
-            .is_none_or(|at| at.elapsed() >= WARNING_INTERVAL);
-        if n == 0 || !due {
-            return None;
-        }
-        self.warned_at = Some(Instant::now());
-        Some(std::mem::take(&mut self.count))
-    }
-}
-
-#[derive(Debug)]
-struct State {
-    buffer: Vec<u8>,
-    /// Connected to the daemon; `None` while its address does not resolve.
-    socket: Option<UdpSocket>,
-    looked_up_at: Instant,
-    lookup_error: Option<String>,
-    unreachable: Throttle,
-    dropped: Throttle,
-}
-
 /// The span exporter of the daemon transport.
 #[derive(Debug)]
 pub struct XrayDaemonExporter {
     translator: SegmentTranslator,
-    address: DaemonAddress,
     /// `true` inside Lambda: the invocation's span becomes a subsegment of Lambda's segment.
     facade: bool,
-    state: Mutex<State>,
-}
-
-/// A non-blocking UDP socket connected to the daemon.
-fn connect(address: &DaemonAddress) -> Result<UdpSocket, String> {
-    let target = address.resolve().map_err(|e| e.to_string())?;
-    let local: SocketAddr = if target.is_ipv4() {
-        ([0, 0, 0, 0], 0).into()
-    } else {
-        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-    };
-    UdpSocket::bind(local)
-        .and_then(|s| s.set_nonblocking(true).map(|()| s))
-        .and_then(|s| s.connect(target).map(|()| s))
-        .map_err(|e| format!("X-Ray daemon socket: {e}"))
+    link: UdpLink,
 }
 
 impl XrayDaemonExporter {
@@ -185,25 +128,11 @@ impl XrayDaemonExporter {
     /// it starts) is logged at the first export and looked up again once a minute, spans being
     /// dropped meanwhile, rather than stopping the service.
     pub fn new(address: &DaemonAddress, facade: bool) -> Self {
-        let (socket, lookup_error) = match connect(address) {
-            Ok(socket) => (Some(socket), None),
-            Err(error) => (None, Some(error)),
-        };
-        let mut buffer = Vec::with_capacity(8 * 1024);
-        buffer.extend_from_slice(HEADER);
         Self {
             translator: SegmentTranslator::new()
                 .with_indexed_attrs(annotations::KEYS.iter().map(|k| (*k).to_owned())),
-            address: address.clone(),
             facade,
-            state: Mutex::new(State {
-                buffer,
-                socket,
-                looked_up_at: Instant::now(),
-                lookup_error,
-                unreachable: Throttle::default(),
-                dropped: Throttle::default(),
-            }),
+            link: UdpLink::new(address, "X-Ray daemon"),
         }
     }
 
@@ -217,87 +146,33 @@ impl XrayDaemonExporter {
             untranslatable: batch.len() - documents.len(),
             ..Sent::default()
         };
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let state = &mut *state;
-        if state.socket.is_none() && state.looked_up_at.elapsed() >= WARNING_INTERVAL {
-            state.looked_up_at = Instant::now();
-            match connect(&self.address) {
-                Ok(socket) => state.socket = Some(socket),
-                Err(error) => state.lookup_error = Some(error),
-            }
-        }
-        let mut first_error = None;
+        let mut datagrams = Vec::with_capacity(documents.len());
         for document in &documents {
-            let Some(socket) = &state.socket else {
-                sent.failed += 1;
-                continue;
-            };
-            let buffer = &mut state.buffer;
-            buffer.truncate(HEADER.len());
-            if serde_json::to_writer(&mut *buffer, document).is_err() {
+            let mut datagram = Vec::with_capacity(1024);
+            datagram.extend_from_slice(HEADER);
+            if serde_json::to_writer(&mut datagram, document).is_err() {
                 sent.untranslatable += 1;
-                continue;
-            }
-            if buffer.len() > MAX_DATAGRAM {
+            } else if datagram.len() > MAX_DATAGRAM {
                 sent.oversize += 1;
-                continue;
-            }
-            match socket.send(buffer) {
-                Ok(_) => sent.datagrams += 1,
-                Err(error) => {
-                    sent.failed += 1;
-                    if first_error.is_none() {
-                        first_error = Some(if error.kind() == ErrorKind::ConnectionRefused {
-                            format!("{error} (nothing listens there: is active tracing on?)")
-                        } else {
-                            error.to_string()
-                        });
-                    }
-                }
+            } else {
+                datagrams.push(datagram);
             }
         }
-        if state.buffer.capacity() > 64 * 1024 {
-            state.buffer.shrink_to(8 * 1024);
-        }
-        let error = if state.socket.is_none() {
-            state.lookup_error.clone()
-        } else {
-            first_error
-        };
-        report(&sent, error, state);
+        let delivery = self.link.deliver(
+            datagrams.iter().map(Vec::as_slice),
+            sent.untranslatable + sent.oversize,
+            "their X-Ray documents were refused or over the datagram limit",
+        );
+        sent.datagrams = delivery.sent;
+        sent.failed = delivery.failed;
         sent
-    }
-}
-
-fn report(sent: &Sent, error: Option<String>, state: &mut State) {
-    if let Some(count) = state.dropped.note(sent.untranslatable + sent.oversize) {
-        tracing::warn!(
-            target: "apuntador::telemetry",
-            dropped_spans = count,
-            max_datagram = MAX_DATAGRAM,
-            "spans dropped: their X-Ray documents were refused or over the datagram limit \
-             (warned at most once a minute)"
-        );
-    }
-    if let (Some(error), Some(count)) = (error, state.unreachable.note(sent.failed)) {
-        tracing::warn!(
-            target: "apuntador::telemetry",
-            error = %error,
-            dropped_datagrams = count,
-            "X-Ray daemon unreachable; spans are dropped (warned at most once a minute)"
-        );
     }
 }
 
 impl SpanExporter for XrayDaemonExporter {
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
         let sent = self.send(batch);
-        if sent.datagrams == 0 && sent.failed > 0 {
-            return Err(OTelSdkError::InternalFailure(
-                "X-Ray daemon unreachable".into(),
-            ));
-        }
-        Ok(())
+        export_result(sent.datagrams, sent.failed, "X-Ray daemon")
     }
 
     /// The resource with `service.name` made a valid X-Ray name: outside Lambda it names the
@@ -435,6 +310,7 @@ mod tests {
     use opentelemetry::KeyValue;
     use opentelemetry::trace::{SpanContext, TraceFlags, TraceId, TraceState};
     use opentelemetry_sdk::trace::{SpanEvents, SpanLinks};
+    use std::net::UdpSocket;
     use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
     fn trace_id() -> TraceId {
@@ -647,21 +523,6 @@ mod tests {
         let exporter = XrayDaemonExporter::new(&address, true);
         let sent = exporter.send(vec![span(SpanKind::Client, 7, vec![])]);
         assert_eq!((sent.datagrams, sent.failed), (0, 1), "{sent:?}");
-    }
-
-    #[test]
-    fn losses_are_logged_at_once_then_at_most_once_an_interval_with_their_count() {
-        let mut throttle = Throttle::default();
-        assert_eq!(throttle.note(0), None, "nothing lost, nothing to say");
-        assert_eq!(throttle.note(2), Some(2));
-        assert_eq!(throttle.note(3), None);
-        assert_eq!(throttle.note(1), None);
-        throttle.warned_at = Some(Instant::now() - WARNING_INTERVAL);
-        assert_eq!(
-            throttle.note(1),
-            Some(5),
-            "the count since the last warning"
-        );
     }
 
     #[test]

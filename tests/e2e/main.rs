@@ -17,6 +17,8 @@
 //!   Secrets Manager on moto;
 //! - [`device_aws`]: the device CA on DynamoDB and Secrets Manager (moto), several sandboxes racing;
 //! - [`memory`]: resident memory stays flat over thousands of invocations;
+//! - [`otlp_udp`]: the OTLP-over-UDP transport under the Runtime API double, every datagram
+//!   checked as Lambda's X-Ray endpoint reads it;
 //! - [`xray`]: the traces as X-Ray stores them (moto's X-Ray API), through a real collector
 //!   (rotel) and through the daemon transport, checked against X-Ray's document schema.
 
@@ -36,6 +38,7 @@ mod hardening;
 mod lambda;
 mod memory;
 mod oauth_lambda;
+mod otlp_udp;
 mod rie;
 mod sampling;
 mod server;

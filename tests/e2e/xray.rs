@@ -565,7 +565,10 @@ async fn an_unknown_exporter_stops_start_up_naming_the_accepted_ones() {
     let line = process
         .wait_for_line("OTEL_TRACES_EXPORTER", Duration::from_secs(5))
         .expect("start-up error names the variable");
-    assert!(line.contains("otlp, xray, console, none"), "{line}");
+    assert!(
+        line.contains("otlp, otlp-udp, xray, console, none"),
+        "{line}"
+    );
     let status = process
         .terminate(Duration::from_secs(5))
         .expect("process exits");
