@@ -21,6 +21,7 @@ as CloudFormation would), it resolves the function's Layers and OTEL_TRACES_EXPO
     DEFAULT_COLLECTOR for the architecture (arm64 / amd64 in its name), never one of the releases
     before OLDEST_SAFE_COLLECTOR (known CVEs); OTEL_TRACES_EXPORTER=otlp;
   * collector with CollectorLayerArn set: exactly that ARN; otlp;
+  * otlp-udp: no layer; otlp-udp;
   * daemon: no layer; xray;
   * none: no layer; none;
   * Tracing: Active for every transport, and CollectorLayerArn's AllowedPattern accepts "" and
@@ -80,6 +81,7 @@ TRANSPORTS = [
         [EXAMPLE_LAYER_ARN],
         "otlp",
     ),
+    ({"TelemetryTransport": "otlp-udp"}, [], "otlp-udp"),
     ({"TelemetryTransport": "daemon"}, [], "xray"),
     ({"TelemetryTransport": "none"}, [], "none"),
 ]
@@ -452,7 +454,7 @@ def main(source):
         default = ".".join(map(str, DEFAULT_COLLECTOR))
         print(
             f"{source}: collector attaches collector {default} for the architecture or the pinned "
-            "CollectorLayerArn (otlp); daemon (xray) and none attach no layer; Tracing is Active"
+            "CollectorLayerArn (otlp); otlp-udp (otlp-udp), daemon (xray) and none attach no layer; Tracing is Active"
         )
     if stage:
         print(f"{source} Stage=local in a deployed stack:", file=sys.stderr)
