@@ -3,7 +3,8 @@
 //! (`cargo bench --bench lambda`), which also measures sizes and writes the report.
 //!
 //! Measures, per telemetry setting (OTLP to a live collector, exporter `none`, collector down,
-//! collector hanging, the X-Ray daemon transport to a live UDP receiver and to no daemon): cold start (process start → first `/next`), client-visible duration
+//! collector hanging, the X-Ray daemon transport and the OTLP-over-UDP transport each to a live
+//! UDP receiver and to no endpoint): cold start (process start → first `/next`), client-visible duration
 //! (event handed over → response posted) and post-response time (response posted → next
 //! `/next`, i.e. the flush) at p50/p99 over a mix of routes, and resident memory (peak, and
 //! after 100 vs after all invocations). Then server mode requests per second with `wrk`.
@@ -315,11 +316,12 @@ async fn main() {
 
     let live = format!("http://{}", receiver.http_addr);
     let daemon = UdpSink::start();
-    let xray = |address: &str| {
+    // The two UDP transports: segment documents (`xray`) and OTLP (`otlp-udp`).
+    let udp = |exporter: &str, address: &str| {
         [
             base_env(&ca_dir, &double, &live),
             vec![
-                ("OTEL_TRACES_EXPORTER".into(), "xray".into()),
+                ("OTEL_TRACES_EXPORTER".into(), exporter.to_owned()),
                 ("AWS_XRAY_DAEMON_ADDRESS".into(), address.to_owned()),
             ],
         ]
@@ -353,11 +355,19 @@ async fn main() {
         },
         Setting {
             name: "X-Ray daemon transport (UDP), daemon listening",
-            env: xray(&daemon.address),
+            env: udp("xray", &daemon.address),
         },
         Setting {
             name: "X-Ray daemon transport, no daemon",
-            env: xray(&no_daemon),
+            env: udp("xray", &no_daemon),
+        },
+        Setting {
+            name: "OTLP over UDP (otlp-udp), endpoint listening",
+            env: udp("otlp-udp", &daemon.address),
+        },
+        Setting {
+            name: "otlp-udp, no endpoint",
+            env: udp("otlp-udp", &no_daemon),
         },
     ];
     println!(
@@ -367,7 +377,7 @@ async fn main() {
     for setting in &settings {
         let before = daemon.count();
         let r = run(setting, invocations).await;
-        if setting.name.contains("daemon listening") {
+        if setting.name.contains("listening") {
             // One datagram per traced invocation at least: four routes of the mix of five are
             // traced (health checks are not).
             let received = daemon.count() - before;
