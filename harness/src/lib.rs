@@ -9,7 +9,9 @@ pub mod otlp;
 pub mod provider_double;
 pub mod runtime_api;
 pub mod sampling;
+pub mod spans;
 pub mod xray;
+pub mod xray_otlp;
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;

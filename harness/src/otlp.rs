@@ -85,7 +85,8 @@ fn value_text(value: &Option<opentelemetry_proto::tonic::common::v1::AnyValue>) 
     }
 }
 
-fn flatten(request: ExportTraceServiceRequest, at: Instant) -> Vec<ReceivedSpan> {
+/// Every span of `request`, flattened, stamped `at`.
+pub fn flatten_request(request: ExportTraceServiceRequest, at: Instant) -> Vec<ReceivedSpan> {
     let mut out = Vec::new();
     for rs in request.resource_spans {
         let resource: Vec<(String, String)> = rs
@@ -152,7 +153,7 @@ impl TraceService for Grpc {
         if !self.0.gate().await {
             return Err(tonic::Status::unavailable("told to fail"));
         }
-        let spans = flatten(request.into_inner(), Instant::now());
+        let spans = flatten_request(request.into_inner(), Instant::now());
         self.0.spans.lock().unwrap().extend(spans);
         Ok(tonic::Response::new(ExportTraceServiceResponse {
             partial_success: None,
@@ -174,7 +175,7 @@ impl OtlpReceiver {
                     }
                     match ExportTraceServiceRequest::decode(body) {
                         Ok(request) => {
-                            let spans = flatten(request, Instant::now());
+                            let spans = flatten_request(request, Instant::now());
                             shared.spans.lock().unwrap().extend(spans);
                             (
                                 StatusCode::OK,

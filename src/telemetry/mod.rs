@@ -3,10 +3,19 @@
 //!
 //! Pipeline: `tracing` spans of this crate → `tracing-opentelemetry` → SDK tracer provider (X-Ray
 //! id generator, the sampler of [`sampling`]) → batch processor on its own
-//! thread → [`exporter::Resilient`] → OTLP over HTTP/protobuf (default) or gRPC to the ADOT
-//! collector on localhost; or, with `OTEL_TRACES_EXPORTER=xray`, → [`xray_daemon`] → X-Ray
-//! segment documents over UDP to the X-Ray daemon, no collector. Log lines go to stdout through
-//! [`logs`] and [`log_sink`] (written at once under Lambda, in batches in server mode).
+//! thread → one of the transports:
+//! - [`exporter::Resilient`] → OTLP over HTTP/protobuf (default) or gRPC to a collector (the
+//!   ADOT collector layer or sidecar on localhost);
+//! - [`exporter::Resilient`] → [`xray_otlp`]: OTLP/HTTP signed with SigV4 straight to X-Ray's
+//!   OTLP endpoint, when `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is
+//!   `https://xray.<region>.amazonaws.com/v1/traces` (no collector);
+//! - [`otlp_udp`] (`OTEL_TRACES_EXPORTER=otlp-udp`): OTLP over UDP to the X-Ray endpoint Lambda
+//!   runs, as AWS's SDKs do inside Lambda; with [`unsampled`] for `TRACE_SEND_UNSAMPLED=true`;
+//! - [`xray_daemon`] (`OTEL_TRACES_EXPORTER=xray`): X-Ray segment documents over UDP to the
+//!   X-Ray daemon, the format AWS is retiring (end of support 25 February 2027).
+//!
+//! Log lines go to stdout through [`logs`] and [`log_sink`] (written at once under Lambda, in
+//! batches in server mode).
 //!
 //! Only spans and WARN/ERROR events of this crate reach OpenTelemetry: an INFO event such as
 //! the access line is a log line, not a span event (it would be paid for twice, and exported).
@@ -19,11 +28,14 @@ pub mod lambda;
 pub mod limits;
 pub mod log_sink;
 pub mod logs;
+pub mod otlp_batch;
 pub mod otlp_udp;
 pub mod sampling;
 pub mod udp_link;
+pub mod unsampled;
 pub mod xray;
 pub mod xray_daemon;
+pub mod xray_otlp;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -69,6 +81,8 @@ pub enum TelemetryError {
     },
     #[error("could not build the span exporter: {0}")]
     Exporter(String),
+    #[error("{0}")]
+    Invalid(String),
     #[error("a global tracing subscriber is already installed")]
     SubscriberTaken,
 }
@@ -85,10 +99,16 @@ pub enum SpanSink {
         address: xray_daemon::DaemonAddress,
         facade: bool,
     },
+    /// OTLP/HTTP protobuf signed with SigV4 to X-Ray's OTLP endpoint ([`xray_otlp`]).
+    OtlpXray {
+        endpoint: xray_otlp::XrayEndpoint,
+    },
     /// OTLP protobuf over UDP to the X-Ray endpoint Lambda runs (`AWS_XRAY_DAEMON_ADDRESS`),
-    /// as AWS's own SDKs send it there ([`otlp_udp`]).
+    /// as AWS's own SDKs send it there ([`otlp_udp`]); `unsampled`: spans of unsampled
+    /// invocations go too, as `T1U` ([`unsampled`]).
     OtlpUdp {
         address: xray_daemon::DaemonAddress,
+        unsampled: bool,
     },
     Console,
     None,
@@ -142,8 +162,26 @@ impl TelemetrySettings {
                 });
             }
         };
+        let xray_endpoint = env
+            .get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            .map(|e| {
+                xray_otlp::XrayEndpoint::detect(&e, env.get("AWS_ENDPOINT_URL_XRAY").as_deref())
+            })
+            .transpose()
+            .map_err(TelemetryError::Invalid)?
+            .flatten();
         let sink = match get("OTEL_TRACES_EXPORTER").as_deref() {
-            None | Some("otlp") => SpanSink::Otlp { protocol },
+            None | Some("otlp") => match xray_endpoint {
+                None => SpanSink::Otlp { protocol },
+                Some(_) if protocol == OtlpProtocol::Grpc => {
+                    return Err(TelemetryError::Invalid(
+                        "X-Ray's OTLP endpoint takes OTLP over HTTP only: set \
+                         OTEL_EXPORTER_OTLP_TRACES_PROTOCOL=http/protobuf"
+                            .to_owned(),
+                    ));
+                }
+                Some(endpoint) => SpanSink::OtlpXray { endpoint },
+            },
             Some("xray") => SpanSink::XrayDaemon {
                 address: xray_daemon::DaemonAddress::parse(
                     env.get("AWS_XRAY_DAEMON_ADDRESS").as_deref(),
@@ -154,6 +192,7 @@ impl TelemetrySettings {
                 address: xray_daemon::DaemonAddress::parse(
                     env.get("AWS_XRAY_DAEMON_ADDRESS").as_deref(),
                 )?,
+                unsampled: send_unsampled(env)?,
             },
             Some("console") => SpanSink::Console,
             Some("none") => SpanSink::None,
@@ -165,6 +204,11 @@ impl TelemetrySettings {
                 });
             }
         };
+        if !matches!(sink, SpanSink::OtlpUdp { .. }) && send_unsampled(env)? {
+            return Err(TelemetryError::Invalid(
+                "TRACE_SEND_UNSAMPLED=true needs OTEL_TRACES_EXPORTER=otlp-udp".to_owned(),
+            ));
+        }
         let mut propagators = Propagators {
             xray: false,
             tracecontext: false,
@@ -226,6 +270,33 @@ impl TelemetrySettings {
             trusted_proxy_hops,
         })
     }
+}
+
+/// `TRACE_SEND_UNSAMPLED`: whether unsampled invocations' spans go as `T1U`; Lambda only (the
+/// spans wait for the flush that follows each invocation, which a server does not make).
+fn send_unsampled(env: Env<'_>) -> Result<bool, TelemetryError> {
+    let on = match env
+        .get("TRACE_SEND_UNSAMPLED")
+        .map(|v| v.trim().to_ascii_lowercase())
+    {
+        None => false,
+        Some(v) if v.is_empty() || v == "false" => false,
+        Some(v) if v == "true" => true,
+        Some(other) => {
+            return Err(TelemetryError::Unsupported {
+                name: "TRACE_SEND_UNSAMPLED",
+                value: other,
+                allowed: "true, false",
+            });
+        }
+    };
+    if on && !under_lambda(env) {
+        return Err(TelemetryError::Invalid(
+            "TRACE_SEND_UNSAMPLED=true works inside Lambda only (X-Ray's UDP endpoint is Lambda's)"
+                .to_owned(),
+        ));
+    }
+    Ok(on)
 }
 
 /// Handle on the tracing pipeline: cheap to clone, shared by both run modes.
@@ -392,10 +463,16 @@ pub fn init(
         SpanSink::None => (Box::new(Sampler::AlwaysOff) as Box<dyn ShouldSample>, None),
         _ => sampling::build(&settings.sampling, &resource),
     };
+    let predecided = sampling::Predecided::new(sampler.clone());
     let mut builder = SdkTracerProvider::builder()
         .with_id_generator(XrayIdGenerator::default())
-        .with_sampler(sampling::Predecided::new(sampler.clone()))
         .with_resource(resource);
+    builder = match &settings.sink {
+        SpanSink::OtlpUdp {
+            unsampled: true, ..
+        } => builder.with_sampler(unsampled::RecordUnsampled::new(predecided)),
+        _ => builder.with_sampler(predecided),
+    };
     builder = match &settings.sink {
         SpanSink::Otlp { protocol } => {
             let exporter =
@@ -406,9 +483,26 @@ pub fn init(
             let exporter = xray_daemon::XrayDaemonExporter::new(address, *facade);
             builder.with_span_processor(BatchSpanProcessor::builder(exporter).build())
         }
-        SpanSink::OtlpUdp { address } => {
-            let exporter = otlp_udp::OtlpUdpExporter::new(address);
+        SpanSink::OtlpXray { endpoint } => {
+            let exporter = exporter::Resilient::new(xray_otlp::XrayOtlpExporter::new(
+                endpoint.clone(),
+                blocking_http_client(settings.export_timeout)?,
+                settings.export_timeout,
+            ));
             builder.with_span_processor(BatchSpanProcessor::builder(exporter).build())
+        }
+        SpanSink::OtlpUdp { address, unsampled } => {
+            let batch =
+                BatchSpanProcessor::builder(otlp_udp::OtlpUdpExporter::new(address)).build();
+            if *unsampled {
+                builder
+                    .with_span_processor(unsampled::SampledOnly::new(batch))
+                    .with_span_processor(unsampled::UnsampledSpans::new(
+                        otlp_udp::OtlpUdpExporter::unsampled(address),
+                    ))
+            } else {
+                builder.with_span_processor(batch)
+            }
         }
         SpanSink::Console => {
             let exporter = exporter::ConsoleJson::new(sink.clone());
@@ -551,8 +645,63 @@ mod tests {
             .sink,
             SpanSink::OtlpUdp {
                 address: xray_daemon::DaemonAddress::parse(Some("169.254.79.129:2000")).unwrap(),
+                unsampled: false,
             }
         );
+    }
+
+    #[test]
+    fn the_xray_otlp_endpoint_turns_signing_on_and_the_unsampled_switch_is_checked() {
+        let s = settings(&[
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "https://xray.eu-west-1.amazonaws.com/v1/traces",
+            ),
+            ("AWS_ENDPOINT_URL_XRAY", "http://127.0.0.1:4566"),
+        ])
+        .unwrap();
+        assert_eq!(
+            s.sink,
+            SpanSink::OtlpXray {
+                endpoint: xray_otlp::XrayEndpoint {
+                    region: "eu-west-1".into(),
+                    url: "http://127.0.0.1:4566/v1/traces".into(),
+                }
+            }
+        );
+        let err = settings(&[
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "https://xray.eu-west-1.amazonaws.com/v1/traces",
+            ),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("http/protobuf"), "{err}");
+        let lambda = [
+            ("OTEL_TRACES_EXPORTER", "otlp-udp"),
+            ("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001"),
+            ("TRACE_SEND_UNSAMPLED", "true"),
+        ];
+        assert!(matches!(
+            settings(&lambda).unwrap().sink,
+            SpanSink::OtlpUdp {
+                unsampled: true,
+                ..
+            }
+        ));
+        let err = settings(
+            &lambda[..1]
+                .iter()
+                .chain(&lambda[2..])
+                .copied()
+                .collect::<Vec<_>>(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("inside Lambda only"), "{err}");
+        let err = settings(&lambda[1..]).unwrap_err();
+        assert!(err.to_string().contains("otlp-udp"), "{err}");
+        assert!(settings(&[("TRACE_SEND_UNSAMPLED", "yes")]).is_err());
     }
 
     #[test]

@@ -11,24 +11,25 @@
 //! - **The datagram limit.** A batch whose datagram would exceed [`MAX_DATAGRAM`] is split in
 //!   halves until each part fits, never truncated; a single span too large on its own is
 //!   dropped and counted.
-//! - **Encoding as the OTLP exporter encodes.** `opentelemetry-proto`'s transform and `prost`,
-//!   the code the OTLP/HTTP exporter runs, not a hand-written encoder.
+//! - **Encoding as the OTLP exporter encodes** ([`super::otlp_batch`]): `opentelemetry-proto`'s
+//!   transform and `prost`, the code the OTLP/HTTP exporter runs, not a hand-written encoder.
 //! - **A missing endpoint costs nothing.** The link is the daemon transport's
 //!   ([`super::udp_link`]): a non-blocking socket, losses counted and logged at most once a
 //!   minute, the spans lost as UDP intends.
 //!
-//! Unsampled invocations (`T1U`, which lets Transaction Search see every invocation) are not
-//! sent yet: the SDK's batch processor hands an exporter sampled spans only.
+//! Unsampled invocations go as `T1U` when `TRACE_SEND_UNSAMPLED=true` ([`super::unsampled`]):
+//! that is what lets Transaction Search count every invocation, at the cost of recording
+//! every span.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
-use opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use prost::Message;
 
+use super::otlp_batch;
 use super::udp_link::{UdpLink, export_result};
 use super::xray_daemon::DaemonAddress;
 
@@ -37,6 +38,9 @@ pub const PROTOCOL_HEADER: &[u8] = b"{\"format\":\"json\",\"version\":1}\n";
 
 /// What follows the header line for sampled spans.
 pub const SAMPLED_PREFIX: &[u8] = b"T1S";
+
+/// What follows the header line for spans of unsampled invocations ([`super::unsampled`]).
+pub const UNSAMPLED_PREFIX: &[u8] = b"T1U";
 
 /// Largest datagram sent: the IPv4 UDP payload limit.
 pub const MAX_DATAGRAM: usize = 65_507;
@@ -56,56 +60,56 @@ pub struct Sent {
 pub struct OtlpUdpExporter {
     resource: ResourceAttributesWithSchema,
     link: UdpLink,
+    /// [`SAMPLED_PREFIX`] or [`UNSAMPLED_PREFIX`].
+    prefix: &'static [u8],
 }
 
-/// The datagram carrying `request`.
-fn datagram(request: &ExportTraceServiceRequest) -> Vec<u8> {
+/// Length of the datagram carrying a request of `encoded` protobuf bytes.
+fn datagram_len(encoded: usize) -> usize {
+    PROTOCOL_HEADER.len() + SAMPLED_PREFIX.len() + encoded.div_ceil(3) * 4
+}
+
+/// The datagram carrying `request` after `prefix`.
+fn datagram(request: &ExportTraceServiceRequest, prefix: &[u8]) -> Vec<u8> {
     let encoded = request.encode_to_vec();
-    let mut out = Vec::with_capacity(
-        PROTOCOL_HEADER.len() + SAMPLED_PREFIX.len() + encoded.len() * 4 / 3 + 4,
-    );
+    let mut out = Vec::with_capacity(datagram_len(encoded.len()));
     out.extend_from_slice(PROTOCOL_HEADER);
-    out.extend_from_slice(SAMPLED_PREFIX);
+    out.extend_from_slice(prefix);
     out.extend_from_slice(STANDARD.encode(encoded).as_bytes());
     out
 }
 
 impl OtlpUdpExporter {
-    /// Never fails on the endpoint: an address that does not resolve is looked up again once
-    /// a minute, spans being dropped meanwhile.
+    /// Sends sampled spans (`T1S`). Never fails on the endpoint: an address that does not
+    /// resolve is looked up again once a minute, spans being dropped meanwhile.
     pub fn new(address: &DaemonAddress) -> Self {
         Self {
             resource: ResourceAttributesWithSchema::default(),
             link: UdpLink::new(address, "X-Ray UDP endpoint"),
+            prefix: SAMPLED_PREFIX,
+        }
+    }
+
+    /// Sends the spans of unsampled invocations (`T1U`).
+    pub fn unsampled(address: &DaemonAddress) -> Self {
+        Self {
+            prefix: UNSAMPLED_PREFIX,
+            ..Self::new(address)
         }
     }
 
     /// The datagrams for `spans`: as few as fit under [`MAX_DATAGRAM`], each span in one of
     /// them; the count of spans too large alone.
     pub fn datagrams(&self, spans: &[SpanData]) -> (Vec<Vec<u8>>, usize) {
-        let mut out = Vec::new();
-        let mut oversize = 0;
-        self.split_into(spans, &mut out, &mut oversize);
-        (out, oversize)
-    }
-
-    fn split_into(&self, spans: &[SpanData], out: &mut Vec<Vec<u8>>, oversize: &mut usize) {
-        if spans.is_empty() {
-            return;
-        }
-        let request = ExportTraceServiceRequest {
-            resource_spans: group_spans_by_resource_and_scope(spans.to_vec(), &self.resource),
-        };
-        let bytes = datagram(&request);
-        if bytes.len() <= MAX_DATAGRAM {
-            out.push(bytes);
-        } else if spans.len() == 1 {
-            *oversize += 1;
-        } else {
-            let (left, right) = spans.split_at(spans.len() / 2);
-            self.split_into(left, out, oversize);
-            self.split_into(right, out, oversize);
-        }
+        let split = otlp_batch::split(spans, &self.resource, &|encoded| {
+            datagram_len(encoded) <= MAX_DATAGRAM
+        });
+        let datagrams = split
+            .requests
+            .iter()
+            .map(|r| datagram(r, self.prefix))
+            .collect();
+        (datagrams, split.oversize)
     }
 
     /// Encodes and sends one batch; never blocks on the network.
@@ -137,39 +141,11 @@ impl SpanExporter for OtlpUdpExporter {
 
 #[cfg(test)]
 mod tests {
+    use super::super::otlp_batch::tests::span;
     use super::*;
     use opentelemetry::KeyValue;
-    use opentelemetry::trace::{
-        SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
-    };
-    use opentelemetry_sdk::trace::{SpanEvents, SpanLinks};
     use std::net::UdpSocket;
-    use std::time::{Duration, SystemTime};
-
-    fn span(n: u64, attributes: Vec<KeyValue>) -> SpanData {
-        let start = SystemTime::now();
-        SpanData {
-            span_context: SpanContext::new(
-                TraceId::from(0x6b12_f9c3_0000_0000_0000_0000_0000_0001u128),
-                SpanId::from(n + 1),
-                TraceFlags::SAMPLED,
-                false,
-                TraceState::default(),
-            ),
-            parent_span_id: SpanId::from(0x5399_5c3f_42cd_8ad8),
-            parent_span_is_remote: true,
-            span_kind: SpanKind::Server,
-            name: "GET /health".into(),
-            start_time: start,
-            end_time: start + Duration::from_millis(2),
-            attributes,
-            dropped_attributes_count: 0,
-            events: SpanEvents::default(),
-            links: SpanLinks::default(),
-            status: Status::Unset,
-            instrumentation_scope: Default::default(),
-        }
-    }
+    use std::time::Duration;
 
     /// The spans of a datagram, checked as the X-Ray endpoint reads it.
     fn decode(datagram: &[u8]) -> ExportTraceServiceRequest {
@@ -180,15 +156,6 @@ mod tests {
         let payload = body.strip_prefix(SAMPLED_PREFIX).expect("T1S");
         let bytes = STANDARD.decode(payload).expect("base64");
         ExportTraceServiceRequest::decode(bytes.as_slice()).expect("an ExportTraceServiceRequest")
-    }
-
-    fn spans_in(request: &ExportTraceServiceRequest) -> usize {
-        request
-            .resource_spans
-            .iter()
-            .flat_map(|r| &r.scope_spans)
-            .map(|s| s.spans.len())
-            .sum()
     }
 
     #[test]
@@ -211,13 +178,31 @@ mod tests {
         let mut buf = vec![0u8; 70_000];
         let n = listener.recv(&mut buf).unwrap();
         let request = decode(&buf[..n]);
-        assert_eq!(spans_in(&request), 2);
+        assert_eq!(otlp_batch::span_count(&request), 2);
         let first = &request.resource_spans[0].scope_spans[0].spans[0];
         assert_eq!(first.parent_span_id, 0x5399_5c3f_42cd_8ad8u64.to_be_bytes());
         assert_eq!(
             first.trace_id,
             0x6b12_f9c3_0000_0000_0000_0000_0000_0001u128.to_be_bytes()
         );
+    }
+
+    #[test]
+    fn unsampled_spans_go_as_t1u_and_the_size_estimate_is_exact() {
+        let address = DaemonAddress::parse(Some("127.0.0.1:9")).unwrap();
+        let exporter = OtlpUdpExporter::unsampled(&address);
+        let (datagrams, _) = exporter.datagrams(&[span(1, vec![])]);
+        let body = datagrams[0].strip_prefix(PROTOCOL_HEADER).unwrap();
+        assert!(body.starts_with(UNSAMPLED_PREFIX), "{:?}", &body[..3]);
+        for n in 0..7 {
+            let request = ExportTraceServiceRequest {
+                resource_spans: vec![Default::default(); n],
+            };
+            assert_eq!(
+                datagram(&request, SAMPLED_PREFIX).len(),
+                datagram_len(request.encoded_len())
+            );
+        }
     }
 
     #[test]
@@ -229,13 +214,19 @@ mod tests {
         let (datagrams, oversize) = exporter.datagrams(&batch);
         assert_eq!(oversize, 0);
         assert!(datagrams.len() > 2, "{} datagrams", datagrams.len());
-        let total: usize = datagrams.iter().map(|d| spans_in(&decode(d))).sum();
+        let total: usize = datagrams
+            .iter()
+            .map(|d| otlp_batch::span_count(&decode(d)))
+            .sum();
         assert_eq!(total, 300, "every span once, none truncated");
 
         let huge = span(7, vec![KeyValue::new("payload", "x".repeat(MAX_DATAGRAM))]);
         let (datagrams, oversize) = exporter.datagrams(&[span(1, vec![]), huge, span(2, vec![])]);
         assert_eq!(oversize, 1);
-        let total: usize = datagrams.iter().map(|d| spans_in(&decode(d))).sum();
+        let total: usize = datagrams
+            .iter()
+            .map(|d| otlp_batch::span_count(&decode(d)))
+            .sum();
         assert_eq!(total, 2, "the others still go");
     }
 

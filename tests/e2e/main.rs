@@ -19,6 +19,9 @@
 //! - [`memory`]: resident memory stays flat over thousands of invocations;
 //! - [`otlp_udp`]: the OTLP-over-UDP transport under the Runtime API double, every datagram
 //!   checked as Lambda's X-Ray endpoint reads it;
+//! - [`xray_otlp`]: the SigV4 transport against a double of X-Ray's OTLP endpoint that verifies
+//!   every signature: each answer the endpoint gives, Lambda and server mode, credential
+//!   refresh, no credential in a log line;
 //! - [`xray`]: the traces as X-Ray stores them (moto's X-Ray API), through a real collector
 //!   (rotel) and through the daemon transport, checked against X-Ray's document schema.
 
@@ -43,3 +46,4 @@ mod rie;
 mod sampling;
 mod server;
 mod xray;
+mod xray_otlp;

@@ -22,7 +22,8 @@ const PARENT: &str = "53995c3f42cd8ad8";
 /// Stands in for the X-Ray endpoint: keeps every datagram's spans, and what was wrong.
 struct Endpoint {
     address: String,
-    spans: Arc<Mutex<Vec<Span>>>,
+    /// Each span with whether it came as `T1S`.
+    spans: Arc<Mutex<Vec<(bool, Span)>>>,
     problems: Arc<Mutex<Vec<String>>>,
 }
 
@@ -45,12 +46,13 @@ impl Endpoint {
                     continue;
                 };
                 match decode(&buf[..n]) {
-                    Ok(request) => kept.lock().unwrap().extend(
+                    Ok((sampled, request)) => kept.lock().unwrap().extend(
                         request
                             .resource_spans
                             .into_iter()
                             .flat_map(|r| r.scope_spans)
-                            .flat_map(|s| s.spans),
+                            .flat_map(|s| s.spans)
+                            .map(|s| (sampled, s)),
                     ),
                     Err(problem) => wrong.lock().unwrap().push(problem),
                 }
@@ -63,7 +65,15 @@ impl Endpoint {
         }
     }
 
+    /// Spans that came as `T1S`.
     fn spans(&self) -> Vec<Span> {
+        self.tagged()
+            .into_iter()
+            .filter_map(|(sampled, s)| sampled.then_some(s))
+            .collect()
+    }
+
+    fn tagged(&self) -> Vec<(bool, Span)> {
         self.spans.lock().unwrap().clone()
     }
 
@@ -83,17 +93,21 @@ impl Endpoint {
     }
 }
 
-fn decode(datagram: &[u8]) -> Result<ExportTraceServiceRequest, String> {
+/// A datagram's request, and whether it came as `T1S` (else `T1U`).
+fn decode(datagram: &[u8]) -> Result<(bool, ExportTraceServiceRequest), String> {
     if datagram.len() > 65_507 {
         return Err(format!("{} bytes", datagram.len()));
     }
-    let body = datagram
-        .strip_prefix(HEADER)
-        .ok_or("no header line")?
-        .strip_prefix(b"T1S")
-        .ok_or("no T1S prefix")?;
+    let body = datagram.strip_prefix(HEADER).ok_or("no header line")?;
+    let (sampled, body) = match (body.strip_prefix(b"T1S"), body.strip_prefix(b"T1U")) {
+        (Some(rest), _) => (true, rest),
+        (None, Some(rest)) => (false, rest),
+        (None, None) => return Err("no T1S or T1U prefix".into()),
+    };
     let bytes = STANDARD.decode(body).map_err(|e| e.to_string())?;
-    ExportTraceServiceRequest::decode(bytes.as_slice()).map_err(|e| e.to_string())
+    ExportTraceServiceRequest::decode(bytes.as_slice())
+        .map(|r| (sampled, r))
+        .map_err(|e| e.to_string())
 }
 
 /// A current-time root and its trace id as bytes.
@@ -167,14 +181,87 @@ async fn sampled_invocations_reach_the_endpoint_as_otlp_under_the_lambda_parent(
     assert_eq!(outcome.json()["statusCode"], 404);
     assert_eq!(endpoint.wait_for(&long_id, 1).await.len(), 1);
     assert!(
-        endpoint.spans().iter().all(|s| s.trace_id != unsampled_id),
-        "Sampled=0 sent nothing"
+        endpoint
+            .tagged()
+            .iter()
+            .all(|(_, s)| s.trace_id != unsampled_id),
+        "Sampled=0 sent nothing, neither T1S nor T1U"
     );
     assert_eq!(
         endpoint.problems.lock().unwrap().clone(),
         Vec::<String>::new(),
         "every datagram well formed and under 64 KB"
     );
+    assert!(process.terminate(Duration::from_secs(10)).is_some());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_the_switch_on_unsampled_invocations_go_as_t1u_only() {
+    let endpoint = Endpoint::start();
+    let api = RuntimeApi::start().await;
+    let mut env = lambda_env(&format!("http://127.0.0.1:{}", closed_port()));
+    env.push(("AWS_LAMBDA_RUNTIME_API".into(), api.addr.to_string()));
+    env.push(("OTEL_TRACES_EXPORTER".into(), "otlp-udp".into()));
+    env.push(("TRACE_SEND_UNSAMPLED".into(), "true".into()));
+    env.push(("AWS_XRAY_DAEMON_ADDRESS".into(), endpoint.address.clone()));
+    let mut process = Process::spawn(&binary(), &[], &env);
+
+    let (unsampled_root, unsampled_id) = root(5);
+    let outcome = api
+        .invoke(invocation(
+            sample_event("http-api-root.json"),
+            &unsampled_root,
+            0,
+        ))
+        .await;
+    assert_eq!(outcome.json()["statusCode"], 200);
+    let (sampled_root, sampled_id) = root(6);
+    api.invoke(invocation(
+        sample_event("http-api-root.json"),
+        &sampled_root,
+        1,
+    ))
+    .await;
+    assert_eq!(endpoint.wait_for(&sampled_id, 1).await.len(), 1);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let unsampled = loop {
+        let found: Vec<(bool, Span)> = endpoint
+            .tagged()
+            .into_iter()
+            .filter(|(_, s)| s.trace_id == unsampled_id)
+            .collect();
+        if !found.is_empty() || Instant::now() > deadline {
+            break found;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        unsampled.len(),
+        1,
+        "the unsampled invocation's span, once, as T1U only (T1S?, name, span id): {:?}",
+        unsampled
+            .iter()
+            .map(|(sampled, s)| (sampled, &s.name, s.span_id.clone()))
+            .collect::<Vec<_>>()
+    );
+    let (sampled_flag, span) = &unsampled[0];
+    assert!(!sampled_flag, "sent as T1U");
+    assert_eq!(span.parent_span_id, hex(PARENT));
+    assert!(
+        span.attributes
+            .iter()
+            .any(|kv| kv.key == "aws.trace.flag.sampled"),
+        "marked unsampled as AWS's SDKs mark it"
+    );
+    assert!(
+        endpoint
+            .tagged()
+            .iter()
+            .filter(|(_, s)| s.trace_id == sampled_id)
+            .all(|(sampled, _)| *sampled),
+        "sampled spans stay T1S"
+    );
+    assert!(endpoint.problems.lock().unwrap().is_empty());
     assert!(process.terminate(Duration::from_secs(10)).is_some());
 }
 
