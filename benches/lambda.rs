@@ -4,7 +4,8 @@
 //!
 //! Measures, per telemetry setting (OTLP to a live collector, exporter `none`, collector down,
 //! collector hanging, the X-Ray daemon transport and the OTLP-over-UDP transport each to a live
-//! UDP receiver and to no endpoint): cold start (process start → first `/next`), client-visible duration
+//! UDP receiver and to no endpoint, the SigV4 transport to doubles of X-Ray's OTLP endpoint
+//! answering in 5 ms and in 50 ms): cold start (process start → first `/next`), client-visible duration
 //! (event handed over → response posted) and post-response time (response posted → next
 //! `/next`, i.e. the flush) at p50/p99 over a mix of routes, and resident memory (peak, and
 //! after 100 vs after all invocations). Then server mode requests per second with `wrk`.
@@ -25,6 +26,7 @@ use std::time::{Duration, Instant};
 use support::otlp::{Behaviour, OtlpReceiver};
 use support::provider_double::ProviderDouble;
 use support::runtime_api::{Event, RuntimeApi};
+use support::xray_otlp::{Answer, XrayOtlpDouble, test_credentials};
 use support::{Process, binary, closed_port, epoch_hex, lambda_env};
 
 /// Measured invocations per setting: 1000, or `BENCH_INVOCATIONS` (a longer run shows whether
@@ -328,6 +330,36 @@ async fn main() {
         .concat()
     };
     let no_daemon = format!("127.0.0.1:{}", closed_port());
+    // The SigV4 transport against doubles of X-Ray's OTLP endpoint that verify each signature
+    // and answer after 5 ms and after 50 ms (a region's endpoint seen from Lambda, and a slow
+    // day).
+    let credentials = test_credentials("bench-token");
+    let xray_5ms = XrayOtlpDouble::start(credentials.clone(), "eu-west-1").await;
+    xray_5ms.answer(Answer::Slow(Duration::from_millis(5)));
+    let xray_50ms = XrayOtlpDouble::start(credentials.clone(), "eu-west-1").await;
+    xray_50ms.answer(Answer::Slow(Duration::from_millis(50)));
+    let signed = |endpoint: &XrayOtlpDouble| {
+        [
+            base_env(&ca_dir, &double, &live),
+            vec![
+                (
+                    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT".into(),
+                    "https://xray.eu-west-1.amazonaws.com/v1/traces".into(),
+                ),
+                ("AWS_ENDPOINT_URL_XRAY".into(), endpoint.url()),
+                (
+                    "AWS_ACCESS_KEY_ID".into(),
+                    credentials.access_key_id().to_owned(),
+                ),
+                (
+                    "AWS_SECRET_ACCESS_KEY".into(),
+                    credentials.secret_access_key().to_owned(),
+                ),
+                ("AWS_SESSION_TOKEN".into(), "bench-token".into()),
+            ],
+        ]
+        .concat()
+    };
     let settings = [
         Setting {
             name: "OTLP http/protobuf, live collector",
@@ -369,6 +401,14 @@ async fn main() {
             name: "otlp-udp, no endpoint",
             env: udp("otlp-udp", &no_daemon),
         },
+        Setting {
+            name: "SigV4 to X-Ray's OTLP endpoint, answering in 5 ms",
+            env: signed(&xray_5ms),
+        },
+        Setting {
+            name: "SigV4 to X-Ray's OTLP endpoint, answering in 50 ms",
+            env: signed(&xray_50ms),
+        },
     ];
     println!(
         "| setting | cold start p50 / p99 | client-visible p50 / p99 | post-response p50 / p99 / max | RSS after 100 → {invocations} | peak RSS |"
@@ -376,7 +416,18 @@ async fn main() {
     println!("|---|---|---|---|---|---|");
     for setting in &settings {
         let before = daemon.count();
+        let verified =
+            |d: &XrayOtlpDouble| d.received().iter().filter(|r| r.refused.is_none()).count();
+        let signed_before = verified(&xray_5ms) + verified(&xray_50ms);
         let r = run(setting, invocations).await;
+        if setting.name.starts_with("SigV4") {
+            // Every flush a verified request (the double refuses a bad signature).
+            let received = verified(&xray_5ms) + verified(&xray_50ms) - signed_before;
+            assert!(
+                received >= invocations * 4 / 5,
+                "the endpoint verified {received} requests for {invocations} invocations"
+            );
+        }
         if setting.name.contains("listening") {
             // One datagram per traced invocation at least: four routes of the mix of five are
             // traced (health checks are not).

@@ -332,6 +332,13 @@ async fn lambda_sends_signed_spans_after_the_response_and_a_refusal_costs_the_ca
     );
     assert!(process.terminate(Duration::from_secs(10)).is_some());
     secrets_absent(&process, &credentials);
+    for span in double.spans() {
+        let text = format!("{span:?}");
+        assert!(
+            !text.contains(credentials.secret_access_key()) && !text.contains("token-lambda"),
+            "a credential in a span: {text}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
