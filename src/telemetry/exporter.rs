@@ -36,6 +36,8 @@ pub struct Resilient<E> {
     inner: E,
     breaker: Mutex<Breaker>,
     first_backoff: Duration,
+    /// What the log lines call the other end ("trace collector", "X-Ray OTLP endpoint").
+    endpoint: &'static str,
 }
 
 impl<E> Resilient<E> {
@@ -48,6 +50,15 @@ impl<E> Resilient<E> {
             inner,
             breaker: Mutex::new(Breaker::default()),
             first_backoff,
+            endpoint: "trace collector",
+        }
+    }
+
+    /// The same breaker, its log lines naming `endpoint`.
+    pub fn named(inner: E, endpoint: &'static str) -> Self {
+        Self {
+            endpoint,
+            ..Self::new(inner)
         }
     }
 
@@ -76,7 +87,8 @@ impl<E> Resilient<E> {
                     tracing::info!(
                         target: "apuntador::telemetry",
                         dropped_spans = breaker.dropped_in_episode,
-                        "trace collector answers again; spans are exported"
+                        "{} answers again; spans are exported",
+                        self.endpoint
                     );
                 }
                 *breaker = Breaker::default();
@@ -91,7 +103,8 @@ impl<E> Resilient<E> {
                         target: "apuntador::telemetry",
                         error = %error,
                         retry_in_ms = backoff.as_millis() as u64,
-                        "trace collector unavailable; dropping spans until it answers"
+                        "{} unavailable; dropping spans until it answers",
+                        self.endpoint
                     );
                 }
             }
@@ -103,9 +116,10 @@ impl<E: SpanExporter> SpanExporter for Resilient<E> {
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
         let len = batch.len();
         if !self.admit(len) {
-            return Err(OTelSdkError::InternalFailure(
-                "trace collector back-off in progress; batch dropped".into(),
-            ));
+            return Err(OTelSdkError::InternalFailure(format!(
+                "{} back-off in progress; batch dropped",
+                self.endpoint
+            )));
         }
         let result = self.inner.export(batch).await;
         self.record(len, &result);

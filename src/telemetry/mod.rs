@@ -484,11 +484,14 @@ pub fn init(
             builder.with_span_processor(BatchSpanProcessor::builder(exporter).build())
         }
         SpanSink::OtlpXray { endpoint } => {
-            let exporter = exporter::Resilient::new(xray_otlp::XrayOtlpExporter::new(
-                endpoint.clone(),
-                blocking_http_client(settings.export_timeout)?,
-                settings.export_timeout,
-            ));
+            let exporter = exporter::Resilient::named(
+                xray_otlp::XrayOtlpExporter::new(
+                    endpoint.clone(),
+                    blocking_http_client(settings.export_timeout)?,
+                    settings.export_timeout,
+                ),
+                "X-Ray OTLP endpoint",
+            );
             builder.with_span_processor(BatchSpanProcessor::builder(exporter).build())
         }
         SpanSink::OtlpUdp { address, unsampled } => {

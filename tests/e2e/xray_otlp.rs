@@ -365,7 +365,10 @@ async fn a_dead_or_hanging_endpoint_holds_the_sandbox_no_longer_than_the_timeout
         }
         assert!(
             process
-                .wait_for_line("dropping spans", Duration::from_secs(5))
+                .wait_for_line(
+                    "X-Ray OTLP endpoint unavailable; dropping spans",
+                    Duration::from_secs(5)
+                )
                 .is_some(),
             "{target}: the loss is logged: {:?}",
             process.lines()
