@@ -14,18 +14,39 @@ template's conditions resolved as they would be), this script asserts:
     handshake cannot be skipped) and which reaches the function;
   * the ApiUrl output points at the open API.
 
-For each TelemetryTransport, on arm64 and x86_64 (conditions computed from the parameter values,
-as CloudFormation would), it resolves the function's Layers and OTEL_TRACES_EXPORTER:
+For each TelemetryTransport (and, for collector, each CollectorExporter), on arm64 and x86_64
+(conditions computed from the parameter values, as CloudFormation would), it resolves the
+function's Layers, environment and policies (issue 15, issue 24):
 
   * collector with CollectorLayerArn empty: exactly one layer, the ADOT collector release
     DEFAULT_COLLECTOR for the architecture (arm64 / amd64 in its name), never one of the releases
-    before OLDEST_SAFE_COLLECTOR (known CVEs); OTEL_TRACES_EXPORTER=otlp;
-  * collector with CollectorLayerArn set: exactly that ARN; otlp;
-  * otlp-udp: no layer; otlp-udp;
-  * daemon: no layer; xray;
-  * none: no layer; none;
-  * Tracing: Active for every transport, and CollectorLayerArn's AllowedPattern accepts "" and
-    a layer version ARN but not a layer ARN without its version.
+    before OLDEST_SAFE_COLLECTOR (known CVEs); OTEL_TRACES_EXPORTER=otlp; with CollectorLayerArn
+    set, exactly that ARN;
+  * collector: the layer's configuration (APUNTADOR_COLLECTOR_CONFIG, read through
+    OPENTELEMETRY_COLLECTOR_CONFIG_URI=env:…) parses, names only components the pinned layer
+    contains (LAYER_COMPONENTS: no processor at all) and runs OTLP on localhost into, with
+    CollectorExporter=otlp-xray, otlphttp to X-Ray's OTLP endpoint of the stack's region
+    authenticated by a sigv4auth extension (that region, service xray), or with awsxray, the
+    awsxray exporter without indexed_attributes;
+  * otlp-udp: no layer; otlp-udp. otlp-xray: no layer; OTEL_TRACES_EXPORTER=otlp,
+    OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=https://xray.<region>.amazonaws.com/v1/traces and
+    OTEL_EXPORTER_OTLP_TRACES_PROTOCOL=http/protobuf. daemon: no layer; xray. none: no layer; none.
+    Only otlp-xray sets those two traces variables (set, they would divert the collector
+    transport's spans from the layer);
+  * Tracing: Active for every transport, the X-Ray permissions from AWSXRayDaemonWriteAccess
+    (xray:PutTraceSegments, what X-Ray's OTLP endpoint is authorised as) and no X-Ray action in
+    an inline statement; CollectorLayerArn's AllowedPattern accepts "" and a layer version ARN
+    but not a layer ARN without its version.
+
+For each TransactionSearch value (off, enable, already-enabled) it resolves which resources exist:
+enable alone creates AWS::XRay::TransactionSearchConfig (IndexingPercentage from its parameter,
+DependsOn the resource policy) and the AWS::Logs::ResourcePolicy letting xray.amazonaws.com, for
+this account's X-Ray only, PutLogEvents into aws/spans and /aws/application-signals/data; enable
+and already-enabled create one AWS::Logs::QueryDefinition over aws/spans per file of
+deploy/queries/spans/, its text identical to the file; off creates none of them. The Rules must
+refuse TelemetryTransport=otlp-xray with TransactionSearch=off. Every query's span fields must be
+the `fields:` line under its heading in deploy/queries/spans/README.md (the list the binary's
+span-field test reads).
 
 Stage=local (issue 23, item 8) relaxes the backend's secret checks and adds credentialed
 localhost CORS origins; it is for `sam local` only, which does not evaluate Rules. The template's
@@ -42,11 +63,15 @@ tags): python scripts/check-template.py template.yaml
 
   --self-test    break copies of template.yaml on purpose (the Stage rule removed, its
                  assertion inverted, a RuleCondition that never holds, Stage's AllowedPattern
-                 accepting upper case) and fail unless the check above catches every one
+                 accepting upper case, a processor in the layer's configuration, the otlp-xray
+                 endpoint in another region, Transaction Search resources under off, a query
+                 differing from its file, …) and fail unless the check above catches every one
 """
 
+import json
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -72,19 +97,46 @@ COLLECTOR_LAYER = re.compile(
     r"aws-otel-collector-(?P<arch>amd64|arm64)-ver-(?P<ver>\d+-\d+-\d+):\d+"
 )
 REGION = "eu-west-1"
+ACCOUNT = "123456789012"
+STACK = "apuntador-backend"
 EXAMPLE_LAYER_ARN = "arn:aws:lambda:eu-west-1:123456789012:layer:example-collector:7"
-# (parameter overrides, expected layers (None: the default collector), OTEL_TRACES_EXPORTER)
+XRAY_OTLP_ENDPOINT = f"https://xray.{REGION}.amazonaws.com/v1/traces"
+TRACES_ENDPOINT = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+TRACES_PROTOCOL = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
+# (parameter overrides, expected layers (None: the default collector), the environment
+# (None: the variable must be absent), the collector's exporter (None: no collector))
 TRANSPORTS = [
-    ({"TelemetryTransport": "collector"}, None, "otlp"),
-    (
-        {"TelemetryTransport": "collector", "CollectorLayerArn": EXAMPLE_LAYER_ARN},
-        [EXAMPLE_LAYER_ARN],
-        "otlp",
-    ),
-    ({"TelemetryTransport": "otlp-udp"}, [], "otlp-udp"),
-    ({"TelemetryTransport": "daemon"}, [], "xray"),
-    ({"TelemetryTransport": "none"}, [], "none"),
+    ({"TelemetryTransport": "collector"}, None,
+     {"OTEL_TRACES_EXPORTER": "otlp", TRACES_ENDPOINT: None, TRACES_PROTOCOL: None}, "otlphttp"),
+    ({"TelemetryTransport": "collector", "CollectorExporter": "awsxray"}, None,
+     {"OTEL_TRACES_EXPORTER": "otlp", TRACES_ENDPOINT: None, TRACES_PROTOCOL: None}, "awsxray"),
+    ({"TelemetryTransport": "collector", "CollectorLayerArn": EXAMPLE_LAYER_ARN}, [EXAMPLE_LAYER_ARN],
+     {"OTEL_TRACES_EXPORTER": "otlp", TRACES_ENDPOINT: None, TRACES_PROTOCOL: None}, "otlphttp"),
+    ({"TelemetryTransport": "otlp-udp"}, [],
+     {"OTEL_TRACES_EXPORTER": "otlp-udp", TRACES_ENDPOINT: None, TRACES_PROTOCOL: None}, None),
+    ({"TelemetryTransport": "otlp-xray", "TransactionSearch": "already-enabled"}, [],
+     {"OTEL_TRACES_EXPORTER": "otlp", TRACES_ENDPOINT: XRAY_OTLP_ENDPOINT, TRACES_PROTOCOL: "http/protobuf"}, None),
+    ({"TelemetryTransport": "daemon"}, [],
+     {"OTEL_TRACES_EXPORTER": "xray", TRACES_ENDPOINT: None, TRACES_PROTOCOL: None}, None),
+    ({"TelemetryTransport": "none"}, [],
+     {"OTEL_TRACES_EXPORTER": "none", TRACES_ENDPOINT: None, TRACES_PROTOCOL: None}, None),
 ]
+# What the ADOT Lambda collector layer's build registers (aws-observability/aws-otel-lambda,
+# adot/collector/lambdacomponents/default.go and default_test.go, commit
+# 57474388690ede309017681136025c8b6a56520e, the newest stored, layer ver-0-117-0; the pinned
+# ver-0-156-0 is reported with the same set, /work/shared/notes/CRATES.md item 9): one receiver,
+# six exporters, one extension, and no processor (a configuration naming one fails to load).
+LAYER_COMPONENTS = {
+    "receivers": {"otlp"},
+    "processors": set(),
+    "exporters": {"awsxray", "awsemf", "prometheusremotewrite", "debug", "otlp", "otlphttp"},
+    "extensions": {"sigv4auth"},
+}
+# The managed policy that carries the function's X-Ray permissions (xray:PutTraceSegments,
+# PutTelemetryRecords, GetSamplingRules, GetSamplingTargets, GetSamplingStatisticSummaries).
+XRAY_POLICY = "AWSXRayDaemonWriteAccess"
+QUERY_DIR = Path("deploy") / "queries" / "spans"
+TRANSACTION_SEARCH_VALUES = ["off", "enable", "already-enabled"]
 LAYER_ARCH = {"arm64": "arm64", "x86_64": "amd64"}
 
 
@@ -156,12 +208,89 @@ def substitute(node, parameters):
     return node
 
 
+def pseudo_parameters(parameters):
+    """`parameters` with the pseudo parameters a deploy in REGION would have."""
+    return dict(parameters, **{
+        "AWS::Region": REGION, "AWS::Partition": "aws", "AWS::AccountId": ACCOUNT, "AWS::StackName": STACK,
+    })
+
+
+def component_type(name):
+    """A collector component's type: its name before any `/qualifier`."""
+    return str(name).split("/", 1)[0]
+
+
+def collector_config_problems(label, variables, exporter):
+    """What is wrong with the layer's collector configuration for `exporter`."""
+    problems = []
+    if variables.get("OPENTELEMETRY_COLLECTOR_CONFIG_URI") != "env:APUNTADOR_COLLECTOR_CONFIG":
+        problems.append(f"{label}: OPENTELEMETRY_COLLECTOR_CONFIG_URI is not env:APUNTADOR_COLLECTOR_CONFIG")
+    try:
+        config = json.loads(variables.get("APUNTADOR_COLLECTOR_CONFIG", ""))
+    except (TypeError, json.JSONDecodeError) as error:
+        return problems + [f"{label}: APUNTADOR_COLLECTOR_CONFIG is not JSON: {error}"]
+    for kind, allowed in LAYER_COMPONENTS.items():
+        for name in config.get(kind) or {}:
+            if component_type(name) not in allowed:
+                problems.append(
+                    f"{label}: collector {kind[:-1]} {name!r} is not in the pinned layer's build "
+                    f"(it has {', '.join(sorted(allowed)) or 'none'})"
+                )
+    service = config.get("service") or {}
+    for name in service.get("extensions") or []:
+        if component_type(name) not in LAYER_COMPONENTS["extensions"]:
+            problems.append(f"{label}: service extension {name!r} is not in the pinned layer's build")
+    pipelines = service.get("pipelines") or {}
+    for pipeline_name, pipeline in pipelines.items():
+        if pipeline.get("processors"):
+            problems.append(f"{label}: pipeline {pipeline_name} names processors {pipeline['processors']}: the layer has none")
+    traces = pipelines.get("traces") or {}
+    protocols = ((config.get("receivers") or {}).get("otlp") or {}).get("protocols") or {}
+    if (protocols.get("grpc") or {}).get("endpoint") != "localhost:4317" or (protocols.get("http") or {}).get("endpoint") != "localhost:4318":
+        problems.append(f"{label}: the otlp receiver does not listen on localhost:4317 and localhost:4318")
+    if traces.get("receivers") != ["otlp"] or [component_type(e) for e in traces.get("exporters") or []] != [exporter]:
+        problems.append(f"{label}: traces pipeline {traces}, not otlp → {exporter}")
+        return problems
+    (exporter_name,) = traces["exporters"]
+    settings = (config.get("exporters") or {}).get(exporter_name) or {}
+    if exporter == "awsxray":
+        if "indexed_attributes" in settings:
+            problems.append(f"{label}: awsxray has indexed_attributes (spans name theirs in aws.xray.annotations)")
+        return problems
+    if settings.get("traces_endpoint") != XRAY_OTLP_ENDPOINT:
+        problems.append(f"{label}: otlphttp traces_endpoint {settings.get('traces_endpoint')!r}, not {XRAY_OTLP_ENDPOINT}")
+    authenticator = (settings.get("auth") or {}).get("authenticator")
+    extension = (config.get("extensions") or {}).get(authenticator) if authenticator else None
+    if component_type(authenticator) != "sigv4auth" or extension is None:
+        problems.append(f"{label}: otlphttp is not authenticated by a configured sigv4auth extension ({authenticator!r})")
+    else:
+        if extension.get("region") != REGION or extension.get("service") != "xray":
+            problems.append(f"{label}: {authenticator} signs for {extension}, not region {REGION}, service xray")
+        if authenticator not in (service.get("extensions") or []):
+            problems.append(f"{label}: {authenticator} is configured but not enabled in service.extensions")
+    return problems
+
+
+def policy_problems(label, policies):
+    """The function's X-Ray permissions: the managed policy, and no X-Ray action inline."""
+    problems = []
+    if XRAY_POLICY not in policies:
+        problems.append(f"{label}: the function lacks {XRAY_POLICY} (xray:PutTraceSegments)")
+    for policy in policies:
+        for statement in policy.get("Statement", []) if isinstance(policy, dict) else []:
+            actions = statement.get("Action", [])
+            for action in [actions] if isinstance(actions, str) else actions:
+                if str(action).lower().startswith("xray:") or action == "*":
+                    problems.append(f"{label}: inline statement grants {action} (X-Ray comes from {XRAY_POLICY} only)")
+    return problems
+
+
 def telemetry_problems(template):
-    """What is wrong with each TelemetryTransport's layers, exporter and tracing mode."""
+    """What is wrong with each TelemetryTransport's layers, environment, collector and policies."""
     declared = template.get("Parameters", {})
     defaults = {name: str(p.get("Default", "")) for name, p in declared.items()}
     problems = []
-    for name in ("TelemetryTransport", "CollectorLayerArn"):
+    for name in ("TelemetryTransport", "CollectorLayerArn", "CollectorExporter"):
         if name not in declared:
             problems.append(f"no parameter {name}")
     pattern = declared.get("CollectorLayerArn", {}).get("AllowedPattern")
@@ -171,10 +300,13 @@ def telemetry_problems(template):
             if bool(re.fullmatch(pattern, value)) != allowed:
                 verdict = "refuses" if allowed else "accepts"
                 problems.append(f"CollectorLayerArn's AllowedPattern {verdict} {value!r}")
-    for overrides, expected_layers, expected_exporter in TRANSPORTS:
+    transports = {str(v) for v in declared.get("TelemetryTransport", {}).get("AllowedValues", [])}
+    checked = {overrides["TelemetryTransport"] for overrides, *_ in TRANSPORTS}
+    if transports != checked:
+        problems.append(f"TelemetryTransport allows {sorted(transports)}; this check knows {sorted(checked)}")
+    for overrides, expected_layers, expected_environment, expected_exporter in TRANSPORTS:
         for arch in LAYER_ARCH:
-            parameters = dict(defaults, **overrides, Architecture=arch)
-            parameters.update({"AWS::Region": REGION, "AWS::Partition": "aws"})
+            parameters = pseudo_parameters(dict(defaults, **overrides, Architecture=arch))
             label = " ".join(f"{k}={v}" for k, v in dict(overrides, Architecture=arch).items())
             conditions = condition_values(template, parameters)
             function = substitute(
@@ -182,13 +314,16 @@ def telemetry_problems(template):
             )["Properties"]
             layers = function.get("Layers", [])
             variables = function.get("Environment", {}).get("Variables", {})
-            exporter = variables.get("OTEL_TRACES_EXPORTER")
             if function.get("Tracing") != "Active":
                 problems.append(f"{label}: Tracing is {function.get('Tracing')!r}, not Active")
-            if exporter != expected_exporter:
-                problems.append(
-                    f"{label}: OTEL_TRACES_EXPORTER={exporter}, not {expected_exporter}"
-                )
+            for name, expected in expected_environment.items():
+                value = variables.get(name)
+                if value != expected:
+                    wanted = "absent" if expected is None else expected
+                    problems.append(f"{label}: {name}={value}, not {wanted}")
+            problems += policy_problems(label, function.get("Policies", []))
+            if expected_exporter is not None:
+                problems += collector_config_problems(label, variables, expected_exporter)
             if expected_layers is not None:
                 if layers != expected_layers:
                     problems.append(f"{label}: layers {layers}, not {expected_layers}")
@@ -218,6 +353,165 @@ def telemetry_problems(template):
                     f"{'.'.join(map(str, OLDEST_SAFE_COLLECTOR))})"
                 )
     return problems
+
+
+# --- Transaction Search and the span queries ------------------------------------------------------
+
+# A span field a Logs Insights query over aws/spans reads (deploy/queries/spans/README.md).
+SPAN_FIELD = re.compile(
+    r"(?<![\w.@])((?:resource\.)?attributes(?:\.[A-Za-z_][A-Za-z0-9_]*)+|status\.[A-Za-z]+"
+    r"|traceId|spanId|parentSpanId|name|kind|startTimeUnixNano|endTimeUnixNano|durationNano)(?![\w.])"
+)
+
+
+def span_fields(query):
+    """The span fields `query` reads (string literals and regular expressions left out)."""
+    code = re.sub(r'"[^"]*"|\blike\s+/[^/]*/', " ", query)
+    return set(SPAN_FIELD.findall(code))
+
+
+def readme_fields(readme):
+    """{query name: [fields]} from the `## name` headings and their `fields:` lines."""
+    found, current = {}, None
+    for line in readme.splitlines():
+        heading = re.fullmatch(r"## ([a-z0-9-]+)\s*", line)
+        if heading:
+            current = heading.group(1)
+        elif current and line.startswith("fields:"):
+            found[current] = [f.strip() for f in line[len("fields:"):].split(",") if f.strip()]
+    return found
+
+
+def query_files(root):
+    """{name: text} of deploy/queries/spans/*.query under `root`."""
+    return {path.stem: path.read_text() for path in sorted((root / QUERY_DIR).glob("*.query"))}
+
+
+def query_problems(root):
+    """Each query's span fields = its README `fields:` line."""
+    queries = query_files(root)
+    problems = [] if queries else [f"no query in {QUERY_DIR}"]
+    readme_path = root / QUERY_DIR / "README.md"
+    listed = readme_fields(readme_path.read_text()) if readme_path.exists() else {}
+    for name, text in queries.items():
+        if name not in listed:
+            problems.append(f"{QUERY_DIR}/README.md: no `## {name}` with a `fields:` line")
+            continue
+        used, declared = span_fields(text), set(listed[name])
+        if used - declared:
+            problems.append(f"{name}.query reads {sorted(used - declared)}, not in its README fields line")
+        if declared - used:
+            problems.append(f"{name}.query: its README fields line names {sorted(declared - used)}, which it does not read")
+    for name in set(listed) - set(queries):
+        problems.append(f"{QUERY_DIR}/README.md lists fields for {name}, which has no .query file")
+    return problems
+
+
+def resource_policy_problems(label, resource, parameters):
+    """The aws/spans resource policy: AWS's document for Transaction Search."""
+    text = substitute(resource.get("Properties", {}).get("PolicyDocument"), parameters)
+    try:
+        document = json.loads(text) if isinstance(text, str) else text
+        (statement,) = document["Statement"]
+    except (TypeError, ValueError, KeyError) as error:
+        return [f"{label}: the resource policy is not one JSON statement: {error!r}"]
+    logs = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:"
+    expected = {
+        "Effect": "Allow",
+        "Principal": {"Service": "xray.amazonaws.com"},
+        "Action": "logs:PutLogEvents",
+        "Resource": [f"{logs}aws/spans:*", f"{logs}/aws/application-signals/data:*"],
+        "Condition": {
+            "ArnLike": {"aws:SourceArn": f"arn:aws:xray:{REGION}:{ACCOUNT}:*"},
+            "StringEquals": {"aws:SourceAccount": ACCOUNT},
+        },
+    }
+    return [
+        f"{label}: resource policy {key} is {json.dumps(statement.get(key))}, not {json.dumps(value)}"
+        for key, value in expected.items()
+        if statement.get(key) != value
+    ]
+
+
+def transaction_search_problems(template, root):
+    """Which Transaction Search resources and span queries exist for each TransactionSearch."""
+    declared = template.get("Parameters", {})
+    problems = []
+    choice = declared.get("TransactionSearch", {})
+    if [str(v) for v in choice.get("AllowedValues", [])] != TRANSACTION_SEARCH_VALUES or str(choice.get("Default")) != "off":
+        problems.append(f"TransactionSearch allows {choice.get('AllowedValues')} (default {choice.get('Default')}), not {TRANSACTION_SEARCH_VALUES} (default off)")
+    description = " ".join(str(choice.get("Description", "")).split())
+    if not all(word in description for word in ("account", "region", "one stack")):
+        problems.append("TransactionSearch's description does not say it is an account-and-region setting one stack should own")
+    percentage = declared.get("TransactionSearchIndexingPercentage", {})
+    if (str(percentage.get("Default")), str(percentage.get("MinValue")), str(percentage.get("MaxValue"))) != ("1", "0", "100"):
+        problems.append("TransactionSearchIndexingPercentage is not a number 0-100 defaulting to 1")
+    files = query_files(root)
+    defaults = {name: str(p.get("Default", "")) for name, p in declared.items()}
+    for value in TRANSACTION_SEARCH_VALUES:
+        label = f"TransactionSearch={value}"
+        parameters = pseudo_parameters(dict(defaults, TransactionSearch=value))
+        try:
+            conditions = condition_values(template, parameters)
+        except (KeyError, ValueError) as error:
+            problems.append(f"{label}: conditions not understood: {error!r}")
+            continue
+        resources = {
+            name: resolve(resource, conditions)
+            for name, resource in template["Resources"].items()
+            if conditions.get(resource.get("Condition"), True)
+        }
+        of_type = lambda kind: {n: r for n, r in resources.items() if r["Type"] == kind}  # noqa: E731
+        configs = of_type("AWS::XRay::TransactionSearchConfig")
+        policies = of_type("AWS::Logs::ResourcePolicy")
+        queries = of_type("AWS::Logs::QueryDefinition")
+        if value == "enable":
+            if len(configs) != 1 or len(policies) != 1:
+                problems.append(f"{label}: {len(configs)} TransactionSearchConfig and {len(policies)} resource policies, not one each")
+            for name, config in configs.items():
+                if config.get("Properties", {}).get("IndexingPercentage") != {"Ref": "TransactionSearchIndexingPercentage"}:
+                    problems.append(f"{label}: {name}'s IndexingPercentage is not the TransactionSearchIndexingPercentage parameter")
+                depends = config.get("DependsOn", [])
+                depends = [depends] if isinstance(depends, str) else depends
+                if not set(policies) <= set(depends) or not policies:
+                    problems.append(f"{label}: {name} has no DependsOn on the resource policy {sorted(policies)} (AWS creates the policy first)")
+            for name, policy in policies.items():
+                problems += resource_policy_problems(f"{label}: {name}", policy, parameters)
+        else:
+            for name in list(configs) + list(policies):
+                problems.append(f"{label}: {name} exists; only TransactionSearch=enable may change the account's setting")
+        if value == "off":
+            if queries:
+                problems.append(f"{label}: query definitions {sorted(queries)} exist without Transaction Search")
+            continue
+        by_file = {}
+        for name, query in queries.items():
+            props = substitute(query.get("Properties", {}), parameters)
+            match = re.fullmatch(re.escape(STACK) + r"/spans/([a-z0-9-]+)", str(props.get("Name")))
+            stem = match.group(1) if match else None
+            if stem not in files:
+                problems.append(f"{label}: {name} is named {props.get('Name')!r}, not <stack>/spans/<a file of {QUERY_DIR}>")
+                continue
+            by_file[stem] = name
+            if props.get("LogGroupNames") != ["aws/spans"]:
+                problems.append(f"{label}: {name} reads {props.get('LogGroupNames')}, not [aws/spans]")
+            if props.get("QueryString") != files[stem]:
+                problems.append(f"{label}: {name}'s QueryString differs from {QUERY_DIR}/{stem}.query")
+        for stem in sorted(set(files) - set(by_file)):
+            problems.append(f"{label}: no query definition for {QUERY_DIR}/{stem}.query")
+    # X-Ray's OTLP endpoint needs Transaction Search: the Rules must stop otlp-xray without it.
+    try:
+        for search, refused in (("off", True), ("enable", False), ("already-enabled", False)):
+            parameters = deploy_parameters(template, {"TelemetryTransport": "otlp-xray", "TransactionSearch": search})
+            verdict = bool(constraint_refusals(template, parameters) + rule_refusals(template, parameters))
+            if verdict != refused:
+                problems.append(
+                    f"TelemetryTransport=otlp-xray TransactionSearch={search} is "
+                    f"{'accepted' if not verdict else 'refused'}, should be {'refused' if refused else 'accepted'}"
+                )
+    except (KeyError, ValueError, TypeError) as error:
+        problems.append(f"Rules not understood: {error!r}")
+    return problems + query_problems(root)
 
 
 # Stage values a deploy must refuse: the backend reads ENVIRONMENT trimmed and in any case, so
@@ -350,6 +644,16 @@ def ref_name(value):
     return None
 
 
+def report(header, problems, success):
+    """The problems under `header` on stderr, or the one line `success` says."""
+    if problems:
+        print(f"{header}:", file=sys.stderr)
+        for problem in problems:
+            print(f"  - {problem}", file=sys.stderr)
+    else:
+        print(success)
+
+
 def main(source):
     template, errors = decode(source)
     if errors:
@@ -439,6 +743,7 @@ def main(source):
         problems.append(f"ApiUrl ({api_url}) is not the open API's endpoint")
 
     telemetry = telemetry_problems(template)
+    search = transaction_search_problems(template, Path(source).resolve().parent)
     stage = stage_problems(template, Path(source).resolve().parent / "samconfig.toml")
     if problems:
         print("template.yaml with CustomDomainName set:", file=sys.stderr)
@@ -446,34 +751,33 @@ def main(source):
             print(f"  - {problem}", file=sys.stderr)
     else:
         print("template.yaml: open routes stay reachable; mutual TLS guards only the device API")
-    if telemetry:
-        print(f"{source} telemetry transports:", file=sys.stderr)
-        for problem in telemetry:
-            print(f"  - {problem}", file=sys.stderr)
-    else:
-        default = ".".join(map(str, DEFAULT_COLLECTOR))
-        print(
-            f"{source}: collector attaches collector {default} for the architecture or the pinned "
-            "CollectorLayerArn (otlp); otlp-udp (otlp-udp), daemon (xray) and none attach no layer; Tracing is Active"
-        )
-    if stage:
-        print(f"{source} Stage=local in a deployed stack:", file=sys.stderr)
-        for problem in stage:
-            print(f"  - {problem}", file=sys.stderr)
-    else:
-        print(
-            f"{source}: a deploy with Stage=local (or {', '.join(repr(s) for s in LOCAL_STAGES[1:])}) is refused; "
-            f"{', '.join(DEPLOYED_STAGES)} and samconfig.toml's deploy parameters are accepted; "
-            "its local sections keep Stage=local for sam local"
-        )
-    if problems or telemetry or stage:
+    default = ".".join(map(str, DEFAULT_COLLECTOR))
+    report(f"{source} telemetry transports", telemetry, (
+        f"{source}: collector attaches collector {default} for the architecture or the pinned "
+        "CollectorLayerArn (otlp), configured with layer components only (otlphttp + sigv4auth to "
+        f"{XRAY_OTLP_ENDPOINT}, or awsxray); otlp-udp (otlp-udp), otlp-xray (otlp signed to that "
+        "endpoint), daemon (xray) and none attach no layer; Tracing is Active; X-Ray permissions "
+        f"from {XRAY_POLICY} only"
+    ))
+    report(f"{source} Transaction Search and span queries", search, (
+        f"{source}: TransactionSearch=enable alone creates TransactionSearchConfig (after the aws/spans "
+        "resource policy, AWS's document); enable and already-enabled save every query of "
+        f"{QUERY_DIR} over aws/spans, text identical; off creates none; otlp-xray needs it; each "
+        "query's span fields are its README fields line"
+    ))
+    report(f"{source} Stage=local in a deployed stack", stage, (
+        f"{source}: a deploy with Stage=local (or {', '.join(repr(s) for s in LOCAL_STAGES[1:])}) is refused; "
+        f"{', '.join(DEPLOYED_STAGES)} and samconfig.toml's deploy parameters are accepted; "
+        "its local sections keep Stage=local for sam local"
+    ))
+    if problems or telemetry or search or stage:
         sys.exit(1)
 
 
 def _replace(old, new):
     def apply(text):
         if old not in text:
-            raise SystemExit(f"self-test: {old!r} not found in template.yaml")
+            raise SystemExit(f"self-test: {old!r} not found")
         return text.replace(old, new, 1)
     return apply
 
@@ -492,19 +796,80 @@ BREAKAGES = [
     ("Stage's AllowedPattern accepting upper case",
      _replace("AllowedPattern: ^[a-z0-9][a-z0-9-]*$", "AllowedPattern: ^[A-Za-z0-9][A-Za-z0-9-]*$"),
      "Stage='LOCAL' is accepted"),
+    # Issue 24: the transports, the layer's components, Transaction Search, the span queries.
+    ("a batch processor in the layer's configuration (the layer has none)",
+     _replace('"service":{"extensions":["sigv4auth"],"pipelines":{"traces":{"receivers":["otlp"],',
+              '"processors":{"batch":{}},"service":{"extensions":["sigv4auth"],"pipelines":{"traces":'
+              '{"receivers":["otlp"],"processors":["batch"],'),
+     "is not in the pinned layer's build"),
+    ("the layer's otlphttp sent to us-east-1",
+     _replace('"traces_endpoint":"https://xray.${AWS::Region}.', '"traces_endpoint":"https://xray.us-east-1.'),
+     "otlphttp traces_endpoint"),
+    ("the layer's otlphttp without its sigv4auth authenticator",
+     _replace(',"auth":{"authenticator":"sigv4auth"}}}', "}}"),
+     "not authenticated by a configured sigv4auth"),
+    ("otlp-xray's traces endpoint set for every transport",
+     _replace("""          OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: !If
+            - UseOtlpXray
+            - !Sub https://xray.${AWS::Region}.amazonaws.com/v1/traces
+            - !Ref AWS::NoValue""", """          OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: !Sub https://xray.${AWS::Region}.amazonaws.com/v1/traces"""),
+     "TelemetryTransport=collector Architecture=arm64: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT="),
+    ("otlp-xray sending to the collector layer (no traces endpoint)",
+     _replace("            - !Sub https://xray.${AWS::Region}.amazonaws.com/v1/traces\n", "            - http://localhost:4318/v1/traces\n"),
+     "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=http://localhost:4318/v1/traces"),
+    ("an inline statement granting xray:PutSpans",
+     _replace("""            - Effect: Allow
+              Action:
+                - dynamodb:GetItem""", """            - Effect: Allow
+              Action: xray:PutSpans
+              Resource: "*"
+            - Effect: Allow
+              Action:
+                - dynamodb:GetItem"""),
+     "inline statement grants xray:PutSpans"),
+    ("TransactionSearchConfig created whatever TransactionSearch says",
+     _replace("    Type: AWS::XRay::TransactionSearchConfig\n    Condition: OwnsTransactionSearch\n",
+              "    Type: AWS::XRay::TransactionSearchConfig\n"),
+     "TransactionSearch=off: TransactionSearchConfig exists"),
+    ("TransactionSearchConfig without DependsOn on the resource policy",
+     _replace("    DependsOn: TransactionSearchLogsPolicy\n", ""),
+     "has no DependsOn on the resource policy"),
+    ("the resource policy without /aws/application-signals/data",
+     _replace(',\n        "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:/aws/application-signals/data:*"', ""),
+     "resource policy Resource is"),
+    ("a saved query that differs from its file",
+     _replace("        | sort p99_ms desc\n        | limit 50\n", "        | sort p99_ms desc\n        | limit 20\n"),
+     "QueryString differs from deploy/queries/spans/slowest-operations.query"),
+    ("the span queries saved with TransactionSearch=off",
+     lambda text: text.replace("    Condition: HasTransactionSearch\n", ""),
+     "TransactionSearch=off: query definitions"),
+    ("the otlp-xray rule removed",
+     lambda text: re.sub(r"  OtlpXrayNeedsTransactionSearch:\n(    .*\n)*", "", text),
+     "TelemetryTransport=otlp-xray TransactionSearch=off is accepted"),
+]
+# Broken copies of deploy/queries/spans/README.md: (what, change, what the failure must name).
+README_BREAKAGES = [
+    ("a field the errors query reads left out of its fields line",
+     _replace("attributes.error.type, traceId, spanId, kind, name,", "traceId, spanId, kind, name,"),
+     "errors.query reads ['attributes.error.type']"),
 ]
 
 
 def self_test():
     repo = Path(__file__).resolve().parent.parent
     failures = 0
+    cases = [(None, None, None, "template.yaml")] + [(*b, "template.yaml") for b in BREAKAGES]
+    cases += [(*b, str(QUERY_DIR / "README.md")) for b in README_BREAKAGES]
     with tempfile.TemporaryDirectory() as scratch:
-        for index, (label, change, expected) in enumerate([(None, None, None)] + BREAKAGES):
+        for index, (label, change, expected, target) in enumerate(cases):
             copy = Path(scratch) / f"copy-{index}"
             copy.mkdir()
-            text = (repo / "template.yaml").read_text()
-            (copy / "template.yaml").write_text(change(text) if change else text)
+            (copy / "template.yaml").write_text((repo / "template.yaml").read_text())
             (copy / "samconfig.toml").write_text((repo / "samconfig.toml").read_text())
+            shutil.copytree(repo / QUERY_DIR, copy / QUERY_DIR)
+            text = (repo / target).read_text()
+            if change:
+                (copy / target).write_text(change(text))
             result = subprocess.run(
                 [sys.executable, __file__, str(copy / "template.yaml")], capture_output=True, text=True, timeout=120
             )
@@ -513,14 +878,14 @@ def self_test():
                 print(f"{'ok' if good else 'FAIL':5} self-test: the unmodified copy passes")
             else:
                 if change(text) == text:
-                    raise SystemExit(f"self-test: {label}: the change did not alter template.yaml")
+                    raise SystemExit(f"self-test: {label}: the change did not alter {target}")
                 good = result.returncode != 0 and expected in result.stderr
                 print(f"{'ok' if good else 'FAIL':5} self-test: {label} → exit {result.returncode}")
                 for line in result.stderr.splitlines():
                     if line.startswith("  - "):
                         print(f"        {line.strip()}")
             failures += not good
-    print(f"self-test: {len(BREAKAGES) + 1 - failures} of {len(BREAKAGES) + 1} as expected")
+    print(f"self-test: {len(cases) - failures} of {len(cases)} as expected")
     return 1 if failures else 0
 
 
