@@ -21,23 +21,37 @@
         its check block (warns unless pinned by digest) on COLLECTOR_IMAGE_CASES;
       - the certificate table mirrors template.yaml's CertificateTable (keys, attributes,
         ExpirationIndex, time-to-live on purge_at, point-in-time recovery, encryption);
-  * the task definition: deploy/ecs/task-definition.json, and container-definitions.json.tftpl
-    rendered with the values Terraform would pass (its variables' defaults, the backend
-    environment evaluated from main.tf's locals) and with the JSON's placeholders, must be
-    equal; both must have the two containers, their health checks, dependsOn HEALTHY, a
-    stopTimeout, a collector image pinned by digest, read-only root file systems, no privileged
-    mode, explicit non-root users (the backend's 65532, the collector image's own 4317);
-  * deploy/ecs/collector.yaml (the SSM parameter: under 4 KB) and collector.local.yaml: OTLP
-    in, batch, awsxray (resp. debug) out, health_check, awsproxy; compose.yaml: the backend's
-    health check, depends_on service_healthy, the task's collector image (by digest), the same
-    users;
+      - by telemetry_transport and collector_exporter (dynamic statements expanded, issue 24):
+        the task role's X-Ray actions are TASK_XRAY_ACTIONS exactly (xray:PutTraceSegments for
+        spans, the sampling reads only with the sidecar, PutTelemetryRecords only for awsxray)
+        and the execution role reads the collector's parameter and log group only with the
+        sidecar, whose parameter and log group exist only then;
+      - transaction_search: the aws/spans resource policy (AWS's document), the trace segment
+        destination and the Default indexing rule exist only with enable, in that order; one
+        aws_cloudwatch_query_definition per file of deploy/queries/spans, read with file(),
+        with enable and already-enabled; the provider version that has the X-Ray resources;
+  * the task definitions, one per telemetry_transport: deploy/ecs/task-definition.json
+    (collector) and task-definition.otlp-xray.json, each equal to container-definitions.json.tftpl
+    rendered (its %{ if } directives included) with the values Terraform would pass for that
+    transport (its variables' defaults, the backend environment evaluated from main.tf's locals)
+    and with the JSON's placeholders; collector: the two containers, dependsOn HEALTHY, a
+    collector image pinned by digest, the explicit non-root users (the backend's 65532, the
+    collector image's own 4317), OTLP to the sidecar and centralized sampling; otlp-xray: the
+    backend alone, no dependsOn, a traces endpoint of X-Ray's form and a trace-id ratio; both:
+    health checks, a stopTimeout, read-only root file systems, no privileged mode;
+  * deploy/ecs/collector.yaml (otlphttp + sigv4auth to X-Ray's OTLP endpoint of
+    ${env:AWS_REGION}, batches under the endpoint's limit), collector.awsxray.yaml (awsxray;
+    both stored in the SSM parameter: under 4 KB) and collector.local.yaml (debug): OTLP in,
+    batch, health_check, awsproxy for the ECS ones, and only components the pinned image's
+    build contains (COLLECTOR_COMPONENTS); compose.yaml: the backend's health check,
+    depends_on service_healthy, the task's collector image (by digest), the same users;
   * deploy/ecs/check-forged-header.sh, run against loopback stand-ins for the API (401 → exit
     0; 403, 200, a 401 not from the backend → exit 1), and what it sends checked;
   * checkov: `checkov -d deploy/ecs/terraform --quiet --compact` must be clean (each skip is a
     #checkov:skip=CKV_…:reason comment in the .tf, listed here), and a second run over the
-    rendered container definitions (checkov does not evaluate templatefile(), so without it
-    its container checks pass vacuously);
-  * the ECS API model: task-definition.json registered with moto's ECS (mock_aws, in process,
+    rendered container definitions of both transports (checkov does not evaluate
+    templatefile(), so without it its container checks pass vacuously);
+  * the ECS API model: both task definitions registered with moto's ECS (mock_aws, in process,
     botocore validating the request against the ECS service model) must be accepted and echo
     the containers, health checks and dependencies.
 
@@ -52,8 +66,10 @@ missing or outdated.
   --root DIR             check another copy of the repository (DIR/deploy/ecs, DIR/template.yaml)
   --self-test            break copies of the kit on purpose ("*" resource, a missing health
                          check, dependsOn START, the collector as root or by tag only, the
-                         security-group precondition weakened, …) and fail unless the static
-                         checks catch every one
+                         security-group precondition weakened, sampling actions without the
+                         sidecar, an unsigned or fixed-region otlphttp, span queries with
+                         transaction_search off, …) and fail unless the static checks catch
+                         every one
 """
 
 import argparse
@@ -82,7 +98,7 @@ NO_RESOURCE_TYPE = {
 DYNAMODB_ALLOWED = {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:ConditionCheckItem"}
 # Wildcards allowed inside a resource: a named log group's streams, a named table's indexes.
 SCOPED_WILDCARDS = [
-    re.compile(r"^\$\{aws_cloudwatch_log_group\.\w+\.arn\}:\*$"),
+    re.compile(r"^\$\{aws_cloudwatch_log_group\.\w+(\[0\])?\.arn\}:\*$"),
     re.compile(r"^\$\{aws_dynamodb_table\.\w+\.arn\}/index/\*$"),
 ]
 CA_SECRET = re.compile(
@@ -113,16 +129,63 @@ BACKEND_USER = "65532:65532"
 COLLECTOR_USER = "4317:4317"
 CHECKOV_SKIP = re.compile(r"#\s*checkov:skip=(CKV2?_[A-Z0-9_]+)(?::(.*))?")
 
+# The task definitions, one per telemetry_transport: the JSON mirror of each.
+MODES = {"collector": "task-definition.json", "otlp-xray": "task-definition.otlp-xray.json"}
+# Each transport's tracing variables (None: absent). collector: OTLP to the sidecar, X-Ray's
+# centralized sampling through its awsproxy. otlp-xray: a traces endpoint of X-Ray's form (the
+# JSON's REGION placeholder for the region), which turns SigV4 signing on; a trace-id ratio.
+TRACING_ENV = {
+    "collector": {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://localhost:4318",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": None,
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": None,
+        "OTEL_TRACES_SAMPLER": "xray",
+        "OTEL_TRACES_SAMPLER_ARG": "endpoint=http://127.0.0.1:2000",
+    },
+    "otlp-xray": {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": None,
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "https://xray.REGION.amazonaws.com/v1/traces",
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf",
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": "1",
+    },
+}
+# The task role's X-Ray actions by (telemetry_transport, collector_exporter): PutTraceSegments for
+# spans whoever sends them (X-Ray's OTLP endpoint is authorized as that action), the sampling
+# reads only for the sidecar's awsproxy, PutTelemetryRecords only for the awsxray exporter.
+XRAY_SAMPLING = {"xray:GetSamplingRules", "xray:GetSamplingTargets", "xray:GetSamplingStatisticSummaries"}
+TASK_XRAY_ACTIONS = {
+    ("collector", "otlp-xray"): {"xray:PutTraceSegments"} | XRAY_SAMPLING,
+    ("collector", "awsxray"): {"xray:PutTraceSegments", "xray:PutTelemetryRecords"} | XRAY_SAMPLING,
+    ("otlp-xray", "otlp-xray"): {"xray:PutTraceSegments"},
+    ("otlp-xray", "awsxray"): {"xray:PutTraceSegments"},
+}
+# What the pinned collector image's build registers (aws-observability/aws-otel-collector
+# v0.49.0, tag object ae33bfff224644089ce1f02eb0728ef3f24622b5, commit
+# 0771477f9db2879afad3ae3ff7811b5264a151a8, pkg/defaultcomponents/defaults.go; the datadog,
+# logzio and signalfx exporters, behind deprecation gates, are left out).
+COLLECTOR_COMPONENTS = {
+    "extensions": {"awsproxy", "ecs_observer", "health_check", "pprof", "sigv4auth", "zpages", "file_storage"},
+    "receivers": {"awsecscontainermetrics", "awscontainerinsightreceiver", "awsxray", "statsd", "prometheus",
+                  "kafka", "jaeger", "zipkin", "otlp", "filelog"},
+    "processors": {"groupbytrace", "tail_sampling", "attributes", "resource", "probabilistic_sampler", "span",
+                   "filter", "metricstransform", "resourcedetection", "experimental_metricsgeneration",
+                   "cumulativetodelta", "deltatorate", "batch", "memory_limiter", "k8sattributes"},
+    "exporters": {"awsemf", "prometheusremotewrite", "prometheus", "file", "kafka", "debug", "otlp", "otlphttp",
+                  "awsxray", "loadbalancing", "awscloudwatchlogs"},
+}
+# X-Ray's OTLP endpoint refuses a request of more than 10,000 spans (CloudWatch User Guide,
+# "OTLP Endpoints"): the sidecar's batches must stay under it.
+OTLP_ENDPOINT_MAX_SPANS = 10000
+# The span queries saved over aws/spans (deploy/queries/spans, relative to the repository).
+QUERY_DIR = Path("deploy") / "queries" / "spans"
 BACKEND_ENV = {
     "HOST": "0.0.0.0",
     "PORT": "8000",
     "ENVIRONMENT": "production",
-    "OTEL_EXPORTER_OTLP_ENDPOINT": "http://localhost:4318",
     "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
     "OTEL_TRACES_EXPORTER": "otlp",
     "OTEL_PROPAGATORS": "xray",
-    "OTEL_TRACES_SAMPLER": "xray",
-    "OTEL_TRACES_SAMPLER_ARG": "endpoint=http://127.0.0.1:2000",
     "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=production",
     "INFRASTRUCTURE_PROVIDER": "aws",
     "TRUSTED_CLIENT_CERT_HEADER": "X-Amzn-Mtls-Clientcert",
@@ -213,10 +276,11 @@ class HclExpression:
     """Evaluates, in Python, the small part of HCL that the kit's conditions are written in (the
     security-group precondition, the collector image's validation and check), so they can be
     tried on sample values without Terraform: for expressions with `if`, && || ! == != < <= > >=,
-    parentheses, string / number / list literals, references (var.*, local.*, data.*, a loop
-    variable's attributes) and the functions below. Anything else (a conditional, a splat, an
-    interpolated string, an attribute the sample does not have) raises Unresolved rather than
-    guess. `regex` is Python's re.search: RE2 and Python agree on the patterns used here."""
+    parentheses, conditionals (`c ? a : b`), string / number / list literals, references (var.*,
+    local.*, data.*, a loop variable's attributes), locals that are interpolated strings, and the
+    functions below. Anything else (a splat, an interpolated string literal, an attribute the
+    sample does not have) raises Unresolved rather than guess. `regex` is Python's re.search:
+    RE2 and Python agree on the patterns used here."""
 
     TOKEN = re.compile(
         r'\s*(?:(?P<string>"(?:[^"\\]|\\.)*")|(?P<number>-?\d+)'
@@ -236,7 +300,17 @@ class HclExpression:
             "regex": self.regex,
             "endswith": lambda text, suffix: text.endswith(suffix),
             "startswith": lambda text, prefix: text.startswith(prefix),
+            "tostring": self.tostring,
         }
+
+    @staticmethod
+    def tostring(value):
+        """HCL's tostring: numbers without a trailing .0 (1, not 1.0)."""
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, float) and value.is_integer():
+            return str(int(value))
+        return str(value)
 
     @staticmethod
     def coalesce(*values):
@@ -280,6 +354,15 @@ class HclExpression:
 
     # Each translate_* returns (Python source, index of the next token).
     def translate(self, tokens, i, stops, bound):
+        """An expression, a conditional `c ? a : b` included (right-associative, as in HCL)."""
+        condition, i = self.translate_operators(tokens, i, stops | {"?"}, bound)
+        if i < len(tokens) and tokens[i][1] == "?" and "?" not in stops:
+            then, i = self.translate(tokens, i + 1, stops | {":"}, bound)
+            otherwise, i = self.translate(tokens, self.expect(tokens, i, ":"), stops, bound)
+            return f"(({then}) if ({condition}) else ({otherwise}))", i
+        return condition, i
+
+    def translate_operators(self, tokens, i, stops, bound):
         out = []
         while i < len(tokens) and tokens[i][1] not in stops:
             kind, text = tokens[i]
@@ -397,7 +480,13 @@ class HclExpression:
     def local(self, name):
         if name not in self.tf.locals:
             raise Unresolved(f"local.{name} is not declared")
-        return self.evaluate(self.tf.locals[name])
+        value = self.tf.locals[name]
+        if not isinstance(value, str):
+            return value
+        if not (value.startswith("${") and value.endswith("}")):
+            # An interpolated string: each ${…} in it, evaluated.
+            return re.sub(r"\$\{([^{}]*)\}", lambda m: self.tostring(self.evaluate(m.group(1))), value)
+        return self.evaluate(value)
 
     def data_source(self, type_, name):
         if type_ not in self.tf.data or name not in self.tf.data[type_]:
@@ -439,18 +528,35 @@ class Evaluator:
             if name not in self.tf.locals:
                 raise Unresolved(expression)
             return self.value(self.tf.locals[name])
-        if m := re.fullmatch(r"(aws_\w+)\.(\w+)\.(\w+)", expression):
+        if m := re.fullmatch(r"one\((aws_\w+)\.(\w+)\[\*\]\.(\w+)\)", expression):
+            # one(TYPE.NAME[*].ATTRIBUTE) of a resource with `count`: null when it has none.
             type_, name, attribute = m.groups()
             body = self.tf.resource(type_, name)
             if body is None:
                 raise Unresolved(f"{type_}.{name} is not declared")
-            if attribute in body:
-                return self.value(body[attribute])
-            if (type_, attribute) == ("aws_ssm_parameter", "arn"):
-                return f"arn:aws:ssm:{self.overrides['region']}:ACCOUNT:parameter{self.value(body['name'])}"
-            if (type_, attribute) == ("aws_iam_role", "arn"):
-                return f"arn:aws:iam::ACCOUNT:role/{self.value(body['name'])}"
-        raise Unresolved(expression)
+            if not self.hcl().evaluate(str(body.get("count", "1"))):
+                return None
+            return self.attribute(type_, name, attribute)
+        if m := re.fullmatch(r"(aws_\w+)\.(\w+)\.(\w+)", expression):
+            return self.attribute(*m.groups())
+        # Anything else (a conditional, a comparison, a function of variables): HCL, evaluated.
+        return self.hcl().evaluate(expression)
+
+    def hcl(self):
+        return HclExpression(self.tf, self.overrides, {})
+
+    def attribute(self, type_, name, attribute):
+        """A configured resource's attribute, or its ARN where AWS computes it from known parts."""
+        body = self.tf.resource(type_, name)
+        if body is None:
+            raise Unresolved(f"{type_}.{name} is not declared")
+        if attribute in body:
+            return self.value(body[attribute])
+        if (type_, attribute) == ("aws_ssm_parameter", "arn"):
+            return f"arn:aws:ssm:{self.overrides['region']}:ACCOUNT:parameter{self.value(body['name'])}"
+        if (type_, attribute) == ("aws_iam_role", "arn"):
+            return f"arn:aws:iam::ACCOUNT:role/{self.value(body['name'])}"
+        raise Unresolved(f"{type_}.{name}.{attribute}")
 
     def value(self, value):
         if isinstance(value, dict):
@@ -485,11 +591,54 @@ def templatefile_call(expression):
     return m.group(1), arguments
 
 
+# A template directive: `%{ if name == "literal" }`, `!=` too, or `%{ endif }`, each side with
+# or without Terraform's `~` whitespace strip marker.
+DIRECTIVE = re.compile(
+    r'%\{(?P<left>~?)\s*(?:if\s+(?P<name>\w+)\s*(?P<op>==|!=)\s*"(?P<literal>[^"]*)"|(?P<endif>endif))\s*(?P<right>~?)\}'
+)
+
+
+def render_directives(text, values, used):
+    """The template with its `%{ if name ==/!= "literal" }…%{ endif }` sections kept or dropped
+    as templatefile() would (not nested; `~` strips the whitespace on its side, newlines
+    included). Any other directive raises Unresolved."""
+    if "%{" in text and len(DIRECTIVE.findall(text)) != text.count("%{"):
+        raise Unresolved("the template uses %{…} directives other than if/endif on a comparison")
+    out, position, keep, opened = [], 0, True, False
+    for m in DIRECTIVE.finditer(text):
+        piece = text[position:m.start()]
+        if m.group("left"):
+            piece = piece.rstrip()
+        if keep:
+            out.append(piece)
+        position = m.end()
+        if m.group("right"):
+            while position < len(text) and text[position].isspace():
+                position += 1
+        if m.group("endif"):
+            if not opened:
+                raise Unresolved("%{ endif } without %{ if }")
+            keep, opened = True, False
+            continue
+        if opened:
+            raise Unresolved("nested %{ if } directives")
+        name = m.group("name")
+        if name not in values:
+            raise Unresolved(f"the template's %{{ if }} tests {name}, which main.tf does not pass")
+        used.add(name)
+        equal = str(values[name]) == m.group("literal")
+        keep, opened = (equal if m.group("op") == "==" else not equal), True
+    if opened:
+        raise Unresolved("%{ if } without %{ endif }")
+    out.append(text[position:])
+    return "".join(out)
+
+
 def render_template(text, values):
-    """container-definitions.json.tftpl with each ${jsonencode(name)} replaced."""
-    if "%{" in text:
-        raise Unresolved("the template uses %{…} directives, which this check does not render")
+    """container-definitions.json.tftpl rendered: its if/endif directives, then each
+    ${jsonencode(name)} replaced."""
     used = set()
+    text = render_directives(text, values, used)
 
     def substitute(m):
         expression = m.group(1).strip()
@@ -542,14 +691,41 @@ def statements(document):
         yield statement.get("sid", "?"), statement
     for dynamic in document.get("dynamic", []):
         for _, body in dynamic.items():
-            source = re.findall(r"var\.(\w+)", body.get("for_each", ""))
+            for_each = body.get("for_each", "")
+            for_each = for_each if isinstance(for_each, str) else json.dumps(for_each)
+            source = re.findall(r"var\.(\w+)", for_each)
+            uses_value = any("${statement.value}" in r for c in body.get("content", []) for r in c.get("resources", []))
             for content in body.get("content", []):
                 content = copy.deepcopy(content)
                 content["resources"] = [
                     r.replace("${statement.value}", "${var.%s}" % source[-1]) if source else r
                     for r in content.get("resources", [])
                 ]
-                yield f"{content.get('sid', '?')} (dynamic, when var.{source[-1] if source else '?'} is set)", content
+                when = f"var.{source[-1]} is set" if uses_value and source else for_each.strip("${}")
+                yield f"{content.get('sid', '?')} (dynamic, when {when})", content
+
+
+def effective_statements(tf, document, variables):
+    """The statements of `document` once Terraform has expanded its dynamic blocks for
+    `variables` (the others at their defaults): a dynamic statement is there when its for_each
+    is not empty."""
+    found = list(document.get("statement", []))
+    for dynamic in document.get("dynamic", []):
+        for _, body in dynamic.items():
+            for_each = body.get("for_each", "[]")
+            if for_each if not isinstance(for_each, str) else HclExpression(tf, variables, {}).evaluate(for_each):
+                found += body.get("content", [])
+    return found
+
+
+def resource_policy_documents(tf):
+    """The policy documents CloudWatch Logs resource policies use (not IAM identity policies)."""
+    names = set()
+    for policy in tf.resource("aws_cloudwatch_log_resource_policy").values():
+        m = re.fullmatch(r"\$\{data\.aws_iam_policy_document\.(\w+)\.json\}", policy.get("policy_document", ""))
+        if m:
+            names.add(m.group(1))
+    return names
 
 
 def secret_arn_variable(tf, resource):
@@ -591,6 +767,8 @@ def check_iam(tf, report):
 
     documents = tf.data.get("aws_iam_policy_document", {})
     for document_name, document in documents.items():
+        if document_name in resource_policy_documents(tf):
+            continue  # a resource policy for a service principal: check_transaction_search
         for sid, statement in statements(document):
             where = f"IAM {document_name}/{sid}"
             actions = statement.get("actions", [])
@@ -635,6 +813,44 @@ def check_iam(tf, report):
                         problems.append(f"secret {resource} is neither a CA secret ARN nor a validated secret ARN variable")
             summary = f"{', '.join(actions)} on {', '.join(resources)}"
             report.check(not problems, f"{where}: {summary}", "; ".join(problems))
+
+
+def role_document(tf, role):
+    """The policy document of aws_iam_role_policy `role`."""
+    policy = tf.resource("aws_iam_role_policy", role) or {}
+    m = re.fullmatch(r"\$\{data\.aws_iam_policy_document\.(\w+)\.json\}", policy.get("policy", ""))
+    return tf.data.get("aws_iam_policy_document", {}).get(m.group(1)) if m else None
+
+
+def check_roles_by_transport(tf, report):
+    """What each role may do, by telemetry_transport and collector_exporter: the task role's
+    X-Ray actions are TASK_XRAY_ACTIONS exactly; the execution role reads the collector's
+    parameter and writes its log group only when the sidecar runs."""
+    task, execution = role_document(tf, "task"), role_document(tf, "execution")
+    if not report.check(task and execution, "IAM: the task and execution role policies are policy documents"):
+        return
+    for (transport, exporter), expected in TASK_XRAY_ACTIONS.items():
+        variables = {"telemetry_transport": transport, "collector_exporter": exporter}
+        label = f"telemetry_transport = {transport}, collector_exporter = {exporter}"
+        try:
+            granted = {a for s in effective_statements(tf, task, variables) for a in s.get("actions", []) if a.startswith("xray:")}
+            run = effective_statements(tf, execution, variables)
+        except Unresolved as error:
+            report.fail(f"IAM ({label}): a dynamic statement's for_each not understood: {error}")
+            continue
+        report.check(
+            granted == expected,
+            f"IAM ({label}): the task role's X-Ray actions are {', '.join(sorted(expected))}",
+            f"granted {sorted(granted)}",
+        )
+        reads_config = any("ssm:GetParameters" in s.get("actions", []) for s in run)
+        collector_logs = any("collector" in r for s in run for r in s.get("resources", []) if "log_group" in r)
+        sidecar = transport == "collector"
+        report.check(
+            reads_config == sidecar and collector_logs == sidecar,
+            f"IAM ({label}): the execution role {'reads the collector parameter and writes its log group' if sidecar else 'has nothing of the collector'}",
+            f"ssm:GetParameters {reads_config}, collector log group {collector_logs}",
+        )
 
 
 # --- Terraform resources -----------------------------------------------------------------------
@@ -687,16 +903,27 @@ def check_terraform_resources(tf, report, template_table):
             f"listener rule {name}: refuses a listener not in mutual-TLS passthrough mode while the header is trusted",
         )
     parameters = tf.resource("aws_ssm_parameter")
+    sidecar_only = "${local.collector ? 1 : 0}"
     for name, parameter in parameters.items():
         report.check(
-            parameter.get("value") == '${file("${path.module}/../collector.yaml")}',
-            f"SSM parameter {name}: value = file(../collector.yaml), type {parameter.get('type')}",
-            str(parameter.get("value")),
+            parameter.get("value")
+            == '${var.collector_exporter == "awsxray" ? file("${path.module}/../collector.awsxray.yaml") : file("${path.module}/../collector.yaml")}'
+            and parameter.get("count") == sidecar_only,
+            f"SSM parameter {name}: with the sidecar only, value = file(../collector.yaml), or ../collector.awsxray.yaml "
+            f"for collector_exporter = awsxray; type {parameter.get('type')}",
+            f"{parameter.get('value')} (count {parameter.get('count')})",
         )
     groups = tf.resource("aws_cloudwatch_log_group")
     report.check(
-        len(groups) == 2 and all("retention_in_days" in g for g in groups.values()),
-        f"log groups {', '.join(groups)} with retention",
+        len(groups) == 2 and all("retention_in_days" in g for g in groups.values())
+        and groups.get("collector", {}).get("count") == sidecar_only and "count" not in groups.get("backend", {}),
+        f"log groups {', '.join(groups)} with retention, the collector's with the sidecar only",
+    )
+    collector_only = "${var.telemetry_transport == \"collector\"}"
+    report.check(
+        tf.locals.get("collector") == collector_only,
+        "local.collector is telemetry_transport == \"collector\" (what the sidecar's resources count on)",
+        str(tf.locals.get("collector")),
     )
     check_table(tf, report, template_table)
 
@@ -745,15 +972,18 @@ def containers_by_name(definitions):
     return {c.get("name"): c for c in definitions}
 
 
-def check_containers(definitions, where, report):
+def check_containers(definitions, where, report, mode="collector"):
+    """The task's containers for `mode` (a telemetry_transport): the backend beside the
+    collector sidecar, or the backend alone."""
     containers = containers_by_name(definitions)
+    expected_names = ["backend", "aws-otel-collector"] if mode == "collector" else ["backend"]
     if not report.check(
-        list(containers) == ["backend", "aws-otel-collector"],
-        f"{where}: containers backend and aws-otel-collector",
+        list(containers) == expected_names,
+        f"{where}: containers {' and '.join(expected_names)}",
         str(list(containers)),
     ):
         return
-    backend, collector = containers["backend"], containers["aws-otel-collector"]
+    backend, collector = containers["backend"], containers.get("aws-otel-collector")
     for name, container in containers.items():
         report.check(container.get("essential") is True, f"{where}: {name} is essential")
         report.check(
@@ -777,17 +1007,25 @@ def check_containers(definitions, where, report):
             f"{where}: {name} logs to awslogs, stream prefix {prefix}",
             json.dumps(logs),
         )
-    report.check(
-        backend.get("dependsOn") == [{"containerName": "aws-otel-collector", "condition": "HEALTHY"}],
-        f"{where}: backend dependsOn aws-otel-collector HEALTHY (not START, which races the collector)",
-        json.dumps(backend.get("dependsOn")),
-    )
+    if mode == "collector":
+        report.check(
+            backend.get("dependsOn") == [{"containerName": "aws-otel-collector", "condition": "HEALTHY"}],
+            f"{where}: backend dependsOn aws-otel-collector HEALTHY (not START, which races the collector)",
+            json.dumps(backend.get("dependsOn")),
+        )
+    else:
+        report.check(
+            "dependsOn" not in backend,
+            f"{where}: backend depends on no container (there is no sidecar)",
+            json.dumps(backend.get("dependsOn")),
+        )
     timeout = backend.get("stopTimeout")
     report.check(
         isinstance(timeout, int) and 10 <= timeout <= 120,
         f"{where}: backend stopTimeout {timeout} s (in-flight requests finish, spans flush; Fargate allows ≤ 120)",
     )
-    for name, container, expected in (("backend", backend, BACKEND_USER), ("aws-otel-collector", collector, COLLECTOR_USER)):
+    users = [("backend", backend, BACKEND_USER)] + ([("aws-otel-collector", collector, COLLECTOR_USER)] if collector else [])
+    for name, container, expected in users:
         user = str(container.get("user", ""))
         uid, _, gid = user.partition(":")
         report.check(
@@ -800,11 +1038,13 @@ def check_containers(definitions, where, report):
     environment = {e["name"]: e["value"] for e in backend.get("environment", [])}
     names = [e["name"] for e in backend.get("environment", [])]
     report.check(names == sorted(set(names)), f"{where}: backend environment sorted, no duplicates")
-    wrong = {k: environment.get(k) for k, v in BACKEND_ENV.items() if environment.get(k) != v}
+    wanted = dict(BACKEND_ENV, **TRACING_ENV[mode])
+    wrong = {k: environment.get(k) for k, v in wanted.items() if environment.get(k) != v}
     missing = [k for k in BACKEND_ENV_NAMED if not environment.get(k)]
+    spans = "OTLP to the sidecar" if mode == "collector" else "OTLP signed to X-Ray's OTLP endpoint"
     report.check(
         not wrong and not missing and "" not in environment.values(),
-        f"{where}: backend environment ({len(environment)} variables: server mode, OTLP to the sidecar, X-Ray propagation, ALB certificate header)",
+        f"{where}: backend environment ({len(environment)} variables: server mode, {spans}, X-Ray propagation, ALB certificate header)",
         f"wrong {wrong}, missing {missing}",
     )
     secrets = {s["name"]: s["valueFrom"] for s in backend.get("secrets", [])}
@@ -814,6 +1054,8 @@ def check_containers(definitions, where, report):
         f"{where}: backend secrets SECRET_KEY and CONFIG_API_KEY from Secrets Manager ARNs",
         json.dumps(secrets),
     )
+    if collector is None:
+        return
     image = collector.get("image", "")
     report.check(PINNED_COLLECTOR.match(image), f"{where}: collector image pinned by digest ({image})")
     report.check(
@@ -830,50 +1072,66 @@ def check_containers(definitions, where, report):
     )
     report.check(
         any(e["name"] == "AWS_REGION" for e in collector.get("environment", [])),
-        f"{where}: collector has AWS_REGION (awsxray and awsproxy sign for that region)",
+        f"{where}: collector has AWS_REGION (its exporter and awsproxy sign for that region; collector.yaml expands it)",
     )
 
 
 def check_task_definition(tf, ecs, report):
-    task = json.loads((ecs / "task-definition.json").read_text())
-    report.ok(f"task-definition.json parses ({len(task['containerDefinitions'])} containers)")
-    check_containers(task["containerDefinitions"], "task-definition.json", report)
-
+    """Each telemetry_transport's JSON task definition against the Terraform template rendered
+    for it. Returns {mode: (the JSON task, the rendered containers or None)}."""
     definitions = tf.resource("aws_ecs_task_definition")
     if not report.check(len(definitions) == 1, "Terraform: one aws_ecs_task_definition"):
-        return task, None
+        return {}
     (name, definition), = definitions.items()
+    results = {}
+    for mode, json_name in MODES.items():
+        task = json.loads((ecs / json_name).read_text())
+        report.ok(f"{json_name} parses ({len(task['containerDefinitions'])} containers)")
+        check_containers(task["containerDefinitions"], json_name, report, mode)
+        results[mode] = (task, render_task(tf, name, definition, task, json_name, mode, report))
+    return results
+
+
+def render_task(tf, name, definition, task, json_name, mode, report):
+    """The template rendered with what main.tf passes it for `mode` (the variables' defaults,
+    the JSON's placeholders), held to `task`; the rendered containers, or None."""
     containers = containers_by_name(task["containerDefinitions"])
     backend, collector = containers.get("backend", {}), containers.get("aws-otel-collector", {})
     secret = {s["name"]: s["valueFrom"] for s in backend.get("secrets", [])}
     overrides = {
+        "telemetry_transport": mode,
         "region": backend.get("logConfiguration", {}).get("options", {}).get("awslogs-region", "REGION"),
         "backend_image": backend.get("image"),
         "secret_key_secret_arn": secret.get("SECRET_KEY"),
         "config_api_key_secret_arn": secret.get("CONFIG_API_KEY"),
     }
     evaluate = Evaluator(tf, overrides)
+    where = f"container-definitions.json.tftpl (telemetry_transport = {mode})"
     try:
         template_name, arguments = templatefile_call(definition["container_definitions"])
         values = {key: evaluate.value("${%s}" % expression) for key, expression in arguments.items()}
         template = (tf.directory / template_name).read_text()
         rendered, used = render_template(template, values)
     except (Unresolved, KeyError, json.JSONDecodeError) as error:
-        report.fail(f"{name}: rendering container-definitions.json.tftpl: {error}")
-        return task, None
-    report.ok(f"{template_name} renders as JSON with main.tf's {len(arguments)} arguments")
-    report.check(used == set(arguments), f"{template_name}: uses every argument main.tf passes", str(set(arguments) ^ used))
-    check_containers(rendered, template_name, report)
-    diff = differences(task["containerDefinitions"], rendered, ("task-definition.json", "the template"))
+        report.fail(f"{name}: rendering {where}: {error}")
+        return None
+    report.ok(f"{where} renders as JSON with main.tf's {len(arguments)} arguments")
+    # Without the sidecar, the collector's arguments are passed (null) but not rendered.
+    unused = set(arguments) - used
+    expected_unused = set() if mode == "collector" else {a for a in arguments if a.startswith("collector_")}
+    report.check(unused == expected_unused, f"{where}: uses every argument main.tf passes it for this mode", str(unused ^ expected_unused))
+    check_containers(rendered, where, report, mode)
+    diff = differences(task["containerDefinitions"], rendered, (json_name, "the template"))
     report.check(
         not diff,
-        "task-definition.json's containers = the Terraform template rendered with the variables' defaults",
+        f"{json_name}'s containers = the Terraform template rendered with telemetry_transport = {mode} and the other variables' defaults",
         "; ".join(diff[:6]),
     )
-    report.check(
-        evaluate.value("${var.collector_image}") == collector.get("image"),
-        "variables.tf's collector_image default = the JSON's collector image",
-    )
+    if collector:
+        report.check(
+            evaluate.value("${var.collector_image}") == collector.get("image"),
+            f"variables.tf's collector_image default = {json_name}'s collector image",
+        )
 
     platform = block(definition, "runtime_platform")
     cpu_variable = tf.variables.get("cpu_architecture", {})
@@ -882,7 +1140,7 @@ def check_task_definition(tf, ecs, report):
         platform.get("cpu_architecture") == "${var.cpu_architecture}"
         and cpu_variable.get("default") == task["runtimePlatform"]["cpuArchitecture"] == "X86_64"
         and "ARM64" in conditions,
-        "runtime platform: var.cpu_architecture (X86_64 by default, ARM64 allowed); the JSON has X86_64",
+        f"runtime platform: var.cpu_architecture (X86_64 by default, ARM64 allowed); {json_name} has X86_64",
     )
     expected = {
         "family": (evaluate.value(definition.get("family")), task.get("family")),
@@ -897,10 +1155,10 @@ def check_task_definition(tf, ecs, report):
     mismatched = {k: v for k, v in expected.items() if v[0] != v[1]}
     report.check(
         not mismatched and task["family"] == "apuntador-backend" and task["cpu"] == "512" and task["memory"] == "1024",
-        "task: family apuntador-backend, awsvpc, FARGATE, 512 CPU, 1024 MiB, roles: the JSON and Terraform agree",
+        f"{json_name}: family apuntador-backend, awsvpc, FARGATE, 512 CPU, 1024 MiB, roles: the JSON and Terraform agree",
         str(mismatched),
     )
-    return task, rendered
+    return rendered
 
 
 # --- the collector image: validation and the digest warning ----------------------------------
@@ -1114,6 +1372,10 @@ def check_forged_header_script(ecs, report):
 
 
 def check_collector(path, exporter, bind, report, limit=None):
+    """A collector configuration: OTLP in on `bind`, batch, `exporter` out, health_check, and
+    only components the pinned image's build contains. The ECS ones (`limit`: they are stored in
+    the SSM parameter) also serve awsproxy; otlphttp goes to X-Ray's OTLP endpoint of the
+    container's region, signed by sigv4auth, in batches the endpoint accepts."""
     import yaml
 
     text = path.read_text()
@@ -1121,32 +1383,58 @@ def check_collector(path, exporter, bind, report, limit=None):
     where = path.name
     if limit:
         report.check(len(text.encode()) < limit, f"{where}: {len(text.encode())} bytes, under the SSM Standard tier's {limit}")
+    foreign = [
+        f"{kind[:-1]} {name}"
+        for kind, allowed in COLLECTOR_COMPONENTS.items()
+        for name in (config.get(kind) or {})
+        if name.split("/", 1)[0] not in allowed
+    ]
+    report.check(not foreign, f"{where}: every component is in the pinned image's build (aws-otel-collector v0.49.0)", f"not in it: {foreign}")
     protocols = config.get("receivers", {}).get("otlp", {}).get("protocols", {})
     report.check(
         protocols.get("grpc", {}).get("endpoint") == f"{bind}:4317" and protocols.get("http", {}).get("endpoint") == f"{bind}:4318",
         f"{where}: OTLP receivers on {bind}:4317 (grpc) and {bind}:4318 (http)",
         json.dumps(protocols),
     )
-    report.check(
-        config.get("processors", {}).get("batch", {}).get("timeout") == "1s",
-        f"{where}: batch processor, timeout 1s",
-    )
+    batch = config.get("processors", {}).get("batch", {}) or {}
+    report.check(batch.get("timeout") == "1s", f"{where}: batch processor, timeout 1s")
     exporters = config.get("exporters", {})
     report.check(list(exporters) == [exporter], f"{where}: exporters {list(exporters)}", f"expected [{exporter}]")
+    extensions = config.get("extensions", {})
     if exporter == "awsxray":
         report.check(
             "indexed_attributes" not in (exporters.get("awsxray") or {}),
             f"{where}: awsxray without indexed_attributes (spans name their annotations in aws.xray.annotations)",
         )
+    if exporter == "otlphttp":
+        settings = exporters.get("otlphttp") or {}
+        authenticator = (settings.get("auth") or {}).get("authenticator")
+        report.check(
+            settings.get("traces_endpoint") == "https://xray.${env:AWS_REGION}.amazonaws.com/v1/traces"
+            and settings.get("compression") == "gzip",
+            f"{where}: otlphttp to X-Ray's OTLP endpoint of the container's region (${{env:AWS_REGION}}), gzip",
+            json.dumps(settings),
+        )
+        report.check(
+            authenticator == "sigv4auth"
+            and extensions.get("sigv4auth") == {"region": "${env:AWS_REGION}", "service": "xray"},
+            f"{where}: otlphttp signed by sigv4auth (region ${{env:AWS_REGION}}, service xray)",
+            f"authenticator {authenticator!r}, sigv4auth {extensions.get('sigv4auth')}",
+        )
+        size = batch.get("send_batch_max_size")
+        report.check(
+            isinstance(size, int) and 0 < size <= OTLP_ENDPOINT_MAX_SPANS and batch.get("send_batch_size", 8192) <= size,
+            f"{where}: batches of at most {size} spans (X-Ray's OTLP endpoint takes {OTLP_ENDPOINT_MAX_SPANS:,} a request)",
+            json.dumps(batch),
+        )
+    if limit:
         report.check("# awsemf:" in text, f"{where}: a commented place for the metrics exporter (awsemf)")
-    extensions = config.get("extensions", {})
-    health = (extensions.get("health_check") or {}).get("endpoint", "")
-    report.check(health.endswith(":13133"), f"{where}: health_check on {health} (what /healthcheck probes)")
-    if exporter == "awsxray":
         report.check(
             (extensions.get("awsproxy") or {}).get("endpoint") == "127.0.0.1:2000",
             f"{where}: awsproxy on 127.0.0.1:2000 (X-Ray centralized sampling)",
         )
+    health = (extensions.get("health_check") or {}).get("endpoint", "")
+    report.check(health.endswith(":13133"), f"{where}: health_check on {health} (what /healthcheck probes)")
     service = config.get("service", {})
     traces = service.get("pipelines", {}).get("traces", {})
     report.check(
@@ -1157,6 +1445,112 @@ def check_collector(path, exporter, bind, report, limit=None):
     report.check(
         set(service.get("extensions", [])) == set(extensions),
         f"{where}: service enables the extensions {service.get('extensions')}",
+    )
+
+
+# --- Transaction Search and the span queries -----------------------------------------------------
+
+
+def check_transaction_search(tf, root, report):
+    """transaction_search: its resources exist only with enable (the aws/spans resource policy,
+    then the trace segment destination, then the Default indexing rule), the span queries with
+    enable and already-enabled, one per file of deploy/queries/spans read with file(); the
+    provider version has the X-Ray resources."""
+    variable = tf.variables.get("transaction_search", {})
+    conditions = " ".join(v.get("condition", "") for v in variable.get("validation", []))
+    description = " ".join(str(variable.get("description", "")).split())
+    report.check(
+        variable.get("default") == "off" and all(f'"{v}"' in conditions for v in ("off", "enable", "already-enabled"))
+        and all(word in description for word in ("account", "region", "one configuration")),
+        "variable transaction_search: off (default), enable, already-enabled; says it is an account-and-region setting one configuration should own",
+        f"default {variable.get('default')!r}, validation {conditions}",
+    )
+    owned = {
+        "aws_cloudwatch_log_resource_policy": "transaction_search",
+        "aws_xray_trace_segment_destination": "transaction_search",
+        "aws_xray_indexing_rule": "transaction_search",
+    }
+    bodies = {type_: tf.resource(type_, name) for type_, name in owned.items()}
+    if not report.check(all(bodies.values()), f"Terraform: {', '.join(f'{k}.{v}' for k, v in owned.items())}", str([k for k, v in bodies.items() if not v])):
+        return
+    destination, rule = bodies["aws_xray_trace_segment_destination"], bodies["aws_xray_indexing_rule"]
+    report.check(
+        destination.get("destination") == "CloudWatchLogs"
+        and "${aws_cloudwatch_log_resource_policy.transaction_search}" in destination.get("depends_on", []),
+        "trace segment destination CloudWatchLogs, after the aws/spans resource policy (depends_on)",
+        json.dumps(destination),
+    )
+    probabilistic = block(block(rule, "rule"), "probabilistic")
+    report.check(
+        rule.get("name") == "Default"
+        and probabilistic.get("desired_sampling_percentage") == "${var.transaction_search_indexing_percentage}"
+        and "${aws_xray_trace_segment_destination.transaction_search}" in rule.get("depends_on", []),
+        "indexing rule Default at var.transaction_search_indexing_percentage, after the destination (depends_on)",
+        json.dumps(rule),
+    )
+    percentage = tf.variables.get("transaction_search_indexing_percentage", {})
+    report.check(percentage.get("default") == 1, "transaction_search_indexing_percentage defaults to 1", str(percentage.get("default")))
+    policy = bodies["aws_cloudwatch_log_resource_policy"]
+    m = re.fullmatch(r"\$\{data\.aws_iam_policy_document\.(\w+)\.json\}", policy.get("policy_document", ""))
+    document = tf.data.get("aws_iam_policy_document", {}).get(m.group(1)) if m else None
+    statements_ = (document or {}).get("statement", [])
+    logs = "arn:${local.partition}:logs:${var.region}:${local.account_id}:log-group:"
+    expected = {
+        "effect": "Allow",
+        "actions": ["logs:PutLogEvents"],
+        "resources": [f"{logs}aws/spans:*", f"{logs}/aws/application-signals/data:*"],
+        "principals": [{"type": "Service", "identifiers": ["xray.amazonaws.com"]}],
+        "condition": [
+            {"test": "ArnLike", "variable": "aws:SourceArn", "values": ["arn:${local.partition}:xray:${var.region}:${local.account_id}:*"]},
+            {"test": "StringEquals", "variable": "aws:SourceAccount", "values": ["${local.account_id}"]},
+        ],
+    }
+    wrong = {k: v for k, v in expected.items() if len(statements_) != 1 or statements_[0].get(k) != v}
+    report.check(
+        not wrong,
+        "aws/spans resource policy: X-Ray only, logs:PutLogEvents on aws/spans and /aws/application-signals/data, for this account's X-Ray (AWS's document)",
+        f"differs in {sorted(wrong)}: {json.dumps(statements_)[:300]}",
+    )
+    queries = tf.resource("aws_cloudwatch_query_definition", "spans") or {}
+    files = sorted(p.stem for p in (root / QUERY_DIR).glob("*.query"))
+    report.check(
+        queries.get("query_string") == '${replace(file("${path.module}/../../queries/spans/${each.key}.query"), "apuntador-backend", var.name)}'
+        and queries.get("log_group_names") == ["aws/spans"] and queries.get("name") == "${var.name}/spans/${each.key}",
+        "span queries: <name>/spans/<file>, over aws/spans, each file's text read with file() (service name: var.name)",
+        json.dumps(queries)[:300],
+    )
+    report.check(
+        (tf.directory / ".." / ".." / "queries" / "spans").resolve() == (root / QUERY_DIR).resolve(),
+        f"the query files Terraform reads are {QUERY_DIR}",
+    )
+    for value in ("off", "enable", "already-enabled"):
+        evaluate = HclExpression(tf, {"transaction_search": value}, {})
+        try:
+            counts = {type_: evaluate.evaluate(body.get("count", "1")) for type_, body in bodies.items()}
+            names = sorted(evaluate.evaluate(queries.get("for_each", "[]")))
+        except Unresolved as error:
+            report.fail(f"transaction_search = {value}: count or for_each not understood: {error}")
+            continue
+        owns = value == "enable"
+        report.check(
+            all(count == (1 if owns else 0) for count in counts.values()),
+            f"transaction_search = {value}: {'creates' if owns else 'creates none of'} the resource policy, destination and indexing rule",
+            str(counts),
+        )
+        report.check(
+            names == ([] if value == "off" else files),
+            f"transaction_search = {value}: saves {'no query' if value == 'off' else 'one query per file: ' + ', '.join(files)}",
+            str(names),
+        )
+    providers = {}
+    for path in tf.files:
+        m = re.search(r'aws\s*=\s*\{[^}]*version\s*=\s*"~>\s*(\d+)\.(\d+)"', path.read_text(), re.S)
+        if m:
+            providers[path.name] = (int(m.group(1)), int(m.group(2)))
+    report.check(
+        list(providers.values()) and all(v >= (6, 46) and v[0] == 6 for v in providers.values()),
+        "hashicorp/aws ~> 6.46 (aws_xray_trace_segment_destination and aws_xray_indexing_rule appeared in 6.46.0)",
+        str(providers),
     )
 
 
@@ -1236,7 +1630,7 @@ def run_checkov(binary, directory, label, report):
     return summary
 
 
-def check_checkov(terraform_dir, rendered, report):
+def check_checkov(terraform_dir, rendered_by_mode, report):
     skips = []
     for path in sorted(terraform_dir.glob("*.tf")):
         for number, line in enumerate(path.read_text().splitlines(), 1):
@@ -1247,31 +1641,32 @@ def check_checkov(terraform_dir, rendered, report):
         report.check(len(reason) >= 30, f"checkov skip {check_id} ({where}): {reason}", "a skip needs its reason")
     binary = checkov_binary()
     run_checkov(binary, terraform_dir, "deploy/ecs/terraform", report)
-    if rendered is None:
-        report.fail("checkov of the rendered container definitions: nothing rendered")
+    if not rendered_by_mode or None in rendered_by_mode.values():
+        report.fail("checkov of the rendered container definitions: not every mode rendered")
         return
     # checkov reads container_definitions only when it is literal JSON, not a templatefile()
-    # call: give it the rendered containers in a task definition of its own.
+    # call: give it each mode's rendered containers in a task definition of its own.
     with tempfile.TemporaryDirectory() as scratch:
-        body = json.dumps(rendered, indent=2)
-        Path(scratch, "rendered.tf").write_text(
-            'resource "aws_ecs_task_definition" "rendered" {\n'
-            '  family                   = "apuntador-backend"\n'
-            '  network_mode             = "awsvpc"\n'
-            '  requires_compatibilities = ["FARGATE"]\n'
-            "  cpu                      = 512\n"
-            "  memory                   = 1024\n"
-            '  execution_role_arn       = "arn:aws:iam::123456789012:role/apuntador-backend-execution"\n'
-            '  task_role_arn            = "arn:aws:iam::123456789012:role/apuntador-backend-task"\n'
-            f"  container_definitions    = <<-JSON\n{body}\n  JSON\n}}\n"
-        )
-        run_checkov(binary, Path(scratch), "of the rendered container definitions", report)
+        for mode, rendered in rendered_by_mode.items():
+            body = json.dumps(rendered, indent=2)
+            Path(scratch, f"rendered-{mode}.tf").write_text(
+                f'resource "aws_ecs_task_definition" "rendered_{mode.replace("-", "_")}" {{\n'
+                '  family                   = "apuntador-backend"\n'
+                '  network_mode             = "awsvpc"\n'
+                '  requires_compatibilities = ["FARGATE"]\n'
+                "  cpu                      = 512\n"
+                "  memory                   = 1024\n"
+                '  execution_role_arn       = "arn:aws:iam::123456789012:role/apuntador-backend-execution"\n'
+                '  task_role_arn            = "arn:aws:iam::123456789012:role/apuntador-backend-task"\n'
+                f"  container_definitions    = <<-JSON\n{body}\n  JSON\n}}\n"
+            )
+        run_checkov(binary, Path(scratch), f"of the rendered container definitions ({', '.join(rendered_by_mode)})", report)
 
 
 # --- moto: the ECS API model -------------------------------------------------------------------
 
 
-def check_moto(task, report):
+def check_moto(task, report, json_name="task-definition.json"):
     os.environ.update(
         AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_SESSION_TOKEN="testing",
         AWS_DEFAULT_REGION="eu-west-1",
@@ -1286,9 +1681,9 @@ def check_moto(task, report):
         try:
             answer = ecs.register_task_definition(**request)["taskDefinition"]
         except Exception as error:  # botocore's validation against the ECS model, or moto's
-            report.fail(f"moto ECS: register_task_definition refused task-definition.json: {error}")
+            report.fail(f"moto ECS: register_task_definition refused {json_name}: {error}")
             return
-        report.ok(f"moto ECS: register_task_definition accepted it as {answer['taskDefinitionArn']}")
+        report.ok(f"moto ECS: register_task_definition accepted {json_name} as {answer['taskDefinitionArn']}")
         described = ecs.describe_task_definition(taskDefinition="apuntador-backend")["taskDefinition"]
         echoed = containers_by_name(described["containerDefinitions"])
         sent = containers_by_name(request["containerDefinitions"])
@@ -1327,20 +1722,25 @@ def run(root, skip):
         return report
     report.ok(f"Terraform parses: {', '.join(p.name for p in tf.files)}")
     check_iam(tf, report)
+    check_roles_by_transport(tf, report)
     check_terraform_resources(tf, report, template["Resources"]["CertificateTable"])
-    task, rendered = check_task_definition(tf, ecs, report)
+    tasks = check_task_definition(tf, ecs, report)
     check_collector_image_variable(tf, report)
     check_task_security_groups(tf, report)
-    check_collector(ecs / "collector.yaml", "awsxray", "127.0.0.1", report, limit=4096)
+    check_collector(ecs / "collector.yaml", "otlphttp", "127.0.0.1", report, limit=4096)
+    check_collector(ecs / "collector.awsxray.yaml", "awsxray", "127.0.0.1", report, limit=4096)
     check_collector(ecs / "collector.local.yaml", "debug", "0.0.0.0", report)
+    check_transaction_search(tf, root, report)
     compose_image = check_compose(ecs / "compose.yaml", report)
+    task = tasks.get("collector", ({"containerDefinitions": []}, None))[0]
     task_image = containers_by_name(task["containerDefinitions"]).get("aws-otel-collector", {}).get("image")
     report.check(compose_image == task_image, "compose.yaml's collector image = task-definition.json's", f"{compose_image} vs {task_image}")
     check_forged_header_script(ecs, report)
     if "checkov" not in skip:
-        check_checkov(terraform_dir, rendered, report)
+        check_checkov(terraform_dir, {mode: rendered for mode, (_, rendered) in tasks.items()}, report)
     if "moto" not in skip:
-        check_moto(task, report)
+        for mode, (task, _) in tasks.items():
+            check_moto(task, report, MODES[mode])
     return report
 
 
@@ -1422,6 +1822,57 @@ BREAKAGES = [
     ("check-forged-header.sh sending the wrong header", "check-forged-header.sh",
      _replace('--header "X-Amzn-Mtls-Clientcert: $header"', '--header "X-Client-Cert: $header"'),
      "check-forged-header.sh: the API answers 401 client_certificate_required"),
+    # Issue 24: the otlp-xray transport, the collectors' exporters, Transaction Search.
+    ("the backend's dependsOn kept without the sidecar", "terraform/container-definitions.json.tftpl",
+     _sub(r'%\{ if telemetry_transport == "collector" ~\}\n(    "dependsOn".*?\n    \],\n)%\{ endif ~\}\n', r"\1"),
+     "backend depends on no container"),
+    ("the sampling actions granted without the sidecar", "terraform/iam.tf",
+     _replace('actions   = ["xray:PutTraceSegments"]',
+              'actions   = ["xray:PutTraceSegments", "xray:GetSamplingRules"]'),
+     "telemetry_transport = otlp-xray, collector_exporter = otlp-xray): the task role's X-Ray actions"),
+    ("PutTelemetryRecords for the otlphttp exporter too", "terraform/iam.tf",
+     _replace('local.collector && var.collector_exporter == "awsxray" ?', "local.collector ?"),
+     "telemetry_transport = collector, collector_exporter = otlp-xray): the task role's X-Ray actions"),
+    ("the collector parameter readable without the sidecar", "terraform/iam.tf",
+     _sub(r'for_each = local\.collector \? \["collector"\] : \[\]\n    content \{\n      sid       = "ReadTheCollectorConfig"',
+          'for_each = ["collector"]\n    content {\n      sid       = "ReadTheCollectorConfig"'),
+     "the execution role has nothing of the collector"),
+    ("otlp-xray's JSON still sending to the sidecar's endpoint", "task-definition.otlp-xray.json",
+     _json_edit(lambda d: d["containerDefinitions"][0]["environment"].insert(
+         7, {"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": "http://localhost:4318"})),
+     "task-definition.otlp-xray.json: backend environment"),
+    ("the sidecar's otlphttp to a fixed region", "collector.yaml",
+     _replace('traces_endpoint: "https://xray.${env:AWS_REGION}.amazonaws.com/v1/traces"',
+              'traces_endpoint: "https://xray.us-east-1.amazonaws.com/v1/traces"'),
+     "collector.yaml: otlphttp to X-Ray's OTLP endpoint"),
+    ("the sidecar's otlphttp unsigned", "collector.yaml",
+     _replace("    auth:\n      authenticator: sigv4auth\n", ""),
+     "collector.yaml: otlphttp signed by sigv4auth"),
+    ("a processor the pinned image lacks", "collector.yaml",
+     _replace("processors:\n", "processors:\n  transform: {}\n"),
+     "collector.yaml: every component is in the pinned image's build"),
+    ("batches larger than X-Ray's OTLP endpoint takes", "collector.yaml",
+     _replace("send_batch_max_size: 1024", "send_batch_max_size: 20000"),
+     "collector.yaml: batches of at most"),
+    ("the span queries saved with transaction_search off", "terraform/transaction-search.tf",
+     _replace('var.transaction_search == "off" ? toset([]) : toset(local.span_query_names)', "toset(local.span_query_names)"),
+     "transaction_search = off: saves no query"),
+    ("a query file left unsaved", "terraform/transaction-search.tf",
+     _replace(', "one-trace"]', "]"),
+     "transaction_search = enable: saves one query per file"),
+    ("the indexing rule without depends_on", "terraform/transaction-search.tf",
+     _replace("  depends_on = [aws_xray_trace_segment_destination.transaction_search]\n", ""),
+     "indexing rule Default"),
+    ("Transaction Search turned on for already-enabled too", "terraform/transaction-search.tf",
+     _replace('owns_transaction_search = var.transaction_search == "enable"',
+              'owns_transaction_search = var.transaction_search != "off"'),
+     "transaction_search = already-enabled: creates none of"),
+    ("the resource policy open to any service", "terraform/transaction-search.tf",
+     _replace('identifiers = ["xray.amazonaws.com"]', 'identifiers = ["xray.amazonaws.com", "logs.amazonaws.com"]'),
+     "aws/spans resource policy"),
+    ("the provider pinned to 5.x", "terraform/versions.tf",
+     _replace('version = "~> 6.46"', 'version = "~> 5.30"'),
+     "hashicorp/aws ~> 6.46"),
 ]
 
 
@@ -1432,6 +1883,7 @@ def self_test():
             copy_root = Path(scratch) / f"copy-{index}"
             (copy_root / "deploy").mkdir(parents=True)
             shutil.copytree(REPO / "deploy" / "ecs", copy_root / "deploy" / "ecs")
+            shutil.copytree(REPO / QUERY_DIR, copy_root / QUERY_DIR)
             shutil.copy(REPO / "template.yaml", copy_root / "template.yaml")
             if change:
                 target = copy_root / "deploy" / "ecs" / relative

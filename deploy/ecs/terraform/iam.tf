@@ -1,8 +1,9 @@
 # Two roles, least privilege, every resource named where the action allows it:
 #   execution role: what ECS itself needs to start the task (pull the backend image, write the
-#     two log groups, read the two secrets and the collector's SSM parameter);
-#   task role: what the containers call (X-Ray from the collector, the certificate table and the
-#     CA and OAuth secrets from the backend).
+#     log groups, read the two secrets and, with the sidecar, the collector's SSM parameter);
+#   task role: what the containers call (X-Ray from the collector or, with telemetry_transport
+#     = "otlp-xray", from the backend; the certificate table and the CA and OAuth secrets from
+#     the backend).
 # No AWS managed policy is attached (AmazonECSTaskExecutionRolePolicy grants ECR and logs on
 # "*"). scripts/check-ecs.py walks these documents and fails on any "*" resource but the two
 # actions that have no resource type, on wildcard actions, and on DynamoDB scans or deletes.
@@ -78,15 +79,23 @@ data "aws_iam_policy_document" "execution" {
     resources = [local.backend_repository_arn]
   }
 
-  # The awslogs driver writes streams in the two groups Terraform creates (never creates groups).
+  # The awslogs driver writes streams in the groups Terraform creates (never creates groups):
+  # the backend's, and the collector's when the sidecar runs.
   statement {
-    sid     = "WriteTheTwoLogGroups"
-    effect  = "Allow"
-    actions = ["logs:CreateLogStream", "logs:PutLogEvents"]
-    resources = [
-      "${aws_cloudwatch_log_group.backend.arn}:*",
-      "${aws_cloudwatch_log_group.collector.arn}:*",
-    ]
+    sid       = "WriteTheBackendLogGroup"
+    effect    = "Allow"
+    actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
+    resources = ["${aws_cloudwatch_log_group.backend.arn}:*"]
+  }
+
+  dynamic "statement" {
+    for_each = local.collector ? ["collector"] : []
+    content {
+      sid       = "WriteTheCollectorLogGroup"
+      effect    = "Allow"
+      actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
+      resources = ["${aws_cloudwatch_log_group.collector[0].arn}:*"]
+    }
   }
 
   # SECRET_KEY and CONFIG_API_KEY, injected by ECS as the backend's environment.
@@ -100,12 +109,15 @@ data "aws_iam_policy_document" "execution" {
     ]
   }
 
-  # AOT_CONFIG_CONTENT, the collector's configuration.
-  statement {
-    sid       = "ReadTheCollectorConfig"
-    effect    = "Allow"
-    actions   = ["ssm:GetParameters"]
-    resources = [aws_ssm_parameter.collector_config.arn]
+  # AOT_CONFIG_CONTENT, the collector's configuration, when the sidecar runs.
+  dynamic "statement" {
+    for_each = local.collector ? ["collector"] : []
+    content {
+      sid       = "ReadTheCollectorConfig"
+      effect    = "Allow"
+      actions   = ["ssm:GetParameters"]
+      resources = [aws_ssm_parameter.collector_config[0].arn]
+    }
   }
 
 }
@@ -120,27 +132,45 @@ resource "aws_iam_role_policy" "execution" {
 
 resource "aws_iam_role" "task" {
   name               = "${var.name}-task"
-  description        = "The ${var.name} containers: X-Ray (collector), certificate table and CA/OAuth secrets (backend)."
+  description        = "The ${var.name} containers: X-Ray (collector or backend), certificate table and CA/OAuth secrets (backend)."
   assume_role_policy = data.aws_iam_policy_document.ecs_tasks_assume.json
 }
 
 data "aws_iam_policy_document" "task" {
   source_policy_documents = [data.aws_iam_policy_document.decrypt_secrets.json]
 
-  # The collector's awsxray exporter (segments, telemetry) and awsproxy extension (centralized
-  # sampling). These X-Ray actions have no resource type: IAM requires Resource "*" for them
-  # (the same statement as the AWSXRayDaemonWriteAccess managed policy).
+  # X-Ray, by transport. These actions have no resource type: IAM requires Resource "*" for them.
+  # Spans, whoever sends them: the collector's otlphttp (signed by its sigv4auth) or awsxray
+  # exporter, or the backend itself (otlp-xray). X-Ray's OTLP endpoint "is authorized as
+  # xray:PutTraceSegments" (X-Ray Developer Guide, bearer token authentication for traces),
+  # the action the awsxray exporter calls; nothing else is needed to send spans.
   statement {
-    sid    = "XRayWriteAndSampling"
-    effect = "Allow"
-    actions = [
-      "xray:PutTraceSegments",
-      "xray:PutTelemetryRecords",
-      "xray:GetSamplingRules",
-      "xray:GetSamplingTargets",
-      "xray:GetSamplingStatisticSummaries",
-    ]
+    sid       = "XRaySpans"
+    effect    = "Allow"
+    actions   = ["xray:PutTraceSegments"]
     resources = ["*"]
+  }
+
+  # The sidecar's awsproxy extension: X-Ray centralized sampling for the backend's sampler.
+  dynamic "statement" {
+    for_each = local.collector ? ["collector"] : []
+    content {
+      sid       = "XRaySamplingThroughTheSidecar"
+      effect    = "Allow"
+      actions   = ["xray:GetSamplingRules", "xray:GetSamplingTargets", "xray:GetSamplingStatisticSummaries"]
+      resources = ["*"]
+    }
+  }
+
+  # The awsxray exporter also reports its own telemetry (collector_exporter = "awsxray").
+  dynamic "statement" {
+    for_each = local.collector && var.collector_exporter == "awsxray" ? ["awsxray"] : []
+    content {
+      sid       = "XRayTelemetryOfTheAwsxrayExporter"
+      effect    = "Allow"
+      actions   = ["xray:PutTelemetryRecords"]
+      resources = ["*"]
+    }
   }
 
   # The certificate store reads and writes known keys only (src/device/store/dynamo.rs):

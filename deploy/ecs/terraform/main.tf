@@ -1,7 +1,9 @@
 # apuntador-backend on ECS/Fargate: the backend as a server (HOST/PORT) beside an ADOT collector
-# sidecar, behind a rule on an existing ALB HTTPS listener. ../task-definition.json is the same
-# task definition written out for `aws ecs register-task-definition`; scripts/check-ecs.py holds
-# the two (and container-definitions.json.tftpl) to each other.
+# sidecar (telemetry_transport = "collector"), or alone, signing its spans to X-Ray's OTLP
+# endpoint (telemetry_transport = "otlp-xray"), behind a rule on an existing ALB HTTPS listener.
+# ../task-definition.json and ../task-definition.otlp-xray.json are the same task definitions
+# written out for `aws ecs register-task-definition`; scripts/check-ecs.py holds them (and
+# container-definitions.json.tftpl) to each other. Transaction Search: transaction-search.tf.
 
 data "aws_caller_identity" "current" {}
 
@@ -19,32 +21,42 @@ locals {
     local.partition, local.backend_image_parts[1], local.backend_image_parts[0], local.backend_image_parts[2],
   )
 
+  # The collector sidecar runs only with telemetry_transport = "collector"; otherwise the
+  # backend signs OTLP to X-Ray's OTLP endpoint of the region itself.
+  collector          = var.telemetry_transport == "collector"
+  xray_otlp_endpoint = "https://xray.${var.region}.amazonaws.com/v1/traces"
+
   # The backend's environment. ECS drops variables whose value is empty (and Terraform would then
   # show a difference on every plan), so empty optional settings are left out: the backend
-  # treats a missing variable and an empty one alike.
+  # treats a missing variable and an empty one alike. That is also how each transport sets
+  # only its own variables: collector, OTLP to the sidecar on localhost and X-Ray centralized
+  # sampling through its awsproxy; otlp-xray, a traces endpoint of X-Ray's form, which turns
+  # SigV4 signing on (HTTP only), and a trace-id ratio.
   backend_environment_all = {
-    HOST                        = "0.0.0.0"
-    PORT                        = "8000"
-    ENVIRONMENT                 = var.environment
-    LOG_FORMAT                  = "json"
-    OTEL_SERVICE_NAME           = var.name
-    OTEL_RESOURCE_ATTRIBUTES    = "deployment.environment=${var.environment}"
-    OTEL_TRACES_EXPORTER        = "otlp"
-    OTEL_EXPORTER_OTLP_ENDPOINT = "http://localhost:4318"
-    OTEL_EXPORTER_OTLP_PROTOCOL = "http/protobuf"
-    OTEL_PROPAGATORS            = "xray"
-    OTEL_TRACES_SAMPLER         = "xray"
-    OTEL_TRACES_SAMPLER_ARG     = "endpoint=http://127.0.0.1:2000"
-    INFRASTRUCTURE_PROVIDER     = "aws"
-    AWS_DYNAMODB_TABLE          = aws_dynamodb_table.certificates.name
-    AWS_SECRETS_PREFIX          = var.secrets_prefix
-    TRUSTED_CLIENT_CERT_HEADER  = var.trusted_client_cert_header
-    ENABLED_CLOUD_PROVIDERS     = var.enabled_cloud_providers
-    ALLOWED_ORIGINS             = var.allowed_origins
-    ALLOWED_REDIRECT_URIS       = var.allowed_redirect_uris
-    OAUTH_CREDENTIALS_SECRET    = var.oauth_credentials_secret_arn
-    GOOGLE_REDIRECT_URI         = var.google_redirect_uri
-    ONEDRIVE_REDIRECT_URI       = var.onedrive_redirect_uri
+    HOST                               = "0.0.0.0"
+    PORT                               = "8000"
+    ENVIRONMENT                        = var.environment
+    LOG_FORMAT                         = "json"
+    OTEL_SERVICE_NAME                  = var.name
+    OTEL_RESOURCE_ATTRIBUTES           = "deployment.environment=${var.environment}"
+    OTEL_TRACES_EXPORTER               = "otlp"
+    OTEL_EXPORTER_OTLP_PROTOCOL        = "http/protobuf"
+    OTEL_EXPORTER_OTLP_ENDPOINT        = local.collector ? "http://localhost:4318" : ""
+    OTEL_EXPORTER_OTLP_TRACES_ENDPOINT = local.collector ? "" : local.xray_otlp_endpoint
+    OTEL_EXPORTER_OTLP_TRACES_PROTOCOL = local.collector ? "" : "http/protobuf"
+    OTEL_PROPAGATORS                   = "xray"
+    OTEL_TRACES_SAMPLER                = local.collector ? "xray" : "parentbased_traceidratio"
+    OTEL_TRACES_SAMPLER_ARG            = local.collector ? "endpoint=http://127.0.0.1:2000" : tostring(var.trace_sampling_ratio)
+    INFRASTRUCTURE_PROVIDER            = "aws"
+    AWS_DYNAMODB_TABLE                 = aws_dynamodb_table.certificates.name
+    AWS_SECRETS_PREFIX                 = var.secrets_prefix
+    TRUSTED_CLIENT_CERT_HEADER         = var.trusted_client_cert_header
+    ENABLED_CLOUD_PROVIDERS            = var.enabled_cloud_providers
+    ALLOWED_ORIGINS                    = var.allowed_origins
+    ALLOWED_REDIRECT_URIS              = var.allowed_redirect_uris
+    OAUTH_CREDENTIALS_SECRET           = var.oauth_credentials_secret_arn
+    GOOGLE_REDIRECT_URI                = var.google_redirect_uri
+    ONEDRIVE_REDIRECT_URI              = var.onedrive_redirect_uri
     # The ALB appends the client's address to X-Forwarded-For: client.address is that entry.
     TRUSTED_PROXY_HOPS = "1"
     # Longer than the ALB's idle timeout (60 s): the header-read timeout also closes idle
@@ -79,22 +91,27 @@ resource "aws_cloudwatch_log_group" "backend" {
   retention_in_days = var.log_retention_days
 }
 
+# Only with the sidecar (telemetry_transport = "collector").
 resource "aws_cloudwatch_log_group" "collector" {
   #checkov:skip=CKV_AWS_158:As for the backend's group: encrypted at rest by CloudWatch Logs; the collector logs its own state, no request data.
   #checkov:skip=CKV_AWS_338:As for the backend's group: log_retention_days.
+  count             = local.collector ? 1 : 0
   name              = "/ecs/${var.name}/collector"
   retention_in_days = var.log_retention_days
 }
 
 # --- the collector's configuration ----------------------------------------------------------
 
+# Only with the sidecar: ../collector.yaml (otlphttp + sigv4auth to X-Ray's OTLP endpoint) or,
+# with collector_exporter = "awsxray", ../collector.awsxray.yaml.
 resource "aws_ssm_parameter" "collector_config" {
-  #checkov:skip=CKV2_AWS_34:The collector configuration holds no secret (endpoints and pipeline only, the same text as ../collector.yaml in this repository); a String parameter needs no KMS permission on the execution role.
+  #checkov:skip=CKV2_AWS_34:The collector configuration holds no secret (endpoints and pipeline only, the text of ../collector.yaml or ../collector.awsxray.yaml in this repository); a String parameter needs no KMS permission on the execution role.
+  count       = local.collector ? 1 : 0
   name        = "/${var.name}/collector-config"
-  description = "ADOT collector configuration of ${var.name} (AOT_CONFIG_CONTENT), from deploy/ecs/collector.yaml"
+  description = "ADOT collector configuration of ${var.name} (AOT_CONFIG_CONTENT), from deploy/ecs/collector${var.collector_exporter == "awsxray" ? ".awsxray" : ""}.yaml"
   type        = "String"
   tier        = "Standard"
-  value       = file("${path.module}/../collector.yaml")
+  value       = var.collector_exporter == "awsxray" ? file("${path.module}/../collector.awsxray.yaml") : file("${path.module}/../collector.yaml")
 }
 
 # --- the certificate table (mirrors template.yaml's CertificateTable) ------------------------
@@ -287,15 +304,18 @@ resource "aws_ecs_task_definition" "backend" {
     cpu_architecture        = var.cpu_architecture
   }
 
+  # The template leaves the collector container and the backend's dependsOn on it out unless
+  # telemetry_transport is "collector" (the two collector arguments are then null, unused).
   container_definitions = templatefile("${path.module}/container-definitions.json.tftpl", {
+    telemetry_transport            = var.telemetry_transport
     backend_image                  = var.backend_image
     backend_environment            = local.backend_environment
     secret_key_secret_arn          = var.secret_key_secret_arn
     config_api_key_secret_arn      = var.config_api_key_secret_arn
     backend_log_group              = aws_cloudwatch_log_group.backend.name
     collector_image                = var.collector_image
-    collector_config_parameter_arn = aws_ssm_parameter.collector_config.arn
-    collector_log_group            = aws_cloudwatch_log_group.collector.name
+    collector_config_parameter_arn = one(aws_ssm_parameter.collector_config[*].arn)
+    collector_log_group            = one(aws_cloudwatch_log_group.collector[*].name)
     region                         = var.region
   })
 }

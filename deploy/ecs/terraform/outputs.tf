@@ -24,8 +24,8 @@ output "backend_log_group" {
 }
 
 output "collector_log_group" {
-  description = "CloudWatch Logs group of the ADOT collector sidecar"
-  value       = aws_cloudwatch_log_group.collector.name
+  description = "CloudWatch Logs group of the ADOT collector sidecar (null without it)"
+  value       = one(aws_cloudwatch_log_group.collector[*].name)
 }
 
 output "certificate_table_name" {
@@ -34,8 +34,13 @@ output "certificate_table_name" {
 }
 
 output "collector_config_parameter" {
-  description = "SSM parameter holding the collector configuration (AOT_CONFIG_CONTENT)"
-  value       = aws_ssm_parameter.collector_config.name
+  description = "SSM parameter holding the collector configuration (AOT_CONFIG_CONTENT; null without the sidecar)"
+  value       = one(aws_ssm_parameter.collector_config[*].name)
+}
+
+output "span_queries" {
+  description = "Saved Logs Insights queries over aws/spans (transaction_search enable or already-enabled)"
+  value       = [for query in aws_cloudwatch_query_definition.spans : query.name]
 }
 
 output "task_role_arn" {

@@ -69,6 +69,63 @@ check "collector_image_pinned_by_digest" {
   }
 }
 
+# --- traces: how spans reach X-Ray, and Transaction Search ------------------------------------
+
+variable "telemetry_transport" {
+  description = "How the backend's spans reach X-Ray. collector: the ADOT collector sidecar (OTLP on 127.0.0.1, X-Ray centralized sampling through its awsproxy), which sends them on as collector_exporter says. otlp-xray: no sidecar; the backend signs OTLP/HTTP with the task role (SigV4, service xray) straight to X-Ray's OTLP endpoint, https://xray.<region>.amazonaws.com/v1/traces, which needs Transaction Search; sampling is then trace_sampling_ratio (the centralized rules need the sidecar)."
+  type        = string
+  default     = "collector"
+
+  validation {
+    condition     = contains(["collector", "otlp-xray"], var.telemetry_transport)
+    error_message = "telemetry_transport: collector or otlp-xray."
+  }
+}
+
+variable "collector_exporter" {
+  description = "With telemetry_transport = \"collector\": otlp-xray (../collector.yaml: otlphttp signed by sigv4auth to X-Ray's OTLP endpoint, which needs Transaction Search) or awsxray (../collector.awsxray.yaml: PutTraceSegments, for accounts without Transaction Search)."
+  type        = string
+  default     = "otlp-xray"
+
+  validation {
+    condition     = contains(["otlp-xray", "awsxray"], var.collector_exporter)
+    error_message = "collector_exporter: otlp-xray or awsxray."
+  }
+}
+
+variable "trace_sampling_ratio" {
+  description = "With telemetry_transport = \"otlp-xray\": the share of root requests traced (OTEL_TRACES_SAMPLER=parentbased_traceidratio). 1 records every request, as AWS suggests with Transaction Search (every span lands in aws/spans; transaction_search_indexing_percentage of them are indexed)."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = var.trace_sampling_ratio >= 0 && var.trace_sampling_ratio <= 1
+    error_message = "trace_sampling_ratio: a number from 0 to 1."
+  }
+}
+
+variable "transaction_search" {
+  description = "X-Ray Transaction Search is a setting of the whole account and region, not of this service: one configuration (or one person) should own it. off: this configuration neither changes it nor saves span queries. enable: it owns it (the CloudWatch Logs resource policy for aws/spans, the trace segment destination CloudWatchLogs, the Default indexing rule; apply enable only while it is off, and removing these resources does not turn it off). already-enabled: someone else owns it; only the Logs Insights queries over aws/spans are saved. The OTLP paths need it on."
+  type        = string
+  default     = "off"
+
+  validation {
+    condition     = contains(["off", "enable", "already-enabled"], var.transaction_search)
+    error_message = "transaction_search: off, enable or already-enabled."
+  }
+}
+
+variable "transaction_search_indexing_percentage" {
+  description = "With transaction_search = \"enable\": the percentage of spans X-Ray indexes as trace summaries (the Default indexing rule; every span reaches aws/spans whatever this is)."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = var.transaction_search_indexing_percentage >= 0 && var.transaction_search_indexing_percentage <= 100
+    error_message = "transaction_search_indexing_percentage: a number from 0 to 100."
+  }
+}
+
 variable "cpu_architecture" {
   description = "X86_64 or ARM64; the backend image must be built for it (the collector image is multi-arch)."
   type        = string
@@ -110,7 +167,7 @@ variable "vpc_id" {
 }
 
 variable "subnet_ids" {
-  description = "Private subnets of the tasks. They need a route to ECR, CloudWatch Logs, Secrets Manager, SSM, X-Ray and DynamoDB (NAT or VPC endpoints): no public IP is assigned."
+  description = "Private subnets of the tasks. They need a route to ECR, CloudWatch Logs, Secrets Manager, SSM, X-Ray (its API, and https://xray.<region>.amazonaws.com/v1/traces) and DynamoDB (NAT or VPC endpoints): no public IP is assigned."
   type        = list(string)
 
   validation {
@@ -249,7 +306,7 @@ variable "onedrive_redirect_uri" {
 }
 
 variable "log_retention_days" {
-  description = "Retention of the two log groups (template.yaml's LogRetentionDays default)."
+  description = "Retention of the log groups, the backend's and the collector's (template.yaml's LogRetentionDays default)."
   type        = number
   default     = 30
 

@@ -5,9 +5,11 @@ terraform {
   required_providers {
     aws = {
       source = "hashicorp/aws"
-      # 5.x; the aws_lb_listener data source exports mutual_authentication (read in main.tf)
-      # from 5.30.0 on.
-      version = "~> 5.30"
+      # 6.46.0 added aws_xray_trace_segment_destination and aws_xray_indexing_rule
+      # (transaction-search.tf; terraform-provider-aws pull requests 47961 and 47975). None of
+      # the resources here is among the version 6 upgrade guide's breaking changes; the
+      # aws_lb_listener data source still exports mutual_authentication (read in main.tf).
+      version = "~> 6.46"
     }
   }
 }
