@@ -14,7 +14,8 @@ template's conditions resolved as they would be), this script asserts:
     handshake cannot be skipped) and which reaches the function;
   * the ApiUrl output points at the open API.
 
-For each TelemetryTransport (and, for collector, each CollectorExporter), on arm64 and x86_64
+For each TelemetryTransport (and, for collector, each CollectorExporter: auto follows
+TransactionSearch, awsxray while it is off, otlphttp once on), on arm64 and x86_64
 (conditions computed from the parameter values, as CloudFormation would), it resolves the
 function's Layers, environment and policies (issue 15, issue 24):
 
@@ -106,12 +107,21 @@ TRACES_PROTOCOL = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
 # (parameter overrides, expected layers (None: the default collector), the environment
 # (None: the variable must be absent), the collector's exporter (None: no collector))
 TRANSPORTS = [
+    # CollectorExporter=auto (the default): awsxray while TransactionSearch is off, otlphttp
+    # once it is on (enable or already-enabled).
     ({"TelemetryTransport": "collector"}, None,
+     {"OTEL_TRACES_EXPORTER": "otlp", TRACES_ENDPOINT: None, TRACES_PROTOCOL: None}, "awsxray"),
+    ({"TelemetryTransport": "collector", "TransactionSearch": "already-enabled"}, None,
      {"OTEL_TRACES_EXPORTER": "otlp", TRACES_ENDPOINT: None, TRACES_PROTOCOL: None}, "otlphttp"),
-    ({"TelemetryTransport": "collector", "CollectorExporter": "awsxray"}, None,
+    ({"TelemetryTransport": "collector", "TransactionSearch": "enable"}, None,
+     {"OTEL_TRACES_EXPORTER": "otlp", TRACES_ENDPOINT: None, TRACES_PROTOCOL: None}, "otlphttp"),
+    ({"TelemetryTransport": "collector", "CollectorExporter": "otlp-xray"}, None,
+     {"OTEL_TRACES_EXPORTER": "otlp", TRACES_ENDPOINT: None, TRACES_PROTOCOL: None}, "otlphttp"),
+    ({"TelemetryTransport": "collector", "CollectorExporter": "awsxray",
+      "TransactionSearch": "already-enabled"}, None,
      {"OTEL_TRACES_EXPORTER": "otlp", TRACES_ENDPOINT: None, TRACES_PROTOCOL: None}, "awsxray"),
     ({"TelemetryTransport": "collector", "CollectorLayerArn": EXAMPLE_LAYER_ARN}, [EXAMPLE_LAYER_ARN],
-     {"OTEL_TRACES_EXPORTER": "otlp", TRACES_ENDPOINT: None, TRACES_PROTOCOL: None}, "otlphttp"),
+     {"OTEL_TRACES_EXPORTER": "otlp", TRACES_ENDPOINT: None, TRACES_PROTOCOL: None}, "awsxray"),
     ({"TelemetryTransport": "otlp-udp"}, [],
      {"OTEL_TRACES_EXPORTER": "otlp-udp", TRACES_ENDPOINT: None, TRACES_PROTOCOL: None}, None),
     ({"TelemetryTransport": "otlp-xray", "TransactionSearch": "already-enabled"}, [],

@@ -39,6 +39,11 @@ pub struct ReceivedSpan {
     pub parent_span_id: String,
     pub trace_state: String,
     pub status_code: i32,
+    /// Whether the span carries a status at all, and its message.
+    pub status_present: bool,
+    pub status_message: String,
+    pub start_time_unix_nano: u64,
+    pub end_time_unix_nano: u64,
     pub attributes: Vec<(String, String)>,
     pub resource: Vec<(String, String)>,
 }
@@ -117,7 +122,15 @@ fn convert(span: Span, resource: &[(String, String)], at: Instant) -> ReceivedSp
         span_id: hex(&span.span_id),
         parent_span_id: hex(&span.parent_span_id),
         trace_state: span.trace_state,
-        status_code: span.status.map(|s| s.code).unwrap_or(0),
+        status_code: span.status.as_ref().map(|s| s.code).unwrap_or(0),
+        status_present: span.status.is_some(),
+        status_message: span
+            .status
+            .as_ref()
+            .map(|s| s.message.clone())
+            .unwrap_or_default(),
+        start_time_unix_nano: span.start_time_unix_nano,
+        end_time_unix_nano: span.end_time_unix_nano,
         attributes: span
             .attributes
             .into_iter()

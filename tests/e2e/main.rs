@@ -19,6 +19,8 @@
 //! - [`memory`]: resident memory stays flat over thousands of invocations;
 //! - [`otlp_udp`]: the OTLP-over-UDP transport under the Runtime API double, every datagram
 //!   checked as Lambda's X-Ray endpoint reads it;
+//! - [`span_queries`]: every field the Logs Insights queries over `aws/spans` read is in the
+//!   spans the binary exports (decoded by the SigV4 endpoint double);
 //! - [`xray_otlp`]: the SigV4 transport against a double of X-Ray's OTLP endpoint that verifies
 //!   every signature: each answer the endpoint gives, Lambda and server mode, credential
 //!   refresh, no credential in a log line;
@@ -45,5 +47,6 @@ mod otlp_udp;
 mod rie;
 mod sampling;
 mod server;
+mod span_queries;
 mod xray;
 mod xray_otlp;
