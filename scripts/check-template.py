@@ -807,6 +807,11 @@ BREAKAGES = [
      _replace("AllowedPattern: ^[a-z0-9][a-z0-9-]*$", "AllowedPattern: ^[A-Za-z0-9][A-Za-z0-9-]*$"),
      "Stage='LOCAL' is accepted"),
     # Issue 24: the transports, the layer's components, Transaction Search, the span queries.
+    ("CollectorExporter=auto sending to the OTLP endpoint while Transaction Search is off",
+     _replace("""      - !Equals [!Ref CollectorExporter, auto]
+      - !Equals [!Ref TransactionSearch, "off"]""", """      - !Equals [!Ref CollectorExporter, auto]
+      - !Equals [!Ref TransactionSearch, never]"""),
+     "TelemetryTransport=collector Architecture=arm64: traces pipeline"),
     ("a batch processor in the layer's configuration (the layer has none)",
      _replace('"service":{"extensions":["sigv4auth"],"pipelines":{"traces":{"receivers":["otlp"],',
               '"processors":{"batch":{}},"service":{"extensions":["sigv4auth"],"pipelines":{"traces":'
