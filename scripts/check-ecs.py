@@ -21,11 +21,16 @@
         its check block (warns unless pinned by digest) on COLLECTOR_IMAGE_CASES;
       - the certificate table mirrors template.yaml's CertificateTable (keys, attributes,
         ExpirationIndex, time-to-live on purge_at, point-in-time recovery, encryption);
-      - by telemetry_transport and collector_exporter (dynamic statements expanded, issue 24):
-        the task role's X-Ray actions are TASK_XRAY_ACTIONS exactly (xray:PutTraceSegments for
-        spans, the sampling reads only with the sidecar, PutTelemetryRecords only for awsxray)
-        and the execution role reads the collector's parameter and log group only with the
-        sidecar, whose parameter and log group exist only then;
+      - by telemetry_transport, collector_exporter and transaction_search (dynamic statements
+        expanded, issue 24; collector_exporter = auto, the default, is awsxray while
+        transaction_search is off and otlp-xray with enable or already-enabled, as template.yaml's
+        CollectorExportsAwsxray): the task role's X-Ray actions are TASK_XRAY_ACTIONS exactly
+        (xray:PutTraceSegments for spans, the sampling reads only with the sidecar,
+        PutTelemetryRecords only when the sidecar exports with awsxray) and the execution role
+        reads the collector's parameter and log group only with the sidecar, whose parameter
+        and log group exist only then; the parameter's value and description evaluated for
+        every pair: collector.awsxray.yaml when the sidecar exports with awsxray, else
+        collector.yaml; collector_exporter's default and validation;
       - transaction_search: the aws/spans resource policy (AWS's document), the trace segment
         destination and the Default indexing rule exist only with enable, in that order; one
         aws_cloudwatch_query_definition per file of deploy/queries/spans, read with file(),
@@ -67,9 +72,11 @@ missing or outdated.
   --self-test            break copies of the kit on purpose ("*" resource, a missing health
                          check, dependsOn START, the collector as root or by tag only, the
                          security-group precondition weakened, sampling actions without the
-                         sidecar, an unsigned or fixed-region otlphttp, span queries with
-                         transaction_search off, …) and fail unless the static checks catch
-                         every one
+                         sidecar, auto with transaction_search off storing collector.yaml
+                         (otlphttp) or without PutTelemetryRecords, collector_exporter's
+                         default back on otlp-xray, an unsigned or fixed-region otlphttp, span
+                         queries with transaction_search off, …) and fail unless the static
+                         checks catch every one
 """
 
 import argparse
@@ -150,9 +157,33 @@ TRACING_ENV = {
         "OTEL_TRACES_SAMPLER_ARG": "1",
     },
 }
-# The task role's X-Ray actions by (telemetry_transport, collector_exporter): PutTraceSegments for
-# spans whoever sends them (X-Ray's OTLP endpoint is authorized as that action), the sampling
-# reads only for the sidecar's awsproxy, PutTelemetryRecords only for the awsxray exporter.
+# collector_exporter's values, each tried under every transaction_search value: auto is awsxray
+# while Transaction Search is off (X-Ray's OTLP endpoint refuses spans then) and otlp-xray once it
+# is enable or already-enabled, as template.yaml's CollectorExportsAwsxray condition has it.
+COLLECTOR_EXPORTERS = ("auto", "otlp-xray", "awsxray")
+TRANSACTION_SEARCH_VALUES = ("off", "enable", "already-enabled")
+
+
+def effective_exporter(exporter, transaction_search):
+    """What the sidecar exports with for collector_exporter and transaction_search."""
+    if exporter == "auto":
+        return "awsxray" if transaction_search == "off" else "otlp-xray"
+    return exporter
+
+
+# (collector_exporter, transaction_search, the exporter the sidecar then uses), every pair.
+EXPORTER_CASES = [
+    (exporter, search, effective_exporter(exporter, search))
+    for exporter in COLLECTOR_EXPORTERS
+    for search in TRANSACTION_SEARCH_VALUES
+]
+# The file the collector's SSM parameter holds, and the exporter component that file's pipeline
+# ends in, by the exporter the sidecar uses.
+COLLECTOR_FILES = {"otlp-xray": ("collector.yaml", "otlphttp"), "awsxray": ("collector.awsxray.yaml", "awsxray")}
+# The task role's X-Ray actions by (telemetry_transport, the exporter the sidecar uses):
+# PutTraceSegments for spans whoever sends them (X-Ray's OTLP endpoint is authorized as that
+# action), the sampling reads only for the sidecar's awsproxy, PutTelemetryRecords only for the
+# awsxray exporter.
 XRAY_SAMPLING = {"xray:GetSamplingRules", "xray:GetSamplingTargets", "xray:GetSamplingStatisticSummaries"}
 TASK_XRAY_ACTIONS = {
     ("collector", "otlp-xray"): {"xray:PutTraceSegments"} | XRAY_SAMPLING,
@@ -822,34 +853,107 @@ def role_document(tf, role):
     return tf.data.get("aws_iam_policy_document", {}).get(m.group(1)) if m else None
 
 
+def exporter_label(exporter, search, effective):
+    """`collector_exporter = auto, transaction_search = off` (auto: also what it stands for)."""
+    label = f"collector_exporter = {exporter}, transaction_search = {search}"
+    return label + (f" (auto: {effective})" if exporter == "auto" else "")
+
+
 def check_roles_by_transport(tf, report):
-    """What each role may do, by telemetry_transport and collector_exporter: the task role's
-    X-Ray actions are TASK_XRAY_ACTIONS exactly; the execution role reads the collector's
-    parameter and writes its log group only when the sidecar runs."""
+    """What each role may do, by telemetry_transport, collector_exporter and transaction_search
+    (auto evaluated under each value): the task role's X-Ray actions are TASK_XRAY_ACTIONS of the
+    exporter the sidecar then uses, exactly; the execution role reads the collector's parameter
+    and writes its log group only when the sidecar runs, whatever the exporter."""
     task, execution = role_document(tf, "task"), role_document(tf, "execution")
     if not report.check(task and execution, "IAM: the task and execution role policies are policy documents"):
         return
-    for (transport, exporter), expected in TASK_XRAY_ACTIONS.items():
-        variables = {"telemetry_transport": transport, "collector_exporter": exporter}
-        label = f"telemetry_transport = {transport}, collector_exporter = {exporter}"
-        try:
-            granted = {a for s in effective_statements(tf, task, variables) for a in s.get("actions", []) if a.startswith("xray:")}
-            run = effective_statements(tf, execution, variables)
-        except Unresolved as error:
-            report.fail(f"IAM ({label}): a dynamic statement's for_each not understood: {error}")
-            continue
-        report.check(
-            granted == expected,
-            f"IAM ({label}): the task role's X-Ray actions are {', '.join(sorted(expected))}",
-            f"granted {sorted(granted)}",
-        )
-        reads_config = any("ssm:GetParameters" in s.get("actions", []) for s in run)
-        collector_logs = any("collector" in r for s in run for r in s.get("resources", []) if "log_group" in r)
+    for transport in MODES:
+        execution_grants = {}
+        for exporter, search, effective in EXPORTER_CASES:
+            variables = {"telemetry_transport": transport, "collector_exporter": exporter, "transaction_search": search}
+            label = f"telemetry_transport = {transport}, {exporter_label(exporter, search, effective)}"
+            expected = TASK_XRAY_ACTIONS[(transport, effective)]
+            try:
+                granted = {a for s in effective_statements(tf, task, variables) for a in s.get("actions", []) if a.startswith("xray:")}
+                run = effective_statements(tf, execution, variables)
+            except Unresolved as error:
+                report.fail(f"IAM ({label}): a dynamic statement's for_each not understood: {error}")
+                continue
+            report.check(
+                granted == expected,
+                f"IAM ({label}): the task role's X-Ray actions are {', '.join(sorted(expected))}",
+                f"granted {sorted(granted)}",
+            )
+            reads_config = any("ssm:GetParameters" in s.get("actions", []) for s in run)
+            collector_logs = any("collector" in r for s in run for r in s.get("resources", []) if "log_group" in r)
+            execution_grants[f"{exporter}/{search}"] = (reads_config, collector_logs)
         sidecar = transport == "collector"
+        wrong = {case: grants for case, grants in execution_grants.items() if grants != (sidecar, sidecar)}
         report.check(
-            reads_config == sidecar and collector_logs == sidecar,
-            f"IAM ({label}): the execution role {'reads the collector parameter and writes its log group' if sidecar else 'has nothing of the collector'}",
-            f"ssm:GetParameters {reads_config}, collector log group {collector_logs}",
+            execution_grants and not wrong,
+            f"IAM (telemetry_transport = {transport}, every collector_exporter and transaction_search): the execution role "
+            f"{'reads the collector parameter and writes its log group' if sidecar else 'has nothing of the collector'}",
+            "; ".join(f"{case}: ssm:GetParameters {r}, collector log group {g}" for case, (r, g) in wrong.items()),
+        )
+
+
+def check_collector_exporter(tf, report):
+    """collector_exporter: auto (the default), otlp-xray or awsxray, and what each selects under
+    every transaction_search value: the file the collector's SSM parameter holds and the one its
+    description names (both evaluated, not grepped) are the exporter's the sidecar then uses
+    (COLLECTOR_FILES; auto: collector.awsxray.yaml while transaction_search is off)."""
+    variable = tf.variables.get("collector_exporter", {})
+    conditions = [v.get("condition", "") for v in variable.get("validation", [])]
+    description = " ".join(str(variable.get("description", "")).split())
+    try:
+        accepted = {
+            value: bool(conditions) and all(HclExpression(tf, {"collector_exporter": value}, {}).evaluate(c) for c in conditions)
+            for value in COLLECTOR_EXPORTERS + ("xray", "")
+        }
+    except Unresolved as error:
+        report.fail(f"variable collector_exporter: validation not understood: {error}")
+        accepted = {}
+    report.check(
+        variable.get("default") == "auto"
+        and all(accepted.get(value) for value in COLLECTOR_EXPORTERS)
+        and not any(accepted.get(value, True) for value in ("xray", ""))
+        and all(word in description for word in ("auto", "awsxray", "otlp-xray", 'transaction_search is "off"', "Transaction Search")),
+        "variable collector_exporter: auto (default), otlp-xray, awsxray accepted, anything else refused; "
+        "says auto follows transaction_search",
+        f"default {variable.get('default')!r}, accepted {accepted}",
+    )
+    parameter = tf.resource("aws_ssm_parameter", "collector_config")
+    if not report.check(
+        list(tf.resource("aws_ssm_parameter")) == ["collector_config"] and parameter.get("count") == "${local.collector ? 1 : 0}",
+        "SSM parameter collector_config: the only one, with the sidecar only",
+        f"{list(tf.resource('aws_ssm_parameter'))} (count {(parameter or {}).get('count')})",
+    ):
+        return
+    value = parameter.get("value", "")
+    choice = re.fullmatch(
+        r'\$\{(.+) \? file\("\$\{path\.module\}/\.\./([\w.-]+)"\) : file\("\$\{path\.module\}/\.\./([\w.-]+)"\)\}',
+        value,
+    )
+    if not report.check(
+        choice, "SSM parameter collector_config: value = condition ? file(../<one>.yaml) : file(../<other>.yaml)", value
+    ):
+        return
+    for exporter, search, effective in EXPORTER_CASES:
+        label = exporter_label(exporter, search, effective)
+        evaluate = HclExpression(tf, {"collector_exporter": exporter, "transaction_search": search}, {})
+        try:
+            held = choice.group(2) if evaluate.evaluate(choice.group(1)) else choice.group(3)
+            named = re.sub(
+                r"\$\{([^{}]*)\}", lambda m: evaluate.tostring(evaluate.evaluate(m.group(1))), parameter.get("description", "")
+            )
+        except Unresolved as error:
+            report.fail(f"SSM parameter ({label}): value or description not understood: {error}")
+            continue
+        expected, component = COLLECTOR_FILES[effective]
+        report.check(
+            held == expected and named.endswith(f"deploy/ecs/{expected}"),
+            f"SSM parameter ({label}): the collector parameter holds {expected} (exporter {component}), and its description names it",
+            f"holds {held}; description {named!r}",
         )
 
 
@@ -902,17 +1006,7 @@ def check_terraform_resources(tf, report, template_table):
             "passthrough" in conditions and "trusted_client_cert_header" in conditions,
             f"listener rule {name}: refuses a listener not in mutual-TLS passthrough mode while the header is trusted",
         )
-    parameters = tf.resource("aws_ssm_parameter")
     sidecar_only = "${local.collector ? 1 : 0}"
-    for name, parameter in parameters.items():
-        report.check(
-            parameter.get("value")
-            == '${var.collector_exporter == "awsxray" ? file("${path.module}/../collector.awsxray.yaml") : file("${path.module}/../collector.yaml")}'
-            and parameter.get("count") == sidecar_only,
-            f"SSM parameter {name}: with the sidecar only, value = file(../collector.yaml), or ../collector.awsxray.yaml "
-            f"for collector_exporter = awsxray; type {parameter.get('type')}",
-            f"{parameter.get('value')} (count {parameter.get('count')})",
-        )
     groups = tf.resource("aws_cloudwatch_log_group")
     report.check(
         len(groups) == 2 and all("retention_in_days" in g for g in groups.values())
@@ -1723,12 +1817,13 @@ def run(root, skip):
     report.ok(f"Terraform parses: {', '.join(p.name for p in tf.files)}")
     check_iam(tf, report)
     check_roles_by_transport(tf, report)
+    check_collector_exporter(tf, report)
     check_terraform_resources(tf, report, template["Resources"]["CertificateTable"])
     tasks = check_task_definition(tf, ecs, report)
     check_collector_image_variable(tf, report)
     check_task_security_groups(tf, report)
-    check_collector(ecs / "collector.yaml", "otlphttp", "127.0.0.1", report, limit=4096)
-    check_collector(ecs / "collector.awsxray.yaml", "awsxray", "127.0.0.1", report, limit=4096)
+    for file, component in COLLECTOR_FILES.values():
+        check_collector(ecs / file, component, "127.0.0.1", report, limit=4096)
     check_collector(ecs / "collector.local.yaml", "debug", "0.0.0.0", report)
     check_transaction_search(tf, root, report)
     compose_image = check_compose(ecs / "compose.yaml", report)
@@ -1829,10 +1924,31 @@ BREAKAGES = [
     ("the sampling actions granted without the sidecar", "terraform/iam.tf",
      _replace('actions   = ["xray:PutTraceSegments"]',
               'actions   = ["xray:PutTraceSegments", "xray:GetSamplingRules"]'),
-     "telemetry_transport = otlp-xray, collector_exporter = otlp-xray): the task role's X-Ray actions"),
+     "telemetry_transport = otlp-xray, collector_exporter = otlp-xray, transaction_search = off): the task role's X-Ray actions"),
     ("PutTelemetryRecords for the otlphttp exporter too", "terraform/iam.tf",
-     _replace('local.collector && var.collector_exporter == "awsxray" ?', "local.collector ?"),
-     "telemetry_transport = collector, collector_exporter = otlp-xray): the task role's X-Ray actions"),
+     _replace('local.collector && local.collector_awsxray ?', "local.collector ?"),
+     "telemetry_transport = collector, collector_exporter = otlp-xray, transaction_search = enable): the task role's X-Ray actions"),
+    ("PutTelemetryRecords for explicit awsxray only, not for auto without Transaction Search", "terraform/iam.tf",
+     _replace('local.collector && local.collector_awsxray ?', 'local.collector && var.collector_exporter == "awsxray" ?'),
+     "telemetry_transport = collector, collector_exporter = auto, transaction_search = off (auto: awsxray)): the task role's X-Ray actions"),
+    ("auto with transaction_search off exporting with otlphttp (collector.yaml)", "terraform/main.tf",
+     _replace(' || (var.collector_exporter == "auto" && var.transaction_search == "off")', ""),
+     "SSM parameter (collector_exporter = auto, transaction_search = off (auto: awsxray)): the collector parameter holds collector.awsxray.yaml"),
+    ("auto exporting with awsxray once Transaction Search is on", "terraform/main.tf",
+     _replace('(var.collector_exporter == "auto" && var.transaction_search == "off")', '(var.collector_exporter == "auto")'),
+     "SSM parameter (collector_exporter = auto, transaction_search = enable (auto: otlp-xray)): the collector parameter holds collector.yaml"),
+    ("the collector parameter's value ignoring auto", "terraform/main.tf",
+     _replace('value       = local.collector_awsxray ?', 'value       = var.collector_exporter == "awsxray" ?'),
+     "SSM parameter (collector_exporter = auto, transaction_search = off (auto: awsxray)): the collector parameter holds"),
+    ("the collector parameter's description naming the other file", "terraform/main.tf",
+     _replace('collector${local.collector_awsxray ? ".awsxray" : ""}.yaml', 'collector${var.collector_exporter == "awsxray" ? ".awsxray" : ""}.yaml'),
+     "SSM parameter (collector_exporter = auto, transaction_search = off (auto: awsxray)): the collector parameter holds"),
+    ("collector_exporter defaulting to otlp-xray again", "terraform/variables.tf",
+     _replace('default     = "auto"', 'default     = "otlp-xray"'),
+     "variable collector_exporter: auto (default)"),
+    ("collector_exporter's validation refusing auto", "terraform/variables.tf",
+     _replace('contains(["auto", "otlp-xray", "awsxray"], var.collector_exporter)', 'contains(["otlp-xray", "awsxray"], var.collector_exporter)'),
+     "variable collector_exporter: auto (default)"),
     ("the collector parameter readable without the sidecar", "terraform/iam.tf",
      _sub(r'for_each = local\.collector \? \["collector"\] : \[\]\n    content \{\n      sid       = "ReadTheCollectorConfig"',
           'for_each = ["collector"]\n    content {\n      sid       = "ReadTheCollectorConfig"'),

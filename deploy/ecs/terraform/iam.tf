@@ -162,9 +162,10 @@ data "aws_iam_policy_document" "task" {
     }
   }
 
-  # The awsxray exporter also reports its own telemetry (collector_exporter = "awsxray").
+  # The awsxray exporter also reports its own telemetry (local.collector_awsxray:
+  # collector_exporter = "awsxray", or "auto" with transaction_search = "off").
   dynamic "statement" {
-    for_each = local.collector && var.collector_exporter == "awsxray" ? ["awsxray"] : []
+    for_each = local.collector && local.collector_awsxray ? ["awsxray"] : []
     content {
       sid       = "XRayTelemetryOfTheAwsxrayExporter"
       effect    = "Allow"

@@ -25,6 +25,10 @@ locals {
   # backend signs OTLP to X-Ray's OTLP endpoint of the region itself.
   collector          = var.telemetry_transport == "collector"
   xray_otlp_endpoint = "https://xray.${var.region}.amazonaws.com/v1/traces"
+  # Whether the sidecar exports with awsxray (../collector.awsxray.yaml, PutTelemetryRecords):
+  # collector_exporter = "awsxray", or "auto" without Transaction Search, since X-Ray's OTLP
+  # endpoint refuses spans while it is off (template.yaml's CollectorExportsAwsxray).
+  collector_awsxray = var.collector_exporter == "awsxray" || (var.collector_exporter == "auto" && var.transaction_search == "off")
 
   # The backend's environment. ECS drops variables whose value is empty (and Terraform would then
   # show a difference on every plan), so empty optional settings are left out: the backend
@@ -103,15 +107,16 @@ resource "aws_cloudwatch_log_group" "collector" {
 # --- the collector's configuration ----------------------------------------------------------
 
 # Only with the sidecar: ../collector.yaml (otlphttp + sigv4auth to X-Ray's OTLP endpoint) or,
-# with collector_exporter = "awsxray", ../collector.awsxray.yaml.
+# with local.collector_awsxray (collector_exporter = "awsxray", or "auto" with transaction_search
+# = "off"), ../collector.awsxray.yaml.
 resource "aws_ssm_parameter" "collector_config" {
   #checkov:skip=CKV2_AWS_34:The collector configuration holds no secret (endpoints and pipeline only, the text of ../collector.yaml or ../collector.awsxray.yaml in this repository); a String parameter needs no KMS permission on the execution role.
   count       = local.collector ? 1 : 0
   name        = "/${var.name}/collector-config"
-  description = "ADOT collector configuration of ${var.name} (AOT_CONFIG_CONTENT), from deploy/ecs/collector${var.collector_exporter == "awsxray" ? ".awsxray" : ""}.yaml"
+  description = "ADOT collector configuration of ${var.name} (AOT_CONFIG_CONTENT), from deploy/ecs/collector${local.collector_awsxray ? ".awsxray" : ""}.yaml"
   type        = "String"
   tier        = "Standard"
-  value       = var.collector_exporter == "awsxray" ? file("${path.module}/../collector.awsxray.yaml") : file("${path.module}/../collector.yaml")
+  value       = local.collector_awsxray ? file("${path.module}/../collector.awsxray.yaml") : file("${path.module}/../collector.yaml")
 }
 
 # --- the certificate table (mirrors template.yaml's CertificateTable) ------------------------

@@ -83,13 +83,13 @@ variable "telemetry_transport" {
 }
 
 variable "collector_exporter" {
-  description = "With telemetry_transport = \"collector\": otlp-xray (../collector.yaml: otlphttp signed by sigv4auth to X-Ray's OTLP endpoint, which needs Transaction Search) or awsxray (../collector.awsxray.yaml: PutTraceSegments, for accounts without Transaction Search)."
+  description = "With telemetry_transport = \"collector\": auto (default): awsxray when transaction_search is \"off\", otlp-xray when it is \"enable\" or \"already-enabled\", so a default deploy never sends spans X-Ray would refuse. otlp-xray: ../collector.yaml, otlphttp signed by sigv4auth to X-Ray's OTLP endpoint, which refuses spans unless Transaction Search is on in the account and region. awsxray: ../collector.awsxray.yaml, PutTraceSegments, for accounts without Transaction Search."
   type        = string
-  default     = "otlp-xray"
+  default     = "auto"
 
   validation {
-    condition     = contains(["otlp-xray", "awsxray"], var.collector_exporter)
-    error_message = "collector_exporter: otlp-xray or awsxray."
+    condition     = contains(["auto", "otlp-xray", "awsxray"], var.collector_exporter)
+    error_message = "collector_exporter: auto, otlp-xray or awsxray."
   }
 }
 
@@ -105,7 +105,7 @@ variable "trace_sampling_ratio" {
 }
 
 variable "transaction_search" {
-  description = "X-Ray Transaction Search is a setting of the whole account and region, not of this service: one configuration (or one person) should own it. off: this configuration neither changes it nor saves span queries. enable: it owns it (the CloudWatch Logs resource policy for aws/spans, the trace segment destination CloudWatchLogs, the Default indexing rule; apply enable only while it is off, and removing these resources does not turn it off). already-enabled: someone else owns it; only the Logs Insights queries over aws/spans are saved. The OTLP paths need it on."
+  description = "X-Ray Transaction Search is a setting of the whole account and region, not of this service: one configuration (or one person) should own it. off: this configuration neither changes it nor saves span queries. enable: it owns it (the CloudWatch Logs resource policy for aws/spans, the trace segment destination CloudWatchLogs, the Default indexing rule; apply enable only while it is off, and removing these resources does not turn it off). already-enabled: someone else owns it; only the Logs Insights queries over aws/spans are saved. The OTLP paths need it on: collector_exporter = \"auto\" (the default) has the sidecar export with awsxray while it is off."
   type        = string
   default     = "off"
 
