@@ -20,10 +20,11 @@
 //!   sandbox that long at most, after the response. [`super::exporter::Resilient`] around it
 //!   stops calling a failing endpoint for a back-off period and logs the episode once.
 //! - **What the endpoint takes.** Batches are split ([`super::otlp_batch`]) so no request
-//!   exceeds [`MAX_REQUEST_BYTES`], well under the endpoint's documented request limit; a span
-//!   too large alone is dropped and counted. Span values are already held to X-Ray's limits
-//!   where they are recorded ([`super::limits`]), ids are X-Ray's ([`opentelemetry_aws`]'s
-//!   generator). Spans the endpoint rejects in a partial success are counted and logged at most
+//!   exceeds [`MAX_REQUEST_BYTES`], a conservative cap (the endpoint's own quota table could not
+//!   be read where this was written; an invocation's spans are a few KB); a span too large
+//!   alone is dropped and counted. Span values are already held to X-Ray's limits
+//!   where they are recorded ([`super::limits`]); trace ids are X-Ray's (`opentelemetry_aws`'s
+//!   generator) or a W3C caller's, both of which Transaction Search stores. Spans the endpoint rejects in a partial success are counted and logged at most
 //!   once a minute.
 
 use std::sync::Mutex;
@@ -48,8 +49,8 @@ use super::udp_link::Throttle;
 /// The SigV4 signing name of X-Ray's OTLP endpoint.
 pub const SIGNING_SERVICE: &str = "xray";
 
-/// Largest request body sent (uncompressed protobuf). The endpoint documents a larger limit;
-/// this keeps one request's upload short inside a Lambda flush.
+/// Largest request body sent (uncompressed protobuf): a conservative cap that also keeps one
+/// request's upload short inside a Lambda flush.
 pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
 
 /// Credentials closer than this to their expiry are fetched again before use.
