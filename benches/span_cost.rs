@@ -38,7 +38,7 @@ use apuntador_backend::routes::{self, AppState};
 use apuntador_backend::telemetry::annotations;
 use apuntador_backend::telemetry::http::RequestTracing;
 use apuntador_backend::telemetry::log_sink::LogSink;
-use apuntador_backend::telemetry::logs::LogFormat;
+use apuntador_backend::telemetry::logs::{FixedFields, LogFormat};
 use apuntador_backend::telemetry::sampling::xray_rules::{RuleCache, SamplingRule, ServiceFacts};
 use apuntador_backend::telemetry::subscriber;
 use apuntador_backend::telemetry::xray::{new_trace_id, xray_trace_id_bytes};
@@ -227,6 +227,7 @@ fn under_production_subscriber<T>(provider: &SdkTracerProvider, f: impl FnOnce()
         &sink,
         "info",
         LogFormat::Json,
+        FixedFields::service("apuntador-backend"),
     ));
     let result = tracing::dispatcher::with_default(&dispatch, f);
     sink.finish();

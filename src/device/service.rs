@@ -13,6 +13,7 @@ use super::csr::{self, CsrError};
 use super::id::{DeviceId, Platform, Serial};
 use super::material::{CaProvider, MaterialError};
 use super::store::{CertificateRecord, CertificateStore, Expect, StoreError};
+use crate::telemetry::metrics::{self, CertificateEvent};
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum DeviceError {
@@ -89,10 +90,22 @@ impl DeviceService {
             revoked_at: None,
             revocation_reason: None,
         };
+        // Only a renewal replaces an active certificate.
+        let event = match expect {
+            Expect::Active(_) => CertificateEvent::Renewed,
+            Expect::Nothing | Expect::Current(_) => CertificateEvent::Issued,
+        };
         if !self.store.install(&record, expect).await? {
             return Ok(None);
         }
-        tracing::info!(device_id = %device, serial = %issued.serial, platform = platform.as_str(), "certificate issued");
+        metrics::record_certificate(event);
+        tracing::info!(
+            device_id = %device,
+            serial = %issued.serial,
+            platform = platform.as_str(),
+            certificate_event = event.as_str(),
+            "certificate issued"
+        );
         Ok(Some(Enrollment {
             certificate: issued.pem,
             serial: issued.serial,
@@ -149,7 +162,15 @@ impl DeviceService {
     /// certificate of the device is accepted, whatever renewals were in flight.
     pub async fn revoke(&self, device: &DeviceId, reason: &str) -> Result<bool, DeviceError> {
         let revoked = self.store.revoke_current(device, reason).await?;
-        tracing::info!(device_id = %device, revoked, "device revocation");
+        if revoked {
+            metrics::record_certificate(CertificateEvent::Revoked);
+        }
+        tracing::info!(
+            device_id = %device,
+            revoked,
+            certificate_event = revoked.then_some("revoked"),
+            "device revocation"
+        );
         Ok(revoked)
     }
 

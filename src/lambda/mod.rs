@@ -1,7 +1,7 @@
 //! Lambda mode: the router served on the Lambda Runtime API, one invocation at a time.
 //!
 //! The loop is the Runtime API contract written out: wait for `/next`, answer the event, post
-//! the response, flush the invocation's spans, and only then poll `/next` again (Lambda may
+//! the response, write the invocation's metrics and flush its spans, and only then poll `/next` again (Lambda may
 //! freeze the sandbox during that poll). The caller never waits for the export: Lambda returns
 //! the response as soon as it is posted.
 //!
@@ -112,7 +112,13 @@ pub async fn run(app: Router, telemetry: Telemetry) -> Result<(), LambdaError> {
                 api.fail(&event, &diagnostic).await?
             }
         }
-        telemetry.flush().await;
+        let trace_header = event
+            .headers
+            .get("lambda-runtime-trace-id")
+            .and_then(|v| v.to_str().ok());
+        telemetry
+            .flush_invocation(&event.request_id, trace_header)
+            .await;
     }
 }
 

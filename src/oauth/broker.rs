@@ -359,8 +359,16 @@ impl Broker {
             });
         };
         let result = match provider {
-            ProviderId::Dropbox => self.client.post_form(&url, &[], Some(token)).await,
-            _ => self.client.post_form(&url, &[("token", token)], None).await,
+            ProviderId::Dropbox => {
+                self.client
+                    .post_form(provider, &url, &[], Some(token))
+                    .await
+            }
+            _ => {
+                self.client
+                    .post_form(provider, &url, &[("token", token)], None)
+                    .await
+            }
         };
         match result {
             Ok(_) => Ok(Revocation {
@@ -388,7 +396,7 @@ impl Broker {
         }
         let answer = self
             .client
-            .post_form(&self.endpoints(provider)?.token, form, None)
+            .post_form(provider, &self.endpoints(provider)?.token, form, None)
             .await?;
         let parsed: ProviderTokens = serde_json::from_slice(&answer.body)
             .map_err(|_| CallError::Upstream("the token answer is not OAuth JSON".to_owned()))?;

@@ -2,10 +2,10 @@
 //! reused, every call a CLIENT span under the request span (`http.request.method`,
 //! `server.address`, `server.port`, `url.full` without query or credentials,
 //! `http.response.status_code`), so X-Ray's service map shows each provider as a downstream
-//! node. No trace header is sent to a provider, and nothing secret goes into a span or a log
-//! line.
+//! node, and counted in the dependency metrics under the provider's name. No trace header is
+//! sent to a provider, and nothing secret goes into a span or a log line.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderValue};
 use serde::Deserialize;
@@ -13,6 +13,9 @@ use thiserror::Error;
 use tracing::Instrument;
 use tracing::field::Empty;
 use url::Url;
+
+use super::provider::ProviderId;
+use crate::telemetry::metrics;
 
 /// How a provider call failed.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -76,9 +79,10 @@ impl ProviderClient {
         Ok(Self { http })
     }
 
-    /// POSTs `form` (URL-encoded) to `url`, with an optional bearer token.
+    /// POSTs `form` (URL-encoded) to `provider`'s `url`, with an optional bearer token.
     pub async fn post_form(
         &self,
+        provider: ProviderId,
         url: &Url,
         form: &[(&str, &str)],
         bearer: Option<&str>,
@@ -102,7 +106,16 @@ impl ProviderClient {
             })?;
             request = request.header(AUTHORIZATION, value);
         }
-        self.send(url, request).await
+        let started = Instant::now();
+        let result = self.send(url, request).await;
+        // A refusal (4xx: an expired code, a revoked token) is the caller's, not the
+        // provider failing.
+        let failed = matches!(
+            result,
+            Err(CallError::Upstream(_) | CallError::Timeout | CallError::Unreachable)
+        );
+        metrics::record_dependency(provider.as_str(), started.elapsed(), failed);
+        result
     }
 
     async fn send(&self, url: &Url, request: reqwest::RequestBuilder) -> Result<Answer, CallError> {

@@ -1,19 +1,25 @@
 //! AWS SDK calls as CLIENT spans (`rpc.system=aws-api`, `rpc.service`, `rpc.method`,
 //! `aws.request_id`), so X-Ray shows DynamoDB and Secrets Manager as downstream nodes, and
-//! each request carrying its span as `X-Amzn-Trace-Id` ([`TraceHeader`]).
+//! each request carrying its span as `X-Amzn-Trace-Id` ([`TraceHeader`]); each call is also
+//! counted in the dependency metrics ([`super::metrics`]).
 
 use std::future::Future;
+use std::time::Instant;
 
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextMut;
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use aws_types::request_id::RequestId;
 use tracing::Instrument;
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+use super::metrics;
 use super::xray::aws_header_of;
 
 const TRACE_HEADER: &str = "x-amzn-trace-id";
@@ -49,16 +55,19 @@ impl Intercept for TraceHeader {
     }
 }
 
-/// Runs one AWS call inside its span and records the request id and any error.
+/// Runs one AWS call inside its span, records the request id and any error, and counts it in
+/// the dependency metrics under `service` (a failure: no answer, a 5xx or throttling; a
+/// refusal such as a lost conditional write or a missing secret is a call that worked).
 pub async fn traced<T, E>(
     service: &'static str,
     method: &'static str,
-    call: impl Future<Output = Result<T, E>>,
-) -> Result<T, E>
+    call: impl Future<Output = Result<T, SdkError<E, HttpResponse>>>,
+) -> Result<T, SdkError<E, HttpResponse>>
 where
     T: RequestId,
-    E: RequestId + std::error::Error + 'static,
+    E: ProvideErrorMetadata + std::error::Error + 'static,
 {
+    let started = Instant::now();
     let span = tracing::info_span!(
         "aws",
         otel.name = %format!("{service}.{method}"),
@@ -70,6 +79,11 @@ where
         "aws.request_id" = Empty,
     );
     let result = call.instrument(span.clone()).await;
+    metrics::record_dependency(
+        service,
+        started.elapsed(),
+        result.as_ref().err().is_some_and(dependency_failed),
+    );
     let request_id = match &result {
         Ok(output) => output.request_id(),
         Err(error) => {
@@ -81,6 +95,29 @@ where
         span.record("aws.request_id", id);
     }
     result
+}
+
+/// Whether an AWS call's error means the service failed (it did not answer, answered 5xx, or
+/// throttled), not that it refused this request.
+fn dependency_failed<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResponse>) -> bool {
+    match error {
+        SdkError::ServiceError(service) => {
+            let status = service.raw().status();
+            status.is_server_error()
+                || status.as_u16() == 429
+                || matches!(
+                    service.err().code(),
+                    Some(
+                        "ThrottlingException"
+                            | "Throttling"
+                            | "TooManyRequestsException"
+                            | "RequestLimitExceeded"
+                            | "ProvisionedThroughputExceededException"
+                    )
+                )
+        }
+        _ => true,
+    }
 }
 
 /// The error with its sources, as the SDK's `DisplayErrorContext` shows it.

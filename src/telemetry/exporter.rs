@@ -5,7 +5,8 @@
 //! batches that arrive while it is open are dropped at once and counted, so one slow or dead
 //! collector costs one export timeout per back-off period, not one per invocation. The episode
 //! is logged twice: when it starts, and when the collector answers again with the count of
-//! spans lost in between.
+//! spans lost in between. Failed exports and lost spans are counted in the metrics
+//! (`SpanExportFailures`, `SpansDropped`).
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -17,6 +18,7 @@ use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use serde_json::{Map, json};
 
 use super::log_sink::LogSink;
+use super::metrics;
 use super::xray::xray_trace_id;
 
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
@@ -73,6 +75,7 @@ impl<E> Resilient<E> {
         match breaker.open_until {
             Some(until) if Instant::now() < until => {
                 breaker.dropped_in_episode += batch_len as u64;
+                metrics::record_spans_dropped(batch_len);
                 false
             }
             _ => true,
@@ -96,6 +99,8 @@ impl<E> Resilient<E> {
             Err(error) => {
                 breaker.consecutive_failures += 1;
                 breaker.dropped_in_episode += batch_len as u64;
+                metrics::record_spans_dropped(batch_len);
+                metrics::record_span_export_failure();
                 let backoff = self.backoff(breaker.consecutive_failures);
                 breaker.open_until = Some(Instant::now() + backoff);
                 if breaker.consecutive_failures == 1 {

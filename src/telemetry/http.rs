@@ -1,6 +1,7 @@
 //! The request layer: a SERVER span per traced request, parented on the X-Ray header (the
 //! Lambda context's under Lambda, the incoming `X-Amzn-Trace-Id`/`traceparent` in server mode),
-//! HTTP and FaaS attributes, status Error on 5xx, one access-log line per request, and
+//! HTTP and FaaS attributes, status Error on 5xx, one access-log line per request, the
+//! request's metrics (route, status class, latency; the cold start; [`super::metrics`]), and
 //! `X-Trace-ID` on every response.
 //!
 //! In server mode the sampler is asked before the span is built ([`super::sampling`]): an
@@ -13,7 +14,8 @@
 //! response leaves in its extensions ([`crate::error::ErrorClass`]).
 //!
 //! Health checks (`/health`, `/health/public`) get neither a span nor an access line unless
-//! `TRACE_HEALTH_CHECKS=true`; they still get an `X-Trace-ID`.
+//! `TRACE_HEALTH_CHECKS=true`; they still get an `X-Trace-ID`, and are counted in the metrics
+//! (under their own route, so the other routes' figures stay apart).
 //!
 //! Everything read from the request is the caller's: an incoming parent is joined only as
 //! [`xray::joinable`] allows (a trace X-Ray would store, no caller-chosen trace-state keys),
@@ -50,6 +52,7 @@ use crate::oauth::provider::ProviderId;
 use super::annotations;
 use super::lambda::take_cold_start;
 use super::limits::{SPAN_PATH, XRAY_HTTP_FIELD, clip, truncate};
+use super::metrics;
 use super::sampling;
 use super::xray::{self, new_trace_id, parent_from_header, xray_trace_id_bytes};
 
@@ -240,6 +243,9 @@ pub async fn trace_requests(
 
     // Consumed by every invocation, traced or not: only the sandbox's first one is cold.
     let cold_start = lambda.as_ref().map(|_| take_cold_start());
+    if cold_start == Some(true) {
+        metrics::record_cold_start();
+    }
 
     // The parent's trace id, else a fresh one: what an unsampled or span-less request answers.
     let own_trace_id = || {
@@ -249,13 +255,6 @@ pub async fn trace_requests(
             .unwrap_or_else(new_trace_id)
     };
 
-    if !tracing_state.trace_health_checks && HEALTH_PATHS.contains(&path.as_str()) {
-        let trace_id = own_trace_id();
-        let mut response = next.run(request).await;
-        set_trace_header(&mut response, trace_id);
-        return response;
-    }
-
     // axum matches the route before a `Router::layer` middleware runs (the layer wraps each
     // route, and the fallback), so the template is known on the way in, even if the handler
     // panics.
@@ -263,6 +262,18 @@ pub async fn trace_requests(
         .extensions()
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_owned());
+
+    if !tracing_state.trace_health_checks && HEALTH_PATHS.contains(&path.as_str()) {
+        let trace_id = own_trace_id();
+        let mut response = next.run(request).await;
+        metrics::record_request(
+            route.as_deref(),
+            response.status().as_u16(),
+            started.elapsed(),
+        );
+        set_trace_header(&mut response, trace_id);
+        return response;
+    }
     let span_name = match &route {
         Some(route) if method != OTHER_METHOD => format!("{method} {route}"),
         Some(route) => format!("HTTP {route}"),
@@ -328,6 +339,7 @@ pub async fn trace_requests(
         "server.address" = host.as_deref(),
         "faas.invocation_id" = lambda.as_ref().map(|i| i.request_id.as_str()),
         "faas.coldstart" = cold_start,
+        "cloud.resource_id" = lambda.as_ref().map(|i| i.function_arn.as_str()),
     );
     if let Some(parent) = parent.clone() {
         let _ = span.set_parent(parent);
@@ -407,9 +419,11 @@ fn method_name(method: &Method) -> &'static str {
     .map_or(OTHER_METHOD, |known| known.as_str())
 }
 
-/// The access line: one per request, traced or not.
+/// The access line and the request's metrics: one per request, traced or not.
 fn access_line(method: &str, route: Option<&str>, status: StatusCode, started: Instant) {
-    let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let elapsed = started.elapsed();
+    metrics::record_request(route, status.as_u16(), elapsed);
+    let duration_ms = elapsed.as_secs_f64() * 1000.0;
     tracing::info!(
         method,
         route = route.unwrap_or("(unmatched)"),
@@ -461,7 +475,6 @@ fn request_attributes(
             KeyValue::new("faas.name", invocation.function_name.clone()),
             KeyValue::new("cloud.provider", "aws"),
             KeyValue::new("cloud.platform", "aws_lambda"),
-            KeyValue::new("cloud.resource_id", invocation.function_arn.clone()),
         ]);
         if let Some(id) = &invocation.gateway_request_id {
             attributes.push(KeyValue::new("aws.api_gateway.request_id", id.clone()));

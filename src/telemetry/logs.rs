@@ -1,17 +1,20 @@
 //! Log lines: JSON on stdout by default (one object per line with `timestamp`, `level`,
-//! `message`, `target`, the event's fields, and inside a request `trace_id` in X-Ray form and
-//! `span_id` (from its span, or from the bare OpenTelemetry context an unsampled server request
-//! runs under); under Lambda also `function_request_id` and `cold_start`), or human text. A key
-//! appears once: an event field named like one the line writes itself gives way to it. Where
-//! the bytes go is [`super::log_sink`]'s.
+//! `message`, `target`, the event's fields, `service`, and inside a request `trace_id` (and
+//! `xray_trace_id`, the name AWS Lambda Powertools loggers use) in X-Ray form and `span_id`
+//! (from its span, or from the bare OpenTelemetry context an unsampled server request runs
+//! under); under Lambda also `function_name` and `function_memory_size` on every line, and
+//! inside an invocation `function_arn`, `function_request_id` and `cold_start`, the keys a
+//! Powertools logger writes), or human text. A key appears once: an event field named like one
+//! the line writes itself gives way to it. Where the bytes go is [`super::log_sink`]'s.
 //!
 //! The X-Ray trace id is what joins CloudWatch Logs to X-Ray: Logs Insights can filter on
 //! `trace_id` and X-Ray shows the same id. Field names that look like credentials are redacted
-//! whatever their value.
+//! whatever their value. The saved queries over these lines (`deploy/queries/logs/`) name the
+//! fields they read, and `tests/e2e/log_queries.rs` holds the lines to them.
 
 use crate::env::Env;
 use std::io::Write;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use opentelemetry::trace::TraceContextExt;
 use tracing::field::{Field, Visit};
@@ -64,18 +67,71 @@ pub fn filter_directives(env: Env<'_>) -> String {
     )
 }
 
-/// Lambda keys found on the request span, copied to every line logged inside it.
+/// Keys every line of the process carries: `service`, and under Lambda `function_name` and
+/// `function_memory_size` (fixed for the sandbox's life), written once as a JSON fragment.
+#[derive(Debug, Clone, Default)]
+pub struct FixedFields {
+    fragment: Vec<u8>,
+    keys: Vec<&'static str>,
+}
+
+impl FixedFields {
+    /// `service` alone (server mode, tests).
+    pub fn service(service: &str) -> Self {
+        Self::new(service, None)
+    }
+
+    /// `service`, and the function's name and memory size when `lambda` has them.
+    pub fn new(service: &str, lambda: Option<(&str, u32)>) -> Self {
+        let mut fragment = b",\"service\":".to_vec();
+        write_str_value(&mut fragment, service);
+        let mut keys = vec!["service"];
+        if let Some((name, memory)) = lambda {
+            fragment.extend_from_slice(b",\"function_name\":");
+            write_str_value(&mut fragment, name);
+            let _ = write!(fragment, ",\"function_memory_size\":{memory}");
+            keys.extend(["function_name", "function_memory_size"]);
+        }
+        Self { fragment, keys }
+    }
+
+    /// From the Lambda variables when they are there.
+    pub fn from_env(service: &str, env: Env<'_>) -> Self {
+        let name = env.get("AWS_LAMBDA_FUNCTION_NAME");
+        let memory = env
+            .get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
+            .and_then(|m| m.parse::<u32>().ok());
+        match (name, memory) {
+            (Some(name), Some(memory)) if env.is_set("AWS_LAMBDA_RUNTIME_API") => {
+                Self::new(service, Some((&name, memory)))
+            }
+            _ => Self::service(service),
+        }
+    }
+}
+
+/// Lambda keys found on the request span, copied to every line logged inside it (shared, so
+/// a line clones pointers, not text).
 #[derive(Debug, Clone, Default)]
 struct LambdaKeys {
-    request_id: Option<String>,
+    request_id: Option<Arc<str>>,
+    function_arn: Option<Arc<str>>,
     cold_start: Option<bool>,
+}
+
+impl LambdaKeys {
+    fn set(&mut self, name: &str, value: &str) {
+        match name {
+            "faas.invocation_id" => self.request_id = Some(value.into()),
+            "cloud.resource_id" => self.function_arn = Some(value.into()),
+            _ => {}
+        }
+    }
 }
 
 impl Visit for LambdaKeys {
     fn record_str(&mut self, field: &Field, value: &str) {
-        if field.name() == "faas.invocation_id" {
-            self.request_id = Some(value.to_owned());
-        }
+        self.set(field.name(), value);
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
@@ -85,8 +141,8 @@ impl Visit for LambdaKeys {
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        if field.name() == "faas.invocation_id" {
-            self.request_id = Some(format!("{value:?}").trim_matches('"').to_owned());
+        if matches!(field.name(), "faas.invocation_id" | "cloud.resource_id") {
+            self.set(field.name(), format!("{value:?}").trim_matches('"'));
         }
     }
 }
@@ -259,8 +315,11 @@ fn write_timestamp(out: &mut Vec<u8>) {
 }
 
 fn write_ids(out: &mut Vec<u8>, sc: &opentelemetry::trace::SpanContext) {
+    let trace_id = xray_trace_id_bytes(sc.trace_id());
     out.extend_from_slice(b",\"trace_id\":\"");
-    out.extend_from_slice(&xray_trace_id_bytes(sc.trace_id()));
+    out.extend_from_slice(&trace_id);
+    out.extend_from_slice(b"\",\"xray_trace_id\":\"");
+    out.extend_from_slice(&trace_id);
     let _ = write!(out, "\",\"span_id\":\"{}\"", sc.span_id());
 }
 
@@ -268,13 +327,15 @@ fn write_ids(out: &mut Vec<u8>, sc: &opentelemetry::trace::SpanContext) {
 pub struct JsonLines {
     dispatch: OnceLock<tracing::dispatcher::WeakDispatch>,
     sink: LogSink,
+    fixed: FixedFields,
 }
 
 impl JsonLines {
-    pub fn new(sink: LogSink) -> Self {
+    pub fn new(sink: LogSink, fixed: FixedFields) -> Self {
         Self {
             dispatch: OnceLock::new(),
             sink,
+            fixed,
         }
     }
 }
@@ -300,7 +361,7 @@ where
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
         let mut keys = LambdaKeys::default();
         attrs.record(&mut keys);
-        if keys.request_id.is_some()
+        if (keys.request_id.is_some() || keys.function_arn.is_some())
             && let Some(span) = ctx.span(id)
         {
             span.extensions_mut().insert(keys);
@@ -362,11 +423,15 @@ impl JsonLines {
             }),
         }
         let mut taken: Vec<&'static str> = vec!["timestamp", "level", "target"];
+        taken.extend(&self.fixed.keys);
         if ids.is_some() {
-            taken.extend(["trace_id", "span_id"]);
+            taken.extend(["trace_id", "xray_trace_id", "span_id"]);
         }
         if lambda.request_id.is_some() {
             taken.push("function_request_id");
+        }
+        if lambda.function_arn.is_some() {
+            taken.push("function_arn");
         }
         if lambda.cold_start.is_some() {
             taken.push("cold_start");
@@ -389,8 +454,13 @@ impl JsonLines {
         }
         out.extend_from_slice(b",\"target\":");
         write_str_value(out, metadata.target());
+        out.extend_from_slice(&self.fixed.fragment);
         if let Some(sc) = &ids {
             write_ids(out, sc);
+        }
+        if let Some(arn) = &lambda.function_arn {
+            out.extend_from_slice(b",\"function_arn\":");
+            write_str_value(out, arn);
         }
         if let Some(id) = &lambda.request_id {
             out.extend_from_slice(b",\"function_request_id\":");
@@ -447,7 +517,8 @@ mod tests {
         use tracing_subscriber::layer::SubscriberExt;
         let out = crate::telemetry::log_sink::tests::Captured::default();
         let sink = LogSink::direct_to(Box::new(out.clone()));
-        let subscriber = tracing_subscriber::Registry::default().with(JsonLines::new(sink));
+        let subscriber = tracing_subscriber::Registry::default()
+            .with(JsonLines::new(sink, FixedFields::service("svc")));
         tracing::subscriber::with_default(subscriber, f);
         out.text()
     }

@@ -15,7 +15,8 @@
 //!   X-Ray daemon, the format AWS is retiring (end of support 25 February 2027).
 //!
 //! Log lines go to stdout through [`logs`] and [`log_sink`] (written at once under Lambda, in
-//! batches in server mode).
+//! batches in server mode), and so do the [`metrics`], as CloudWatch Embedded Metric Format
+//! documents written after each invocation (Lambda) or every 10 s (server).
 //!
 //! Only spans and WARN/ERROR events of this crate reach OpenTelemetry: an INFO event such as
 //! the access line is a log line, not a span event (it would be paid for twice, and exported).
@@ -28,6 +29,7 @@ pub mod lambda;
 pub mod limits;
 pub mod log_sink;
 pub mod logs;
+pub mod metrics;
 pub mod otlp_batch;
 pub mod otlp_udp;
 pub mod sampling;
@@ -143,6 +145,7 @@ pub struct TelemetrySettings {
     /// `TRUSTED_PROXY_HOPS`: proxies in front of a server whose `X-Forwarded-For` entries
     /// name the client (`client.address`); 0, the default, takes the socket peer.
     pub trusted_proxy_hops: usize,
+    pub metrics: metrics::MetricsSettings,
 }
 
 impl TelemetrySettings {
@@ -268,6 +271,7 @@ impl TelemetrySettings {
             log_filter: logs::filter_directives(env),
             export_timeout,
             trusted_proxy_hops,
+            metrics: metrics::MetricsSettings::from_env(env)?,
         })
     }
 }
@@ -310,6 +314,10 @@ pub struct Telemetry {
     sampling_poller: Option<tokio::task::AbortHandle>,
     /// The sampler the request layer asks before it builds a request span.
     sampler: Box<dyn ShouldSample>,
+    /// `None` with metrics off.
+    metrics: Option<Arc<metrics::Metrics>>,
+    /// The task that writes a server's metrics every [`metrics::SERVER_FLUSH_INTERVAL`].
+    metrics_writer: Option<tokio::task::AbortHandle>,
 }
 
 impl Telemetry {
@@ -324,6 +332,22 @@ impl Telemetry {
         let _ = tokio::task::spawn_blocking(move || provider.force_flush()).await;
     }
 
+    /// After one Lambda invocation: its metrics (each document naming the invocation's
+    /// request id and, when Lambda sent one, its X-Ray trace id), then its spans.
+    pub async fn flush_invocation(&self, request_id: &str, trace_header: Option<&str>) {
+        if let Some(metrics) = &self.metrics {
+            let trace_id = trace_header
+                .and_then(xray::root_of_header)
+                .map(xray::xray_trace_id);
+            let mut properties = vec![("function_request_id", request_id)];
+            if let Some(trace_id) = &trace_id {
+                properties.push(("trace_id", trace_id.as_str()));
+            }
+            write_metrics(metrics, &self.sink, &properties);
+        }
+        self.flush().await;
+    }
+
     /// Flushes and stops the exporter, then writes the log lines still buffered (later lines
     /// are written at once); call once before the process exits.
     pub async fn shutdown(&self) {
@@ -331,6 +355,13 @@ impl Telemetry {
         let _ = tokio::task::spawn_blocking(move || provider.shutdown()).await;
         if let Some(poller) = &self.sampling_poller {
             poller.abort();
+        }
+        if let Some(writer) = &self.metrics_writer {
+            writer.abort();
+        }
+        // After the exporter's shutdown, so the spans it dropped on the way are counted.
+        if let Some(metrics) = &self.metrics {
+            write_metrics(metrics, &self.sink, &[]);
         }
         self.sink.finish();
     }
@@ -344,6 +375,29 @@ impl Telemetry {
     pub fn propagator(&self) -> Arc<dyn TextMapPropagator + Send + Sync> {
         self.propagator.clone()
     }
+}
+
+/// Writes what `metrics` counted since the last write, through the log lines' sink.
+fn write_metrics(
+    metrics: &metrics::Metrics,
+    sink: &log_sink::LogSink,
+    properties: &[(&str, &str)],
+) {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let lines = metrics.drain(now_ms, properties);
+    if !lines.is_empty() {
+        sink.write(&lines);
+    }
+}
+
+/// The service name the resource ended with (`OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`,
+/// else [`DEFAULT_SERVICE_NAME`]): the `service` of log lines and metrics.
+fn service_name(resource: &Resource) -> String {
+    resource
+        .get(&opentelemetry::Key::from_static_str("service.name"))
+        .map_or_else(|| DEFAULT_SERVICE_NAME.to_owned(), |v| v.to_string())
 }
 
 fn resource(environment: &str, env: Env<'_>) -> Resource {
@@ -415,6 +469,7 @@ pub fn subscriber(
     sink: &log_sink::LogSink,
     log_filter: &str,
     format: logs::LogFormat,
+    fixed: logs::FixedFields,
 ) -> impl tracing::Subscriber + Send + Sync + 'static {
     let otel_layer = tracing_opentelemetry::layer()
         .with_tracer(tracer)
@@ -432,7 +487,7 @@ pub fn subscriber(
         }));
     let log_filter = EnvFilter::try_new(log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let log_layer = match format {
-        logs::LogFormat::Json => logs::JsonLines::new(sink.clone())
+        logs::LogFormat::Json => logs::JsonLines::new(sink.clone(), fixed)
             .with_filter(log_filter)
             .boxed(),
         logs::LogFormat::Human => tracing_subscriber::fmt::layer()
@@ -459,6 +514,33 @@ pub fn init(
         log_sink::LogSink::batched()
     };
     let resource = resource(environment, env);
+    let service = service_name(&resource);
+    let metrics = settings.metrics.enabled.then(|| {
+        let metrics = Arc::new(metrics::Metrics::new(
+            settings.metrics.namespace.clone(),
+            service.clone(),
+        ));
+        metrics::install(metrics.clone());
+        metrics
+    });
+    // Lambda writes after each invocation (the loop calls `flush_invocation`); a server on a
+    // timer, off the request path.
+    let metrics_writer = match &metrics {
+        Some(metrics) if !under_lambda(env) => {
+            let (metrics, sink) = (metrics.clone(), sink.clone());
+            let task = tokio::spawn(async move {
+                let mut every = tokio::time::interval(metrics::SERVER_FLUSH_INTERVAL);
+                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                every.tick().await;
+                loop {
+                    every.tick().await;
+                    write_metrics(&metrics, &sink, &[]);
+                }
+            });
+            Some(task.abort_handle())
+        }
+        _ => None,
+    };
     let (sampler, rule_cache) = match settings.sink {
         SpanSink::None => (Box::new(Sampler::AlwaysOff) as Box<dyn ShouldSample>, None),
         _ => sampling::build(&settings.sampling, &resource),
@@ -541,6 +623,7 @@ pub fn init(
         &sink,
         &settings.log_filter,
         settings.log_format,
+        logs::FixedFields::from_env(&service, env),
     )
     .try_init()
     .map_err(|_| TelemetryError::SubscriberTaken)?;
@@ -552,6 +635,8 @@ pub fn init(
         sink,
         sampling_poller,
         sampler,
+        metrics,
+        metrics_writer,
     })
 }
 

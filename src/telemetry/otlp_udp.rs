@@ -101,22 +101,28 @@ impl OtlpUdpExporter {
     /// The datagrams for `spans`: as few as fit under [`MAX_DATAGRAM`], each span in one of
     /// them; the count of spans too large alone.
     pub fn datagrams(&self, spans: &[SpanData]) -> (Vec<Vec<u8>>, usize) {
+        let (datagrams, oversize) = self.counted_datagrams(spans);
+        (datagrams.into_iter().map(|(d, _)| d).collect(), oversize)
+    }
+
+    /// [`Self::datagrams`], each with the count of spans it holds.
+    fn counted_datagrams(&self, spans: &[SpanData]) -> (Vec<(Vec<u8>, usize)>, usize) {
         let split = otlp_batch::split(spans, &self.resource, &|encoded| {
             datagram_len(encoded) <= MAX_DATAGRAM
         });
         let datagrams = split
             .requests
             .iter()
-            .map(|r| datagram(r, self.prefix))
+            .map(|r| (datagram(r, self.prefix), otlp_batch::span_count(r)))
             .collect();
         (datagrams, split.oversize)
     }
 
     /// Encodes and sends one batch; never blocks on the network.
     pub fn send(&self, batch: Vec<SpanData>) -> Sent {
-        let (datagrams, oversize) = self.datagrams(&batch);
+        let (datagrams, oversize) = self.counted_datagrams(&batch);
         let delivery = self.link.deliver(
-            datagrams.iter().map(Vec::as_slice),
+            datagrams.iter().map(|(d, spans)| (d.as_slice(), *spans)),
             oversize,
             "each alone is over the OTLP datagram limit",
         );

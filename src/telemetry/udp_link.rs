@@ -9,6 +9,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use super::metrics;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 
 use super::xray_daemon::DaemonAddress;
@@ -115,14 +116,17 @@ impl UdpLink {
         }
     }
 
-    /// Sends each datagram, never waiting. `lost` counts the spans the caller could not put
-    /// in a datagram (`why` says why); both kinds of loss are logged at most once a minute.
+    /// Sends each datagram (with the count of spans it holds), never waiting. `lost` counts
+    /// the spans the caller could not put in a datagram (`why` says why); both kinds of loss
+    /// are logged at most once a minute and counted in the metrics (`SpansDropped`, and
+    /// `SpanExportFailures` for a delivery that lost datagrams).
     pub fn deliver<'a>(
         &self,
-        datagrams: impl IntoIterator<Item = &'a [u8]>,
+        datagrams: impl IntoIterator<Item = (&'a [u8], usize)>,
         lost: usize,
         why: &str,
     ) -> Delivery {
+        let mut spans_failed = 0;
         let mut delivery = Delivery::default();
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let state = &mut *state;
@@ -134,15 +138,17 @@ impl UdpLink {
             }
         }
         let mut first_error = None;
-        for datagram in datagrams {
+        for (datagram, spans) in datagrams {
             let Some(socket) = &state.socket else {
                 delivery.failed += 1;
+                spans_failed += spans;
                 continue;
             };
             match socket.send(datagram) {
                 Ok(_) => delivery.sent += 1,
                 Err(error) => {
                     delivery.failed += 1;
+                    spans_failed += spans;
                     if first_error.is_none() {
                         first_error = Some(if error.kind() == ErrorKind::ConnectionRefused {
                             format!("{error} (nothing listens there: is active tracing on?)")
@@ -152,6 +158,10 @@ impl UdpLink {
                     }
                 }
             }
+        }
+        metrics::record_spans_dropped(lost + spans_failed);
+        if delivery.failed > 0 {
+            metrics::record_span_export_failure();
         }
         if let Some(count) = state.dropped.note(lost) {
             tracing::warn!(

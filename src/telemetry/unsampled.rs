@@ -151,7 +151,10 @@ impl SpanProcessor for UnsampledSpans {
         let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
         if queue.spans.len() < MAX_QUEUED {
             queue.spans.push(span);
-        } else if let Some(count) = queue.overflow.note(1) {
+            return;
+        }
+        super::metrics::record_spans_dropped(1);
+        if let Some(count) = queue.overflow.note(1) {
             tracing::warn!(
                 target: "apuntador::telemetry",
                 dropped_spans = count,

@@ -159,7 +159,7 @@ impl XrayDaemonExporter {
             }
         }
         let delivery = self.link.deliver(
-            datagrams.iter().map(Vec::as_slice),
+            datagrams.iter().map(|d| (d.as_slice(), 1)),
             sent.untranslatable + sent.oversize,
             "their X-Ray documents were refused or over the datagram limit",
         );

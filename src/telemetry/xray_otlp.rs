@@ -43,6 +43,7 @@ use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use prost::Message;
 
+use super::metrics;
 use super::otlp_batch;
 use super::udp_link::Throttle;
 
@@ -295,6 +296,7 @@ impl XrayOtlpExporter {
     }
 
     fn note_losses(&self, rejected: usize, oversize: usize) {
+        metrics::record_spans_dropped(rejected + oversize);
         let mut losses = self.losses.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(count) = losses.rejected.note(rejected) {
             tracing::warn!(

@@ -18,7 +18,12 @@ static ROOT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!("1-{}-0d0d0d0d0d0d0d0d0d0d0d0d", crate::support::epoch_hex())
 });
 
-fn csr() -> String {
+/// The X-Ray trace id every invocation of [`invoke`] is part of.
+pub(crate) fn root() -> String {
+    ROOT.clone()
+}
+
+pub(crate) fn csr() -> String {
     let key = rcgen::KeyPair::generate().unwrap();
     rcgen::CertificateParams::new(Vec::<String>::new())
         .unwrap()
@@ -28,7 +33,7 @@ fn csr() -> String {
         .unwrap()
 }
 
-async fn create_ca_secrets(endpoint: &str) -> String {
+pub(crate) async fn create_ca_secrets(endpoint: &str) -> String {
     let config = aws_sdk_secretsmanager::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("eu-west-1"))
@@ -52,7 +57,7 @@ async fn create_ca_secrets(endpoint: &str) -> String {
     cert
 }
 
-async fn invoke(
+pub(crate) async fn invoke(
     api: &RuntimeApi,
     method: &str,
     path: &str,
@@ -87,7 +92,7 @@ fn children<'a>(spans: &'a [ReceivedSpan], outcome: &Outcome) -> Vec<&'a Receive
 }
 
 /// The function under the Runtime API double in AWS mode, with AWS at `endpoint`.
-async fn start_in_aws_mode(
+pub(crate) async fn start_in_aws_mode(
     endpoint: &str,
     extra: &[(&str, &str)],
 ) -> (OtlpReceiver, RuntimeApi, Process) {
@@ -231,6 +236,33 @@ async fn enrollment_guard_renewal_and_revocation_on_dynamodb_and_secrets_manager
         process.lines().iter().all(|l| !l.contains("PRIVATE KEY")),
         "the CA key never reaches a log line"
     );
+
+    // The AWS calls and the certificate events, in the metric documents (issue 25 item 1).
+    process
+        .wait_for_line("CertificatesRevoked", Duration::from_secs(5))
+        .expect("the revocation's metric document");
+    let docs: Vec<Value> = process
+        .lines()
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|d| d.get("_aws").is_some())
+        .collect();
+    let total = |metric: &str, dependency: Option<&str>| -> u64 {
+        docs.iter()
+            .filter(|d| dependency.is_none_or(|name| d["dependency"] == name))
+            .filter_map(|d| d.get(metric)?.as_u64())
+            .sum()
+    };
+    assert!(total("DependencyCalls", Some("DynamoDB")) >= 5, "{docs:?}");
+    assert!(
+        total("DependencyCalls", Some("SecretsManager")) >= 1,
+        "{docs:?}"
+    );
+    assert_eq!(total("DependencyFailures", Some("DynamoDB")), 0, "{docs:?}");
+    assert_eq!(total("DependencyFailures", Some("SecretsManager")), 0);
+    assert_eq!(total("CertificatesIssued", None), 1, "{docs:?}");
+    assert_eq!(total("CertificatesRenewed", None), 1, "{docs:?}");
+    assert_eq!(total("CertificatesRevoked", None), 1, "{docs:?}");
 }
 
 /// The function under the Runtime API double with local files in a fresh directory and
@@ -415,7 +447,7 @@ async fn deployment(count: usize) -> Option<(Process, String, AwsProxy, Vec<Sand
     Some((moto, moto_endpoint, proxy, sandboxes))
 }
 
-async fn enroll_on(api: &RuntimeApi, device: &str) -> (String, String) {
+pub(crate) async fn enroll_on(api: &RuntimeApi, device: &str) -> (String, String) {
     let (_, status, body) = invoke(
         api,
         "POST",
@@ -431,7 +463,12 @@ async fn enroll_on(api: &RuntimeApi, device: &str) -> (String, String) {
     )
 }
 
-async fn renew_on(api: &RuntimeApi, device: &str, serial: &str, cert: &str) -> (u16, Value) {
+pub(crate) async fn renew_on(
+    api: &RuntimeApi,
+    device: &str,
+    serial: &str,
+    cert: &str,
+) -> (u16, Value) {
     let (_, status, body) = invoke(
         api,
         "POST",

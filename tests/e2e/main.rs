@@ -17,6 +17,10 @@
 //!   Secrets Manager on moto;
 //! - [`device_aws`]: the device CA on DynamoDB and Secrets Manager (moto), several sandboxes racing;
 //! - [`memory`]: resident memory stays flat over thousands of invocations;
+//! - [`log_queries`]: every field the saved Logs Insights queries over the log lines read is
+//!   in the lines, with its type; Lambda lines carry the Powertools logger's keys;
+//! - [`metrics`]: the CloudWatch Embedded Metric Format documents, Lambda (after each
+//!   invocation) and server mode, and the switches that turn them off;
 //! - [`otlp_udp`]: the OTLP-over-UDP transport under the Runtime API double, every datagram
 //!   checked as Lambda's X-Ray endpoint reads it;
 //! - [`span_queries`]: every field the Logs Insights queries over `aws/spans` read is in the
@@ -41,7 +45,9 @@ mod contract;
 mod device_aws;
 mod hardening;
 mod lambda;
+mod log_queries;
 mod memory;
+mod metrics;
 mod oauth_lambda;
 mod otlp_udp;
 mod rie;

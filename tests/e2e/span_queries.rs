@@ -23,20 +23,31 @@ const VERIFIER: &str = "span-queries-verifier-span-queries-verifier-0123";
 
 /// Each query's name and the span fields its `fields:` line lists.
 fn query_fields() -> BTreeMap<String, Vec<String>> {
-    let readme = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/queries/spans/README.md"),
-    )
-    .unwrap();
-    let mut out = BTreeMap::new();
+    readme_field_lines("deploy/queries/spans/README.md")
+        .into_iter()
+        .map(|(name, _, fields)| (name, fields))
+        .collect()
+}
+
+/// The `fields:` (and `platform:`) lines of a queries README (path from the repository root):
+/// per `## <query>` heading, the prefix and the comma-separated names.
+pub(crate) fn readme_field_lines(path: &str) -> Vec<(String, String, Vec<String>)> {
+    let readme =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path))
+            .unwrap();
+    let mut out = Vec::new();
     let mut heading = None;
     for line in readme.lines() {
         if let Some(name) = line.strip_prefix("## ") {
             heading = Some(name.trim().to_owned());
-        } else if let (Some(fields), Some(name)) = (line.strip_prefix("fields:"), &heading) {
-            out.insert(
-                name.clone(),
-                fields.split(',').map(|f| f.trim().to_owned()).collect(),
-            );
+            continue;
+        }
+        let Some((prefix, list)) = line.split_once(':') else {
+            continue;
+        };
+        if let (true, Some(name)) = (matches!(prefix, "fields" | "platform"), &heading) {
+            let fields = list.split(',').map(|f| f.trim().to_owned()).collect();
+            out.push((name.clone(), prefix.to_owned(), fields));
         }
     }
     out
