@@ -49,6 +49,16 @@ refuse TelemetryTransport=otlp-xray with TransactionSearch=off. Every query's sp
 the `fields:` line under its heading in deploy/queries/spans/README.md (the list the binary's
 span-field test reads).
 
+Operations (issue 25): one AWS::Logs::QueryDefinition over the function's log group per file of
+deploy/queries/logs/ (named <stack>/logs/<file>, no Condition), its text identical to the file;
+POWERTOOLS_METRICS_NAMESPACE is the MetricsNamespace parameter and OTEL_SERVICE_NAME the service
+the dashboard and alarms name, and metrics are not switched off; the one dashboard's body is
+dashboard JSON showing every metric the binary writes (the names in src/telemetry/metrics.rs)
+and, in its alarm widget, every alarm; alarms exist on the 5xx rate (5xx and Requests), p99
+Latency, AWS/Lambda Errors and Throttles and SpanExportFailures, each notifying AlarmTopicArn when
+set (AlarmActions and OKActions), missing data not breaching, the backend's metrics read with
+the service dimension.
+
 Stage=local (issue 23, item 8) relaxes the backend's secret checks and adds credentialed
 localhost CORS origins; it is for `sam local` only, which does not evaluate Rules. The template's
 Rules section, evaluated here as CloudFormation would on a create or update (RuleCondition, then
@@ -66,7 +76,8 @@ tags): python scripts/check-template.py template.yaml
                  assertion inverted, a RuleCondition that never holds, Stage's AllowedPattern
                  accepting upper case, a processor in the layer's configuration, the otlp-xray
                  endpoint in another region, Transaction Search resources under off, a query
-                 differing from its file, …) and fail unless the check above catches every one
+                 differing from its file, the dashboard without a metric, an alarm notifying
+                 nobody, …) and fail unless the check above catches every one
 """
 
 import json
@@ -474,7 +485,11 @@ def transaction_search_problems(template, root):
         of_type = lambda kind: {n: r for n, r in resources.items() if r["Type"] == kind}  # noqa: E731
         configs = of_type("AWS::XRay::TransactionSearchConfig")
         policies = of_type("AWS::Logs::ResourcePolicy")
-        queries = of_type("AWS::Logs::QueryDefinition")
+        # The span queries; the log queries (<stack>/logs/...) are operations_problems'.
+        queries = {
+            n: r for n, r in of_type("AWS::Logs::QueryDefinition").items()
+            if "/logs/" not in str(r.get("Properties", {}).get("Name"))
+        }
         if value == "enable":
             if len(configs) != 1 or len(policies) != 1:
                 problems.append(f"{label}: {len(configs)} TransactionSearchConfig and {len(policies)} resource policies, not one each")
@@ -522,6 +537,119 @@ def transaction_search_problems(template, root):
     except (KeyError, ValueError, TypeError) as error:
         problems.append(f"Rules not understood: {error!r}")
     return problems + query_problems(root)
+
+
+# --- Operations (issue 25): log queries, metrics, dashboard, alarms -------------------------------
+
+LOG_QUERY_DIR = Path("deploy") / "queries" / "logs"
+SERVICE = "apuntador-backend"
+ALARM_ACTIONS = {"Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]}
+
+
+def emitted_metrics(root):
+    """The metric names the binary writes, read from src/telemetry/metrics.rs."""
+    source = (root / "src" / "telemetry" / "metrics.rs").read_text()
+    names = set(re.findall(r'\("([A-Za-z0-9]+)", "(?:Count|Milliseconds)"\)', source))
+    names |= set(re.findall(r'\("([A-Z][A-Za-z]+)", counts\.', source))
+    return names
+
+
+def alarm_metric_names(alarm):
+    """(namespace, metric name) pairs an alarm reads, the namespace as text (a Ref is a dict)."""
+    props = alarm.get("Properties", {})
+    holders = [props] + [m.get("MetricStat", {}).get("Metric", {}) for m in props.get("Metrics", []) or []]
+    return {
+        (str({"Ref": h["Namespace"]["Ref"]}) if isinstance(h.get("Namespace"), dict) else h.get("Namespace"), h.get("MetricName"))
+        for h in holders
+        if h.get("MetricName")
+    }
+
+
+def operations_problems(template, root):
+    """Saved log queries = their files; the namespace reaches the function; every metric the
+    binary writes is on the dashboard; the five alarms exist and notify AlarmTopicArn."""
+    problems = []
+    resources = template.get("Resources", {})
+    files = {path.stem: path.read_text() for path in sorted((root / LOG_QUERY_DIR).glob("*.query"))}
+    if not files:
+        problems.append(f"no query in {LOG_QUERY_DIR}")
+    by_file = {}
+    for name, resource in resources.items():
+        if resource.get("Type") != "AWS::Logs::QueryDefinition":
+            continue
+        props = substitute(resource.get("Properties", {}), pseudo_parameters({}))
+        match = re.fullmatch(re.escape(STACK) + r"/logs/([a-z0-9-]+)", str(props.get("Name")))
+        if not match:
+            continue
+        stem = match.group(1)
+        if stem not in files:
+            problems.append(f"{name} is named {props.get('Name')!r}, not <stack>/logs/<a file of {LOG_QUERY_DIR}>")
+            continue
+        by_file[stem] = name
+        if "Condition" in resource:
+            problems.append(f"{name} has a Condition; the log queries are always saved")
+        if props.get("LogGroupNames") != [{"Ref": "FunctionLogGroup"}]:
+            problems.append(f"{name} reads {props.get('LogGroupNames')}, not the function's log group")
+        if props.get("QueryString") != files[stem]:
+            problems.append(f"{name}'s QueryString differs from {LOG_QUERY_DIR}/{stem}.query")
+    for stem in sorted(set(files) - set(by_file)):
+        problems.append(f"no query definition for {LOG_QUERY_DIR}/{stem}.query")
+
+    env = resources.get("BackendFunction", {}).get("Properties", {}).get("Environment", {}).get("Variables", {})
+    if env.get("POWERTOOLS_METRICS_NAMESPACE") != {"Ref": "MetricsNamespace"}:
+        problems.append("the function's POWERTOOLS_METRICS_NAMESPACE is not the MetricsNamespace parameter")
+    if env.get("OTEL_SERVICE_NAME") != SERVICE:
+        problems.append(f"the function's OTEL_SERVICE_NAME is not {SERVICE}, the service the dashboard and alarms read")
+    if "POWERTOOLS_METRICS_DISABLED" in env or "OTEL_METRICS_EXPORTER" in env:
+        problems.append("the function turns its metrics off, which the dashboard and alarms read")
+
+    dashboards = [r for r in resources.values() if r.get("Type") == "AWS::CloudWatch::Dashboard"]
+    if len(dashboards) != 1:
+        problems.append(f"{len(dashboards)} dashboards, not one")
+    for dashboard in dashboards:
+        body = substitute(dashboard.get("Properties", {}).get("DashboardBody"), pseudo_parameters({"MetricsNamespace": "Apuntador"}))
+        try:
+            widgets = json.loads(body)["widgets"]
+        except (TypeError, ValueError, KeyError) as error:
+            problems.append(f"the dashboard body is not dashboard JSON: {error}")
+            continue
+        text = json.dumps(widgets)
+        for metric in sorted(emitted_metrics(root)):
+            if f'"{metric}"' not in text and f'\\"{metric}\\"' not in text:
+                problems.append(f"the dashboard shows no {metric}, which the binary writes")
+        alarms_shown = [a for w in widgets if w.get("type") == "alarm" for a in w["properties"].get("alarms", [])]
+        for name, resource in resources.items():
+            if resource.get("Type") == "AWS::CloudWatch::Alarm" and f"${{{name}.Arn}}" not in alarms_shown:
+                problems.append(f"the dashboard's alarm widget does not show {name}")
+
+    alarms = {n: r for n, r in resources.items() if r.get("Type") == "AWS::CloudWatch::Alarm"}
+    namespace = {"Ref": "MetricsNamespace"}
+    ours = str(namespace)
+    wanted = {
+        "the 5xx rate": {(ours, "5xx"), (ours, "Requests")},
+        "p99 latency": {(ours, "Latency")},
+        "Lambda errors": {("AWS/Lambda", "Errors")},
+        "Lambda throttles": {("AWS/Lambda", "Throttles")},
+        "span export failures": {(ours, "SpanExportFailures")},
+    }
+    for what, metrics in wanted.items():
+        found = [n for n, a in alarms.items() if alarm_metric_names(a) >= metrics]
+        if not found:
+            problems.append(f"no alarm on {what}")
+    for name, alarm in alarms.items():
+        props = alarm.get("Properties", {})
+        for key in ("AlarmActions", "OKActions"):
+            if props.get(key) != ALARM_ACTIONS:
+                problems.append(f"{name}'s {key} is not AlarmTopicArn when set")
+        if props.get("TreatMissingData") != "notBreaching":
+            problems.append(f"{name} treats missing data (no traffic) as {props.get('TreatMissingData')}, not notBreaching")
+        for dimension_holder in [props] + [m.get("MetricStat", {}).get("Metric", {}) for m in props.get("Metrics", []) or []]:
+            if dimension_holder.get("Namespace") == namespace and [dict(d) for d in dimension_holder.get("Dimensions") or []] != [{"Name": "service", "Value": SERVICE}]:
+                problems.append(f"{name} reads {dimension_holder.get('MetricName')} without the service={SERVICE} dimension")
+        if ("Fn::Sub" not in str(props.get("ExtendedStatistic", "")) and props.get("MetricName") == "Latency"
+                and props.get("ExtendedStatistic") != "p99"):
+            problems.append(f"{name} alarms on {props.get('ExtendedStatistic') or props.get('Statistic')} latency, not p99")
+    return problems
 
 
 # Stage values a deploy must refuse: the backend reads ENVIRONMENT trimmed and in any case, so
@@ -755,6 +883,7 @@ def main(source):
     telemetry = telemetry_problems(template)
     search = transaction_search_problems(template, Path(source).resolve().parent)
     stage = stage_problems(template, Path(source).resolve().parent / "samconfig.toml")
+    operations = operations_problems(template, Path(source).resolve().parent)
     if problems:
         print("template.yaml with CustomDomainName set:", file=sys.stderr)
         for problem in problems:
@@ -780,7 +909,13 @@ def main(source):
         f"{', '.join(DEPLOYED_STAGES)} and samconfig.toml's deploy parameters are accepted; "
         "its local sections keep Stage=local for sam local"
     ))
-    if problems or telemetry or search or stage:
+    report(f"{source} operations", operations, (
+        f"{source}: every query of {LOG_QUERY_DIR} saved over the function's log group, text "
+        "identical; the metrics namespace reaches the function; every metric the binary writes is "
+        "on the dashboard; alarms on the 5xx rate, p99 latency, Lambda errors and throttles and "
+        "span export failures notify AlarmTopicArn when set"
+    ))
+    if problems or telemetry or search or stage or operations:
         sys.exit(1)
 
 
@@ -858,6 +993,24 @@ BREAKAGES = [
     ("the span queries saved with TransactionSearch=off",
      lambda text: text.replace("    Condition: HasTransactionSearch\n", ""),
      "TransactionSearch=off: query definitions"),
+    # Issue 25: log queries, metrics, dashboard, alarms.
+    ("a saved log query that differs from its file",
+     _replace("        | sort p99_ms desc\n        | limit 50\n\n  LogsErrorsQuery:", "        | sort p99_ms desc\n        | limit 10\n\n  LogsErrorsQuery:"),
+     "LogsSlowestRoutesQuery's QueryString differs from deploy/queries/logs/slowest-routes.query"),
+    ("the dashboard without the span drops",
+     _replace('[["${MetricsNamespace}","SpansDropped","service","apuntador-backend",{"label":"spans dropped"}],[".","SpanExportFailures"',
+              '[["${MetricsNamespace}","SpanExportFailures"'),
+     "the dashboard shows no SpansDropped"),
+    ("an alarm that notifies nobody",
+     _replace("      TreatMissingData: notBreaching\n      AlarmActions: !If [HasAlarmTopic, [!Ref AlarmTopicArn], !Ref AWS::NoValue]\n      OKActions: !If [HasAlarmTopic, [!Ref AlarmTopicArn], !Ref AWS::NoValue]\n\n  FunctionThrottlesAlarm:",
+              "      TreatMissingData: notBreaching\n\n  FunctionThrottlesAlarm:"),
+     "FunctionErrorsAlarm's AlarmActions is not AlarmTopicArn"),
+    ("the throttles alarm gone",
+     lambda text: re.sub(r"  FunctionThrottlesAlarm:\n(    .*\n|\n(?=    ))*", "", text).replace(',"${FunctionThrottlesAlarm.Arn}"', ""),
+     "no alarm on Lambda throttles"),
+    ("the metrics namespace not passed to the function",
+     _replace("          POWERTOOLS_METRICS_NAMESPACE: !Ref MetricsNamespace\n", ""),
+     "POWERTOOLS_METRICS_NAMESPACE is not the MetricsNamespace parameter"),
     ("the otlp-xray rule removed",
      lambda text: re.sub(r"  OtlpXrayNeedsTransactionSearch:\n(    .*\n)*", "", text),
      "TelemetryTransport=otlp-xray TransactionSearch=off is accepted"),
@@ -882,6 +1035,9 @@ def self_test():
             (copy / "template.yaml").write_text((repo / "template.yaml").read_text())
             (copy / "samconfig.toml").write_text((repo / "samconfig.toml").read_text())
             shutil.copytree(repo / QUERY_DIR, copy / QUERY_DIR)
+            shutil.copytree(repo / LOG_QUERY_DIR, copy / LOG_QUERY_DIR)
+            (copy / "src" / "telemetry").mkdir(parents=True)
+            shutil.copy(repo / "src" / "telemetry" / "metrics.rs", copy / "src" / "telemetry" / "metrics.rs")
             text = (repo / target).read_text()
             if change:
                 (copy / target).write_text(change(text))
