@@ -35,6 +35,10 @@
         destination and the Default indexing rule exist only with enable, in that order; one
         aws_cloudwatch_query_definition per file of deploy/queries/spans, read with file(),
         with enable and already-enabled; the provider version that has the X-Ray resources;
+      - the log queries (issue 25): one aws_cloudwatch_query_definition over the backend's log
+        group per file of deploy/queries/logs but the Lambda-only cold-starts, read with file();
+        metrics_namespace defaults to Apuntador and reaches the backend as
+        POWERTOOLS_METRICS_NAMESPACE (its Embedded Metric Format lines go out through awslogs);
   * the task definitions, one per telemetry_transport: deploy/ecs/task-definition.json
     (collector) and task-definition.otlp-xray.json, each equal to container-definitions.json.tftpl
     rendered (its %{ if } directives included) with the values Terraform would pass for that
@@ -210,6 +214,10 @@ COLLECTOR_COMPONENTS = {
 OTLP_ENDPOINT_MAX_SPANS = 10000
 # The span queries saved over aws/spans (deploy/queries/spans, relative to the repository).
 QUERY_DIR = Path("deploy") / "queries" / "spans"
+# The queries over the backend's log lines (deploy/queries/logs); cold-starts reads Lambda's
+# platform.report records, which a task does not have.
+LOG_QUERY_DIR = Path("deploy") / "queries" / "logs"
+LAMBDA_ONLY_QUERIES = {"cold-starts"}
 BACKEND_ENV = {
     "HOST": "0.0.0.0",
     "PORT": "8000",
@@ -225,6 +233,8 @@ BACKEND_ENV = {
     # Past the ALB's 60 s idle timeout: the task never closes a connection the ALB may reuse.
     "SERVER_HEADER_READ_TIMEOUT_SECS": "65",
     "LOG_FORMAT": "json",
+    # Metrics as Embedded Metric Format lines, which the awslogs driver carries (issue 25).
+    "POWERTOOLS_METRICS_NAMESPACE": "Apuntador",
 }
 BACKEND_ENV_NAMED = ["OTEL_SERVICE_NAME", "AWS_DYNAMODB_TABLE", "AWS_SECRETS_PREFIX"]
 HEALTH_TIMING = {"interval": 10, "timeout": 5, "retries": 3, "startPeriod": 10}
@@ -1648,6 +1658,36 @@ def check_transaction_search(tf, root, report):
     )
 
 
+def check_log_queries(tf, root, report):
+    """The queries over the backend's lines: <name>/logs/<file> over the backend's log group,
+    each file of deploy/queries/logs but the Lambda-only ones read with file()."""
+    queries = tf.resource("aws_cloudwatch_query_definition", "logs") or {}
+    report.check(
+        queries.get("query_string") == '${file("${path.module}/../../queries/logs/${each.key}.query")}'
+        and queries.get("log_group_names") == ["${aws_cloudwatch_log_group.backend.name}"]
+        and queries.get("name") == "${var.name}/logs/${each.key}",
+        "log queries: <name>/logs/<file>, over the backend's log group, each file's text read with file()",
+        json.dumps(queries)[:300],
+    )
+    report.check(
+        (tf.directory / ".." / ".." / "queries" / "logs").resolve() == (root / LOG_QUERY_DIR).resolve(),
+        f"the log query files Terraform reads are {LOG_QUERY_DIR}",
+    )
+    files = sorted(p.stem for p in (root / LOG_QUERY_DIR).glob("*.query") if p.stem not in LAMBDA_ONLY_QUERIES)
+    try:
+        names = sorted(HclExpression(tf, {}, {}).evaluate(queries.get("for_each", "[]")))
+    except Unresolved as error:
+        report.fail(f"log queries: for_each not understood: {error}")
+        return
+    report.check(
+        names == files,
+        f"log queries: one per file of {LOG_QUERY_DIR} but {', '.join(sorted(LAMBDA_ONLY_QUERIES))}: {', '.join(files)}",
+        str(names),
+    )
+    namespace = tf.variables.get("metrics_namespace", {})
+    report.check(namespace.get("default") == "Apuntador", "variable metrics_namespace defaults to Apuntador (template.yaml's MetricsNamespace)", str(namespace.get("default")))
+
+
 def check_compose(path, report):
     import yaml
 
@@ -1826,6 +1866,7 @@ def run(root, skip):
         check_collector(ecs / file, component, "127.0.0.1", report, limit=4096)
     check_collector(ecs / "collector.local.yaml", "debug", "0.0.0.0", report)
     check_transaction_search(tf, root, report)
+    check_log_queries(tf, root, report)
     compose_image = check_compose(ecs / "compose.yaml", report)
     task = tasks.get("collector", ({"containerDefinitions": []}, None))[0]
     task_image = containers_by_name(task["containerDefinitions"]).get("aws-otel-collector", {}).get("image")
@@ -1986,6 +2027,16 @@ BREAKAGES = [
     ("the resource policy open to any service", "terraform/transaction-search.tf",
      _replace('identifiers = ["xray.amazonaws.com"]', 'identifiers = ["xray.amazonaws.com", "logs.amazonaws.com"]'),
      "aws/spans resource policy"),
+    # Issue 25: the log queries and the metrics namespace.
+    ("a log query file left unsaved", "terraform/queries.tf",
+     _replace(', "certificate-events"]', "]"),
+     "log queries: one per file"),
+    ("the log queries over the collector's group", "terraform/queries.tf",
+     _replace("aws_cloudwatch_log_group.backend.name", "aws_cloudwatch_log_group.collector[0].name"),
+     "log queries: <name>/logs/<file>, over the backend's log group"),
+    ("the metrics namespace not passed to the backend", "terraform/main.tf",
+     _replace("    POWERTOOLS_METRICS_NAMESPACE       = var.metrics_namespace\n", ""),
+     "backend environment"),
     ("the provider pinned to 5.x", "terraform/versions.tf",
      _replace('version = "~> 6.46"', 'version = "~> 5.30"'),
      "hashicorp/aws ~> 6.46"),
@@ -2000,6 +2051,7 @@ def self_test():
             (copy_root / "deploy").mkdir(parents=True)
             shutil.copytree(REPO / "deploy" / "ecs", copy_root / "deploy" / "ecs")
             shutil.copytree(REPO / QUERY_DIR, copy_root / QUERY_DIR)
+            shutil.copytree(REPO / LOG_QUERY_DIR, copy_root / LOG_QUERY_DIR)
             shutil.copy(REPO / "template.yaml", copy_root / "template.yaml")
             if change:
                 target = copy_root / "deploy" / "ecs" / relative

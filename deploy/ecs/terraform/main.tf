@@ -42,6 +42,7 @@ locals {
     ENVIRONMENT                        = var.environment
     LOG_FORMAT                         = "json"
     OTEL_SERVICE_NAME                  = var.name
+    POWERTOOLS_METRICS_NAMESPACE       = var.metrics_namespace
     OTEL_RESOURCE_ATTRIBUTES           = "deployment.environment=${var.environment}"
     OTEL_TRACES_EXPORTER               = "otlp"
     OTEL_EXPORTER_OTLP_PROTOCOL        = "http/protobuf"

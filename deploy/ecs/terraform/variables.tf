@@ -321,3 +321,14 @@ variable "tags" {
   type        = map(string)
   default     = {}
 }
+
+variable "metrics_namespace" {
+  description = "CloudWatch namespace of the backend's metrics (POWERTOOLS_METRICS_NAMESPACE): Embedded Metric Format lines on stdout, which the awslogs driver hands to CloudWatch Logs and CloudWatch Logs turns into metrics."
+  type        = string
+  default     = "Apuntador"
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9._/#-][A-Za-z0-9._/# -]{0,254}$", var.metrics_namespace))
+    error_message = "metrics_namespace: 1 to 255 letters, digits and . _ / # - or spaces, not starting with a space."
+  }
+}
