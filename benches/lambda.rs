@@ -5,7 +5,8 @@
 //! Measures, per telemetry setting (OTLP to a live collector, exporter `none`, collector down,
 //! collector hanging, the X-Ray daemon transport and the OTLP-over-UDP transport each to a live
 //! UDP receiver and to no endpoint, the SigV4 transport to doubles of X-Ray's OTLP endpoint
-//! answering in 5 ms and in 50 ms): cold start (process start → first `/next`), client-visible duration
+//! answering in 5 ms and in 50 ms; exporter `none` and otlp-udp again with metrics off, whose
+//! difference from their metrics-on rows is what the Embedded Metric Format documents cost): cold start (process start → first `/next`), client-visible duration
 //! (event handed over → response posted) and post-response time (response posted → next
 //! `/next`, i.e. the flush) at p50/p99 over a mix of routes, and resident memory (peak, and
 //! after 100 vs after all invocations). Then server mode requests per second with `wrk`.
@@ -374,6 +375,17 @@ async fn main() {
             .concat(),
         },
         Setting {
+            name: "OTEL_TRACES_EXPORTER=none, metrics off (POWERTOOLS_METRICS_DISABLED)",
+            env: [
+                base_env(&ca_dir, &double, &live),
+                vec![
+                    ("OTEL_TRACES_EXPORTER".into(), "none".into()),
+                    ("POWERTOOLS_METRICS_DISABLED".into(), "true".into()),
+                ],
+            ]
+            .concat(),
+        },
+        Setting {
             name: "collector down",
             env: base_env(
                 &ca_dir,
@@ -396,6 +408,14 @@ async fn main() {
         Setting {
             name: "OTLP over UDP (otlp-udp), endpoint listening",
             env: udp("otlp-udp", &daemon.address),
+        },
+        Setting {
+            name: "otlp-udp, endpoint listening, metrics off (POWERTOOLS_METRICS_DISABLED)",
+            env: [
+                udp("otlp-udp", &daemon.address),
+                vec![("POWERTOOLS_METRICS_DISABLED".into(), "true".into())],
+            ]
+            .concat(),
         },
         Setting {
             name: "otlp-udp, no endpoint",
