@@ -67,6 +67,9 @@ step "cargo test"
 test_log="$cache/last-test.log"
 cargo test --locked 2>&1 | tee "$test_log"
 
+step "cargo test -p apuntador-doctor (the doctor command against moto and its doubles)"
+cargo test --locked -p apuntador-doctor 2>&1 | tee -a "$test_log"
+
 step "template lint (cfn-lint, sam validate --lint), the mutual-TLS domain layout, the telemetry transports and Stage=local refused"
 cfn-lint template.yaml
 sam validate --lint --region eu-west-1
