@@ -73,20 +73,28 @@ pub async fn run(options: &Options, cluster: &str, service: &str, config: &SdkCo
     report.extend(task_definition::backend_checks(&definition, &region));
 
     let iam_client = aws_sdk_iam::Client::new(config);
-    report.push(match definition.task_role.as_deref() {
+    let (role_check, policies) = match definition.task_role.as_deref() {
         Some(role) => iam::check(&iam_client, "task_role.xray", "the task role", role, GRANT).await,
-        None => Check::fail(
-            "task_role.xray",
-            "the task definition has no task role: no container can call X-Ray",
-            "set taskRoleArn (deploy/ecs/terraform/iam.tf's task role)",
+        None => (
+            Check::fail(
+                "task_role.xray",
+                "the task definition has no task role: no container can call X-Ray",
+                "set taskRoleArn (deploy/ecs/terraform/iam.tf's task role)",
+            ),
+            None,
         ),
-    });
+    };
+    report.push(role_check);
+    // deploy/ecs grants xray:PutTelemetryRecords only when the sidecar exports with awsxray.
+    let awsxray_granted = policies
+        .as_ref()
+        .is_some_and(|p| iam::allows(p, "xray:PutTelemetryRecords"));
 
     let xray = aws_sdk_xray::Client::new(config);
     let destination = transaction_search::read(&xray).await;
     report.push(transaction_search::check(
         &destination,
-        &task_definition::transaction_search_need(&definition),
+        &task_definition::transaction_search_need(&definition, awsxray_granted),
         TURN_ON,
     ));
 

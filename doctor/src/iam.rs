@@ -162,41 +162,66 @@ async fn managed_document(
 }
 
 /// The check for `role_arn` (`what`: "the function's role", "the task role"); `grant` says
-/// where this deployment grants the action, for the fix.
+/// where this deployment grants the action, for the fix. Also the policies read, for callers
+/// that ask about another action.
 pub async fn check(
     client: &Client,
     id: &'static str,
     what: &str,
     role_arn: &str,
     grant: &str,
-) -> Check {
+) -> (Check, Option<RolePolicies>) {
     let Some(name) = role_name(role_arn) else {
-        return Check::fail(
+        let check = Check::fail(
             id,
             format!("{what} {role_arn:?} is not a role ARN"),
             "give it an IAM role",
         );
+        return (check, None);
     };
     match read(client, name).await {
-        Ok(policies) => judge(id, what, name, &policies, grant),
+        Ok(policies) => (judge(id, what, name, &policies, grant), Some(policies)),
         Err(ReadFailure {
             failure,
             permission,
-        }) if failure.is("NoSuchEntity") => Check::fail(
-            id,
-            format!("{what} {name} does not exist"),
-            format!("recreate it or point the deployment at an existing role ({grant})"),
-        )
-        .with_detail(format!("{permission}: {failure}")),
+        }) if failure.is("NoSuchEntity") => {
+            let check = Check::fail(
+                id,
+                format!("{what} {name} does not exist"),
+                format!("recreate it or point the deployment at an existing role ({grant})"),
+            )
+            .with_detail(format!("{permission}: {failure}"));
+            (check, None)
+        }
         Err(ReadFailure {
             failure,
             permission,
-        }) => Check::fail(
-            id,
-            format!("could not read the policies of {what} {name}: {failure}"),
-            doctor_fix(&failure, permission),
-        ),
+        }) => {
+            let check = Check::fail(
+                id,
+                format!("could not read the policies of {what} {name}: {failure}"),
+                doctor_fix(&failure, permission),
+            );
+            (check, None)
+        }
     }
+}
+
+/// Whether the policies allow `action` unconditionally (identity policies, and the boundary
+/// when there is one).
+pub fn allows(policies: &RolePolicies, action: &str) -> bool {
+    let identity: Vec<NamedPolicy> = policies
+        .attached
+        .iter()
+        .chain(&policies.inline)
+        .cloned()
+        .collect();
+    let allowed = |decision| matches!(decision, Decision::Allowed { .. });
+    allowed(policy::evaluate(&identity, action))
+        && policies
+            .boundary
+            .as_ref()
+            .is_none_or(|b| allowed(policy::evaluate(std::slice::from_ref(b), action)))
 }
 
 /// The decision, from policies already read.
@@ -331,6 +356,7 @@ mod tests {
         };
         let check = judge("role.xray", "the function's role", "r", &policies, "grant");
         assert_eq!(check.status, Status::Fail);
+        assert!(!allows(&policies, PUT_TRACE_SEGMENTS));
         assert!(
             check
                 .summary
@@ -344,6 +370,8 @@ mod tests {
         };
         let check = judge("role.xray", "the function's role", "r", &policies, "grant");
         assert_eq!(check.status, Status::Pass);
+        assert!(allows(&policies, PUT_TRACE_SEGMENTS));
+        assert!(!allows(&policies, "xray:PutTelemetryRecords"));
         assert_eq!(
             check.detail.as_deref(),
             Some(

@@ -87,7 +87,9 @@ pub async fn run(options: &Options, name: &str, config: &SdkConfig) -> Report {
     let iam_client = aws_sdk_iam::Client::new(config);
     report.push(match function.role.as_deref() {
         Some(role) => {
-            iam::check(&iam_client, "role.xray", "the function's role", role, GRANT).await
+            iam::check(&iam_client, "role.xray", "the function's role", role, GRANT)
+                .await
+                .0
         }
         None => Check::fail(
             "role.xray",

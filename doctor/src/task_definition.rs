@@ -231,12 +231,18 @@ pub fn backend_checks(definition: &TaskDefinition, region: &str) -> Vec<Check> {
 }
 
 /// Whether Transaction Search is needed: always with otlp-xray; with the sidecar it depends on
-/// the collector's exporter, which lives in an SSM parameter the doctor does not read.
-pub fn transaction_search_need(definition: &TaskDefinition) -> Need {
+/// the collector's exporter, which lives in an SSM parameter the doctor does not read. deploy/ecs
+/// grants the task role `xray:PutTelemetryRecords` only when the sidecar exports with awsxray
+/// (`awsxray_granted`), which is taken as the sign of that exporter, and said to be inferred.
+pub fn transaction_search_need(definition: &TaskDefinition, awsxray_granted: bool) -> Need {
     let transport = definition.backend().map(|b| b.env.transport());
     match (transport, definition.collector().is_some()) {
         (Some(Transport::OtlpXray { .. }), _) => Need::Required(
-            "the backend sends to X-Ray's OTLP endpoint (telemetry_transport = \"otlp-xray\")".to_owned(),
+            "the backend sends to X-Ray's OTLP endpoint (telemetry_transport = \"otlp-xray\")"
+                .to_owned(),
+        ),
+        (_, true) if awsxray_granted => Need::NotNeeded(
+            "the task role holds xray:PutTelemetryRecords, which deploy/ecs grants only for the sidecar's awsxray exporter (collector.awsxray.yaml), which does not need it (inferred: the exporter itself is in the SSM parameter)".to_owned(),
         ),
         (_, true) => Need::Unknown(
             "the sidecar's exporter is in its SSM parameter, which doctor does not read: collector.yaml (otlphttp) needs it, collector.awsxray.yaml does not".to_owned(),
@@ -357,7 +363,14 @@ mod tests {
             statuses(&backend_checks(&kit, "eu-west-1")),
             [("backend.environment", Status::Pass)]
         );
-        assert!(matches!(transaction_search_need(&kit), Need::Unknown(_)));
+        assert!(matches!(
+            transaction_search_need(&kit, false),
+            Need::Unknown(_)
+        ));
+        assert!(matches!(
+            transaction_search_need(&kit, true),
+            Need::NotNeeded(_)
+        ));
     }
 
     #[test]
@@ -396,7 +409,10 @@ mod tests {
             statuses(&backend_checks(&alone, "eu-west-1")),
             [("backend.environment", Status::Pass)]
         );
-        assert!(matches!(transaction_search_need(&alone), Need::Required(_)));
+        assert!(matches!(
+            transaction_search_need(&alone, true),
+            Need::Required(_)
+        ));
         assert_eq!(
             statuses(&backend_checks(&alone, "us-east-1")),
             [("backend.environment", Status::Fail)]

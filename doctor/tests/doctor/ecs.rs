@@ -77,7 +77,7 @@ async fn the_kits_healthy_service_passes_and_its_request_is_followed() {
         ]
         .iter()
         .zip([
-            "pass", "pass", "pass", "pass", "pass", "pass", "warn", "pass", "pass", "pass", "pass"
+            "pass", "pass", "pass", "pass", "pass", "pass", "skip", "pass", "pass", "pass", "pass"
         ])
         .map(|(id, status)| ((*id).to_owned(), status.to_owned()))
         .collect::<Vec<_>>(),
@@ -104,9 +104,11 @@ async fn the_kits_healthy_service_passes_and_its_request_is_followed() {
         text(&out.check("logs"), "summary"),
         format!("1 log line(s) with trace_id {trace_id} in {BACKEND_LOG_GROUP}")
     );
-    // The sidecar's exporter is in an SSM parameter: Transaction Search off is said, not failed.
+    // The kit grants PutTelemetryRecords for the awsxray exporter only: Transaction Search is
+    // then not needed, and the inference is said.
     assert!(
-        text(&out.check("transaction_search"), "fix").contains("with awsxray it is not needed"),
+        text(&out.check("transaction_search"), "summary")
+            .starts_with("off (destination XRay); the task role holds xray:PutTelemetryRecords"),
         "{}",
         out.stdout
     );
@@ -337,4 +339,25 @@ async fn a_service_that_does_not_exist_fails_at_once() {
         "{check}"
     );
     assert_eq!(out.statuses().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sidecar_that_may_export_to_the_otlp_endpoint_without_transaction_search_is_a_warning() {
+    let Some(world) = World::start().await else {
+        return;
+    };
+    // No PutTelemetryRecords: the kit's collector.yaml (otlphttp), whose spans X-Ray refuses
+    // while Transaction Search is off; the doctor cannot read the exporter, so it warns.
+    let service = EcsService {
+        awsxray_exporter: false,
+        ..EcsService::kit()
+    };
+    let (out, _) = doctor(&world, service, &[]).await;
+    assert_eq!(out.code, 0, "{}", out.stdout);
+    let check = out.check("transaction_search");
+    assert_eq!(check["status"], "warn");
+    assert!(
+        text(&check, "fix").starts_with("if the collector exports with otlphttp to X-Ray's OTLP endpoint, enable Transaction Search: Terraform variable transaction_search = \"enable\""),
+        "{check}"
+    );
 }

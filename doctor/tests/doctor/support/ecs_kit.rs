@@ -42,6 +42,9 @@ pub struct EcsService {
     pub task_role: bool,
     /// The task role grants xray:PutTraceSegments.
     pub xray_allowed: bool,
+    /// The sidecar exports with awsxray (the kit's default while transaction_search is "off"),
+    /// so the task role also holds xray:PutTelemetryRecords, as iam.tf grants it then.
+    pub awsxray_exporter: bool,
     /// The collector's health in each running task.
     pub tasks: Vec<&'static str>,
     /// Lines in the collector's log group (`None`: the group does not exist).
@@ -58,6 +61,7 @@ impl EcsService {
             depends_on: Some(ContainerCondition::Healthy),
             task_role: true,
             xray_allowed: true,
+            awsxray_exporter: true,
             tasks: vec!["HEALTHY", "HEALTHY"],
             collector_lines: Some(QUIET_LINES.iter().map(|l| (*l).to_owned()).collect()),
             api: Behaviour {
@@ -86,6 +90,9 @@ impl EcsService {
         ];
         if self.xray_allowed {
             statements.push(json!({"Sid": "XRaySpans", "Effect": "Allow", "Action": ["xray:PutTraceSegments"], "Resource": ["*"]}));
+        }
+        if self.sidecar && self.awsxray_exporter {
+            statements.push(json!({"Sid": "XRayTelemetryOfTheAwsxrayExporter", "Effect": "Allow", "Action": ["xray:PutTelemetryRecords"], "Resource": ["*"]}));
         }
         iam.put_role_policy()
             .role_name("apuntador-backend-task")
