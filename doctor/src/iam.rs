@@ -4,6 +4,7 @@
 //! them with `policy`. The check says which policies were evaluated and what was not seen.
 
 use aws_sdk_iam::Client;
+use aws_sdk_iam::error::{ProvideErrorMetadata, SdkError};
 
 use crate::aws::{AwsFailure, doctor_fix};
 use crate::policy::{self, Decision, NamedPolicy};
@@ -28,6 +29,18 @@ pub struct ReadFailure {
     pub permission: &'static str,
 }
 
+/// Describes a failed call with the permission it needed.
+fn needing<E, R>(permission: &'static str) -> impl Fn(SdkError<E, R>) -> ReadFailure
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    move |e| ReadFailure {
+        failure: AwsFailure::from_sdk(&e),
+        permission,
+    }
+}
+
 /// The role's name from its ARN (`arn:aws:iam::<account>:role/<path>/<name>`).
 pub fn role_name(arn: &str) -> Option<&str> {
     let (_, path) = arn.split_once(":role/")?;
@@ -36,47 +49,32 @@ pub fn role_name(arn: &str) -> Option<&str> {
 
 /// Reads every policy that decides what the role may do (identity policies and boundary).
 pub async fn read(client: &Client, role: &str) -> Result<RolePolicies, ReadFailure> {
-    let fail = |permission| {
-        move |failure| ReadFailure {
-            failure,
-            permission,
-        }
-    };
     let mut out = RolePolicies::default();
     let got = client
         .get_role()
         .role_name(role)
         .send()
         .await
-        .map_err(|e| AwsFailure::from_sdk(&e))
-        .map_err(fail("iam:GetRole"))?;
+        .map_err(needing("iam:GetRole"))?;
     let boundary = got
         .role()
         .and_then(|r| r.permissions_boundary())
         .and_then(|b| b.permissions_boundary_arn())
         .map(str::to_owned);
 
-    let mut marker = None;
-    let mut attached = Vec::new();
-    loop {
-        let page = client
-            .list_attached_role_policies()
-            .role_name(role)
-            .set_marker(marker)
-            .send()
-            .await
-            .map_err(|e| AwsFailure::from_sdk(&e))
-            .map_err(fail("iam:ListAttachedRolePolicies"))?;
-        attached.extend(
-            page.attached_policies()
-                .iter()
-                .filter_map(|p| Some((p.policy_name()?.to_owned(), p.policy_arn()?.to_owned()))),
-        );
-        marker = page.marker().map(str::to_owned);
-        if !page.is_truncated() || marker.is_none() {
-            break;
-        }
-    }
+    // The SDK's paginators follow IAM's markers.
+    let attached: Vec<(String, String)> = client
+        .list_attached_role_policies()
+        .role_name(role)
+        .into_paginator()
+        .items()
+        .send()
+        .collect::<Result<Vec<_>, _>>()
+        .await
+        .map_err(needing("iam:ListAttachedRolePolicies"))?
+        .into_iter()
+        .filter_map(|p| Some((p.policy_name?, p.policy_arn?)))
+        .collect();
     for (name, arn) in attached {
         match managed_document(client, &arn).await? {
             Ok(document) => out.attached.push(NamedPolicy { name, document }),
@@ -91,23 +89,15 @@ pub async fn read(client: &Client, role: &str) -> Result<RolePolicies, ReadFailu
         }
     }
 
-    let mut marker = None;
-    let mut inline = Vec::new();
-    loop {
-        let page = client
-            .list_role_policies()
-            .role_name(role)
-            .set_marker(marker)
-            .send()
-            .await
-            .map_err(|e| AwsFailure::from_sdk(&e))
-            .map_err(fail("iam:ListRolePolicies"))?;
-        inline.extend(page.policy_names().iter().cloned());
-        marker = page.marker().map(str::to_owned);
-        if !page.is_truncated() || marker.is_none() {
-            break;
-        }
-    }
+    let inline: Vec<String> = client
+        .list_role_policies()
+        .role_name(role)
+        .into_paginator()
+        .items()
+        .send()
+        .collect::<Result<Vec<_>, _>>()
+        .await
+        .map_err(needing("iam:ListRolePolicies"))?;
     for name in inline {
         let got = client
             .get_role_policy()
@@ -115,8 +105,7 @@ pub async fn read(client: &Client, role: &str) -> Result<RolePolicies, ReadFailu
             .policy_name(&name)
             .send()
             .await
-            .map_err(|e| AwsFailure::from_sdk(&e))
-            .map_err(fail("iam:GetRolePolicy"))?;
+            .map_err(needing("iam:GetRolePolicy"))?;
         match policy::decode_document(got.policy_document()) {
             Ok(document) => out.inline.push(NamedPolicy { name, document }),
             Err(_) => out.unreadable.push(name),
@@ -135,10 +124,7 @@ async fn managed_document(
         .policy_arn(arn)
         .send()
         .await
-        .map_err(|e| ReadFailure {
-            failure: AwsFailure::from_sdk(&e),
-            permission: "iam:GetPolicy",
-        })?;
+        .map_err(needing("iam:GetPolicy"))?;
     let version = got
         .policy()
         .and_then(|p| p.default_version_id())
@@ -150,10 +136,7 @@ async fn managed_document(
         .version_id(version)
         .send()
         .await
-        .map_err(|e| ReadFailure {
-            failure: AwsFailure::from_sdk(&e),
-            permission: "iam:GetPolicyVersion",
-        })?;
+        .map_err(needing("iam:GetPolicyVersion"))?;
     let raw = got
         .policy_version()
         .and_then(|v| v.document())
