@@ -483,6 +483,21 @@ mod tests {
     }
 
     #[test]
+    fn a_log_group_other_than_the_stacks_is_a_warning() {
+        let mut f = function(&[]);
+        assert_eq!(log_group_check(&f, Some("/aws/lambda/s-backend")), None);
+        f.log_group = Some("/aws/lambda/s-backend".into());
+        assert_eq!(log_group_check(&f, Some("/aws/lambda/s-backend")), None);
+        f.log_group = Some("/aws/lambda/elsewhere".into());
+        let check = log_group_check(&f, Some("/aws/lambda/s-backend")).unwrap();
+        assert_eq!(check.status, Status::Warn);
+        assert_eq!(
+            check.summary,
+            "the function logs to /aws/lambda/elsewhere, not to the stack's FunctionLogGroupName /aws/lambda/s-backend"
+        );
+    }
+
+    #[test]
     fn the_transport_must_be_the_stacks() {
         let f = function(&[("OTEL_TRACES_EXPORTER", "otlp-udp")]);
         assert_eq!(transport_check(&f, Some("otlp-udp")).status, Status::Pass);
