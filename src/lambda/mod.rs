@@ -1,9 +1,9 @@
 //! Lambda mode: the router served on the Lambda Runtime API, one invocation at a time.
 //!
 //! The loop is the Runtime API contract written out: wait for `/next`, answer the event, post
-//! the response, write the invocation's metrics and flush its spans, and only then poll `/next` again (Lambda may
-//! freeze the sandbox during that poll). The caller never waits for the export: Lambda returns
-//! the response as soon as it is posted.
+//! the response, write the invocation's metrics and flush its spans, and only then poll
+//! `/next` again (Lambda may freeze the sandbox during that poll). The caller never waits for
+//! the export or the metrics: Lambda returns the response as soon as it is posted.
 //!
 //! Why not `lambda_runtime::Runtime::run`: in its sequential mode it calls
 //! `std::env::set_var("_X_AMZN_TRACE_ID", …)` before every invocation, and glibc's `setenv`
