@@ -59,6 +59,24 @@ cargo fmt --all --check
 step "cargo clippy --workspace --all-targets --all-features -- -D warnings"
 cargo clippy --locked --workspace --all-targets --all-features -- -D warnings
 
+# Supply chain (deny.toml): cargo-deny built from its crates.io source (--locked), once, into the
+# cache; a repackaged binary would be a supply-chain question of its own. About 3 minutes the
+# first time on 2 cores.
+deny_version="0.20.2"
+tools="$cache/tools"
+if [ "$("$tools/bin/cargo-deny" --version 2>/dev/null)" != "cargo-deny $deny_version" ]; then
+  step "installing cargo-deny $deny_version into $tools (built from crates.io, once)"
+  CARGO_TARGET_DIR="$cache/target-tools" cargo install --locked --quiet --root "$tools" "cargo-deny@$deny_version"
+fi
+step "cargo deny: licenses, banned and duplicate crates, sources (deny.toml)"
+"$tools/bin/cargo-deny" --workspace check licenses bans sources
+step "cargo deny: RustSec advisories"
+if "$tools/bin/cargo-deny" fetch db >/dev/null 2>&1; then
+  "$tools/bin/cargo-deny" --workspace check advisories
+else
+  echo "SKIPPED: the RustSec advisory database (git clone of https://github.com/RustSec/advisory-db) cannot be fetched from this machine; licenses, bans and sources were checked above"
+fi
+
 step "cargo build --release (the binary the end-to-end tests run)"
 cargo build --locked --release --bin apuntador-backend
 export APUNTADOR_BIN="$CARGO_TARGET_DIR/release/apuntador-backend"
