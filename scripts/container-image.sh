@@ -40,5 +40,8 @@ if [ "$size" -gt 20000000 ]; then
   exit 1
 fi
 
+step "the image's CycloneDX SBOM (scripts/sbom.py image, into $cache/sbom)"
+python3 scripts/sbom.py image "$binary" "$cache/sbom"
+
 step "running the image (scripts/container-check.py)"
 python3 scripts/container-check.py apuntador-backend:check

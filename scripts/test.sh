@@ -77,6 +77,16 @@ else
   echo "SKIPPED: the RustSec advisory database (git clone of https://github.com/RustSec/advisory-db) cannot be fetched from this machine; licenses, bans and sources were checked above"
 fi
 
+# CycloneDX SBOMs: cargo-cyclonedx, the CycloneDX project's generator, built the same way.
+cyclonedx_version="0.5.9"
+if [ "$("$tools/bin/cargo-cyclonedx" cyclonedx --version 2>/dev/null)" != "cargo-cyclonedx-cyclonedx $cyclonedx_version" ]; then
+  step "installing cargo-cyclonedx $cyclonedx_version into $tools (built from crates.io, once)"
+  CARGO_TARGET_DIR="$cache/target-tools" cargo install --locked --quiet --root "$tools" "cargo-cyclonedx@$cyclonedx_version"
+fi
+export CARGO_CYCLONEDX="$tools/bin/cargo-cyclonedx"
+step "CycloneDX SBOMs of the Lambda zip, arm64 and x86_64 (scripts/sbom.py, into $cache/sbom)"
+python scripts/sbom.py lambda "$cache/sbom"
+
 step "cargo build --release (the binary the end-to-end tests run)"
 cargo build --locked --release --bin apuntador-backend
 export APUNTADOR_BIN="$CARGO_TARGET_DIR/release/apuntador-backend"
