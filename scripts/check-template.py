@@ -59,6 +59,10 @@ Latency, AWS/Lambda Errors and Throttles and SpanExportFailures, each notifying 
 set (AlarmActions and OKActions), missing data not breaching, the backend's metrics read with
 the service dimension.
 
+Throttling (issue 26): HttpApi's DefaultRouteSettings throttle with ThrottleRateLimit and
+ThrottleBurstLimit; every OAuth route and POST /device/enroll has RouteSettings with the
+Sensitive ones; every RouteSettings key is one of HttpApi's routes.
+
 Stage=local (issue 23, item 8) relaxes the backend's secret checks and adds credentialed
 localhost CORS origins; it is for `sam local` only, which does not evaluate Rules. The template's
 Rules section, evaluated here as CloudFormation would on a create or update (RuleCondition, then
@@ -652,6 +656,40 @@ def operations_problems(template, root):
     return problems
 
 
+# --- Throttling (issue 26 item 4) -------------------------------------------------------------------
+
+SENSITIVE = ({"Ref": "SensitiveThrottleRateLimit"}, {"Ref": "SensitiveThrottleBurstLimit"})
+
+
+def throttling_problems(template):
+    """The public API throttles every route (ThrottleRateLimit/BurstLimit), and each OAuth route
+    and POST /device/enroll tighter (the Sensitive ones); every RouteSettings key is a route."""
+    problems = []
+    resources = template.get("Resources", {})
+    api = resources.get("HttpApi", {}).get("Properties", {})
+    default = api.get("DefaultRouteSettings", {})
+    if (default.get("ThrottlingRateLimit"), default.get("ThrottlingBurstLimit")) != (
+        {"Ref": "ThrottleRateLimit"}, {"Ref": "ThrottleBurstLimit"}
+    ):
+        problems.append("HttpApi's DefaultRouteSettings do not throttle with ThrottleRateLimit and ThrottleBurstLimit")
+    routes = api.get("RouteSettings", {}) or {}
+    events = resources.get("BackendFunction", {}).get("Properties", {}).get("Events", {})
+    keys = {
+        f"{e['Properties'].get('Method', '').upper()} {e['Properties'].get('Path')}"
+        for e in events.values()
+        if e.get("Type") == "HttpApi" and ref_name(e["Properties"].get("ApiId")) == "HttpApi"
+    }
+    for key in sorted(keys):
+        path = key.split(" ", 1)[1]
+        if path.startswith("/oauth/") or key == "POST /device/enroll":
+            settings = routes.get(key, {})
+            if (settings.get("ThrottlingRateLimit"), settings.get("ThrottlingBurstLimit")) != SENSITIVE:
+                problems.append(f"no tighter throttling for {key} (SensitiveThrottleRateLimit, SensitiveThrottleBurstLimit)")
+    for key in sorted(set(routes) - keys):
+        problems.append(f"RouteSettings names {key}, which is no route of HttpApi")
+    return problems
+
+
 # Stage values a deploy must refuse: the backend reads ENVIRONMENT trimmed and in any case, so
 # each of these is ENVIRONMENT=local to it. Only the first may pass the parameter's own
 # constraints (sam local needs it; sam local evaluates no Rules), so a Rule must refuse it.
@@ -884,6 +922,7 @@ def main(source):
     search = transaction_search_problems(template, Path(source).resolve().parent)
     stage = stage_problems(template, Path(source).resolve().parent / "samconfig.toml")
     operations = operations_problems(template, Path(source).resolve().parent)
+    throttling = throttling_problems(template)
     if problems:
         print("template.yaml with CustomDomainName set:", file=sys.stderr)
         for problem in problems:
@@ -915,7 +954,11 @@ def main(source):
         "on the dashboard; alarms on the 5xx rate, p99 latency, Lambda errors and throttles and "
         "span export failures notify AlarmTopicArn when set"
     ))
-    if problems or telemetry or search or stage or operations:
+    report(f"{source} throttling", throttling, (
+        f"{source}: the public API throttles every route, and the OAuth routes and POST "
+        "/device/enroll tighter; every RouteSettings key is a route"
+    ))
+    if problems or telemetry or search or stage or operations or throttling:
         sys.exit(1)
 
 
@@ -1011,6 +1054,13 @@ BREAKAGES = [
     ("the metrics namespace not passed to the function",
      _replace("          POWERTOOLS_METRICS_NAMESPACE: !Ref MetricsNamespace\n", ""),
      "POWERTOOLS_METRICS_NAMESPACE is not the MetricsNamespace parameter"),
+    # Issue 26: throttling.
+    ("the token route without its tighter throttling",
+     _replace('        "POST /oauth/token/{provider}":\n          ThrottlingRateLimit: !Ref SensitiveThrottleRateLimit\n          ThrottlingBurstLimit: !Ref SensitiveThrottleBurstLimit\n', ""),
+     "no tighter throttling for POST /oauth/token/{provider}"),
+    ("a RouteSettings key that is no route",
+     _replace('"POST /device/enroll":', '"POST /device/enrol":'),
+     "RouteSettings names POST /device/enrol"),
     ("the otlp-xray rule removed",
      lambda text: re.sub(r"  OtlpXrayNeedsTransactionSearch:\n(    .*\n)*", "", text),
      "TelemetryTransport=otlp-xray TransactionSearch=off is accepted"),

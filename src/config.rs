@@ -15,6 +15,7 @@ use crate::device::settings::DeviceSettings;
 use crate::env::{Env, EnvError, Environment, Secret};
 use crate::oauth::credentials::CredentialSource;
 use crate::oauth::settings::OAuthSettings;
+use crate::rate_limit::RateLimitSettings;
 use crate::server::ServerSettings;
 
 /// Secrets shorter than this are refused outside local development.
@@ -76,6 +77,8 @@ pub struct Config {
     /// Server mode's limits (header-read and request timeouts, connection cap); the request
     /// timeout applies under Lambda too.
     pub server: ServerSettings,
+    /// Server mode's per-client limits (off by default; under Lambda, API Gateway throttles).
+    pub rate_limit: RateLimitSettings,
     pub oauth: OAuthSettings,
     pub devices: DeviceSettings,
     /// Warnings to log once logging is up (for example a generated local secret).
@@ -160,6 +163,14 @@ impl Config {
         let trace_health_checks = env.flag("TRACE_HEALTH_CHECKS", false)?;
         let docs = env.flag("ENABLE_DOCS", false)?;
         let server = ServerSettings::from_env(env)?;
+        let rate_limit = RateLimitSettings::from_env(env)?;
+        if rate_limit.general.is_some() && env.is_set("AWS_LAMBDA_RUNTIME_API") {
+            warnings.push(
+                "RATE_LIMIT_PER_MINUTE has no effect under Lambda: API Gateway throttles \
+                 (template.yaml ThrottleRateLimit, SensitiveThrottleRateLimit)"
+                    .to_owned(),
+            );
+        }
 
         let oauth = OAuthSettings::from_env(env)?;
         if !environment.is_local()
@@ -189,6 +200,7 @@ impl Config {
             trace_health_checks,
             docs,
             server,
+            rate_limit,
             oauth,
             devices,
             warnings,

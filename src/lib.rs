@@ -13,6 +13,7 @@ pub mod healthcheck;
 pub mod lambda;
 pub mod load_once;
 pub mod oauth;
+pub mod rate_limit;
 pub mod routes;
 pub mod server;
 pub mod telemetry;

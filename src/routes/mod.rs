@@ -4,7 +4,8 @@
 //!
 //! Layers, outermost first: request span + `X-Trace-ID` → CORS (so every answer, errors and
 //! preflights included, carries CORS headers and no auth check can block a preflight) →
-//! problem rendering → panic catcher → body limit → routes.
+//! problem rendering → per-client rate limit ([`crate::rate_limit`], server mode, when
+//! `RATE_LIMIT_PER_MINUTE` is set) → panic catcher → body limit → routes.
 
 pub mod device;
 pub mod docs;
@@ -98,7 +99,8 @@ pub fn router_with(state: AppState, tracing: RequestTracing, extra: Router<AppSt
     } else {
         Router::new()
     };
-    Router::new()
+    let limiter = crate::rate_limit::Limiter::new(state.config.rate_limit);
+    let routes = Router::new()
         .merge(extra)
         .merge(docs)
         .merge(health::router())
@@ -110,7 +112,17 @@ pub fn router_with(state: AppState, tracing: RequestTracing, extra: Router<AppSt
         .layer(from_fn_with_state(request_timeout, answer_within))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(Extension(BodyLimit(body_limit)))
-        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(CatchPanicLayer::custom(panic_response));
+    // Inside the span, CORS and problem rendering, so a 429 is traced, readable by browsers
+    // and a problem like any other answer.
+    let routes = match limiter {
+        Some(limiter) => routes.layer(from_fn_with_state(
+            limiter,
+            crate::rate_limit::limit_requests,
+        )),
+        None => routes,
+    };
+    routes
         .layer(from_fn(render_problems))
         .layer(cors)
         .layer(from_fn_with_state(tracing, trace_requests))

@@ -144,7 +144,7 @@ fn invocation(request: &Request) -> Option<Invocation> {
 /// hops the chain is not the one configured, and nothing is taken. Several headers are read
 /// as one list, in order; entries are split as bytes, so what a caller writes to the left
 /// (even bytes that are not text) cannot spoil the entry the proxy added.
-fn forwarded_for(headers: &HeaderMap, hops: usize) -> Option<String> {
+pub(crate) fn forwarded_for(headers: &HeaderMap, hops: usize) -> Option<String> {
     if hops == 0 {
         return None;
     }

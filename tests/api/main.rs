@@ -3,6 +3,7 @@
 //!
 //! - [`router`]: every route and error contract through the layer stack;
 //! - [`oauth`]: the OAuth routes against provider doubles on 127.0.0.1 that check the protocol;
+//! - [`rate_limit`]: server mode's per-client limits, 429 with `Retry-After`;
 //! - [`fuzz`]: property-based tests over every parser of attacker input, and hostile requests
 //!   through the router (never a 5xx, never a panic);
 //! - [`device`]: the device CA with the local backend, issuance checked by independent tools
@@ -16,4 +17,5 @@ mod helpers;
 mod device;
 mod fuzz;
 mod oauth;
+mod rate_limit;
 mod router;
