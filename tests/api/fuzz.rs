@@ -210,8 +210,10 @@ fn a_csr_is_checked_whatever_arrives() {
     );
 }
 
-/// A hostile request for one of the service's routes (or none).
-fn hostile_request() -> impl Strategy<Value = (Method, String, Vec<(String, String)>, Vec<u8>)> {
+/// A hostile request for one of the service's routes (or none), and which of the two routers
+/// (trusting `X-Client-Cert`, or Envoy's `X-Forwarded-Client-Cert`) gets it.
+fn hostile_request() -> impl Strategy<Value = (Method, String, Vec<(String, String)>, Vec<u8>, bool)>
+{
     let method = prop_oneof![
         3 => Just(Method::GET),
         5 => Just(Method::POST),
@@ -295,6 +297,11 @@ fn hostile_request() -> impl Strategy<Value = (Method, String, Vec<(String, Stri
     let header = prop_oneof![
         1 => value(300).prop_map(|v| ("x-client-cert".to_owned(), v)),
         1 => mutated(encoded_cert_header()).prop_map(|v| ("x-client-cert".to_owned(), v)),
+        1 => mutated(format!(
+            "By=spiffe://proxy;Hash=00ff;Cert=\"{}\";Subject=\"CN=device\"",
+            encoded_cert_header()
+        ))
+        .prop_map(|v| ("x-forwarded-client-cert".to_owned(), v)),
         1 => value(300).prop_map(|v| ("x-forwarded-client-cert".to_owned(), v)),
         1 => value(200).prop_map(|v| ("x-amzn-trace-id".to_owned(), v)),
         1 => value(100).prop_map(|v| ("traceparent".to_owned(), v)),
@@ -303,7 +310,13 @@ fn hostile_request() -> impl Strategy<Value = (Method, String, Vec<(String, Stri
         1 => value(60).prop_map(|v| ("origin".to_owned(), v)),
         3 => Just(("content-type".to_owned(), "application/json".to_owned())),
     ];
-    (method, path, proptest::collection::vec(header, 0..4), body)
+    (
+        method,
+        path,
+        proptest::collection::vec(header, 0..4),
+        body,
+        any::<bool>(),
+    )
 }
 
 /// A self-signed certificate, URL-encoded as the trusted proxy header carries one: mutations of
@@ -347,14 +360,17 @@ fn hostile_requests_get_a_clean_answer_never_a_5xx() {
         .map(|(k, v)| (k.to_owned(), v.to_owned())),
     );
     let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let app = runtime.block_on(helpers::app(helpers::config(&vars, &[])));
-    let app = Arc::new(app);
+    let app = Arc::new(runtime.block_on(helpers::app(helpers::config(&vars, &[]))));
+    let xfcc = Arc::new(runtime.block_on(helpers::app(helpers::config(
+        &vars,
+        &[("TRUSTED_CLIENT_CERT_HEADER", "X-Forwarded-Client-Cert")],
+    ))));
     let seen = std::sync::Mutex::new(std::collections::BTreeMap::<u16, u32>::new());
     let skipped = std::sync::Mutex::new(0u32);
     check(
         "request",
         hostile_request(),
-        |(method, path, headers, body)| {
+        |(method, path, headers, body, envoy)| {
             let mut request = Request::builder().method(method.clone()).uri(&path);
             for (name, value) in &headers {
                 request = request.header(name.as_str(), value.as_str());
@@ -364,7 +380,8 @@ fn hostile_requests_get_a_clean_answer_never_a_5xx() {
                 *skipped.lock().unwrap_or_else(|p| p.into_inner()) += 1;
                 return Ok(());
             };
-            let answer = runtime.block_on(helpers::send(&app, request));
+            let router = if envoy { &xfcc } else { &app };
+            let answer = runtime.block_on(helpers::send(router, request));
             let status = answer.status.as_u16();
             *seen
                 .lock()
