@@ -58,7 +58,13 @@ mod tests {
 
     /// Values assigned to a secret-looking name, and bearer tokens, with where they are.
     fn secrets_in_tree() -> BTreeMap<String, String> {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        // The tree the test runs in (cargo sets the variable for the test process): a test
+        // binary reused from a build in another checkout (a shared target directory) would
+        // otherwise scan that checkout's files, the baked-in path.
+        let root_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf());
+        let root = root_dir.as_path();
         let mut paths = Vec::new();
         files(root, &mut paths);
         let assigned = regex::Regex::new(

@@ -179,7 +179,7 @@ fn registered_routes() -> BTreeSet<(String, String)> {
     }
     let mut sources = Vec::new();
     files(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("src/routes"),
+        &crate::support::repo_root().join("src/routes"),
         &mut sources,
     );
     let mut routes = BTreeSet::new();
@@ -352,7 +352,7 @@ async fn schemathesis_finds_no_server_error_no_contract_breach_and_no_hang() {
     let encoded =
         percent_encoding::utf8_percent_encode(&certificate, percent_encoding::NON_ALPHANUMERIC)
             .to_string();
-    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/contract/schemathesis.toml");
+    let config = crate::support::repo_root().join("tests/contract/schemathesis.toml");
     let mut run = Command::new(schemathesis);
     run.arg("--config-file")
         .arg(&config)

@@ -157,25 +157,23 @@ async fn every_field_each_log_query_reads_is_in_the_lines_with_its_type() {
         ],
         "a query in deploy/queries/logs/README.md without its selection here, or one gone"
     );
-    let mut on_disk: Vec<String> = std::fs::read_dir(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/queries/logs"),
-    )
-    .unwrap()
-    .filter_map(|e| {
-        e.unwrap()
-            .file_name()
-            .to_str()?
-            .strip_suffix(".query")
-            .map(str::to_owned)
-    })
-    .collect();
+    let mut on_disk: Vec<String> =
+        std::fs::read_dir(crate::support::repo_root().join("deploy/queries/logs"))
+            .unwrap()
+            .filter_map(|e| {
+                e.unwrap()
+                    .file_name()
+                    .to_str()?
+                    .strip_suffix(".query")
+                    .map(str::to_owned)
+            })
+            .collect();
     on_disk.sort();
     assert_eq!(on_disk, queries.keys().cloned().collect::<Vec<_>>());
 
     for (query, (platform, fields)) in &queries {
         let text = std::fs::read_to_string(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join(format!("deploy/queries/logs/{query}.query")),
+            crate::support::repo_root().join(format!("deploy/queries/logs/{query}.query")),
         )
         .unwrap();
         for (field, _) in fields {

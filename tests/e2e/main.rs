@@ -39,6 +39,15 @@ mod support {
     pub fn binary() -> std::path::PathBuf {
         binary_or(env!("CARGO_BIN_EXE_apuntador-backend"))
     }
+
+    /// The checkout the tests run in: cargo's `CARGO_MANIFEST_DIR` at run time, not the path
+    /// baked in at build time (a test binary reused from another checkout sharing the target
+    /// directory would read that checkout's files).
+    pub fn repo_root() -> std::path::PathBuf {
+        std::env::var_os("CARGO_MANIFEST_DIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+    }
 }
 
 mod contract;

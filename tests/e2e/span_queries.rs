@@ -32,9 +32,7 @@ fn query_fields() -> BTreeMap<String, Vec<String>> {
 /// The `fields:` (and `platform:`) lines of a queries README (path from the repository root):
 /// per `## <query>` heading, the prefix and the comma-separated names.
 pub(crate) fn readme_field_lines(path: &str) -> Vec<(String, String, Vec<String>)> {
-    let readme =
-        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path))
-            .unwrap();
+    let readme = std::fs::read_to_string(crate::support::repo_root().join(path)).unwrap();
     let mut out = Vec::new();
     let mut heading = None;
     for line in readme.lines() {
