@@ -553,9 +553,9 @@ ALARM_ACTIONS = {"Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref":
 def emitted_metrics(root):
     """The metric names the binary writes, read from src/telemetry/metrics.rs."""
     source = (root / "src" / "telemetry" / "metrics.rs").read_text()
-    names = set(re.findall(r'\("([A-Za-z0-9]+)", "(?:Count|Milliseconds)"\)', source))
-    names |= set(re.findall(r'\("([A-Z][A-Za-z]+)", counts\.', source))
-    return names
+    # Each is named beside the value it reports: ("Latency", &stats.latency), ("5xx",
+    # stats.server_errors), ("ColdStart", counts.cold_starts).
+    return set(re.findall(r'\("([A-Za-z0-9]+)",\s*&?(?:stats|counts)\.\w+\)', source))
 
 
 def alarm_metric_names(alarm):

@@ -261,18 +261,6 @@ struct ServiceCounts {
     export_failures: u64,
 }
 
-impl ServiceCounts {
-    fn is_empty(&self) -> bool {
-        self.cold_starts
-            + self.issued
-            + self.renewed
-            + self.revoked
-            + self.spans_dropped
-            + self.export_failures
-            == 0
-    }
-}
-
 #[derive(Debug, Default)]
 struct State {
     routes: BTreeMap<Box<str>, RouteStats>,
@@ -360,113 +348,124 @@ impl Metrics {
     /// under Lambda); the aggregate starts again from zero.
     pub fn drain(&self, now_ms: u64, properties: &[(&str, &str)]) -> Vec<u8> {
         let state = std::mem::take(&mut *self.state());
+        let drain = Drain {
+            metrics: self,
+            now_ms,
+            properties,
+        };
         let mut out = Vec::new();
-        // Written straight as text: a `serde_json::Value` per document cost ~11 µs an
-        // invocation (benches/span_cost.rs), this ~1 µs.
-        let mut write =
-            |dimensions: &str, metrics: &[(&str, &str)], values: &mut dyn FnMut(&mut Vec<u8>)| {
-                let _ = write!(
-                    out,
-                    "{{\"_aws\":{{\"Timestamp\":{now_ms},\"CloudWatchMetrics\":[{{\"Namespace\":"
-                );
-                write_str(&mut out, &self.namespace);
-                let _ = write!(out, ",\"Dimensions\":{dimensions},\"Metrics\":[");
-                for (i, (name, unit)) in metrics.iter().enumerate() {
-                    if i > 0 {
-                        out.push(b',');
-                    }
-                    let _ = write!(out, "{{\"Name\":\"{name}\",\"Unit\":\"{unit}\"}}");
-                }
-                out.extend_from_slice(b"]}]},\"service\":");
-                write_str(&mut out, &self.service);
-                for (key, value) in properties {
-                    out.push(b',');
-                    write_str(&mut out, key);
-                    out.push(b':');
-                    write_str(&mut out, value);
-                }
-                values(&mut out);
-                out.extend_from_slice(b"}\n");
-            };
-
         for (route, stats) in &state.routes {
-            for (i, chunk) in stats.latency.chunks().iter().enumerate() {
-                // The counts go once, with the first bins.
-                let metrics: &[(&str, &str)] = if i == 0 {
-                    &[
-                        ("Latency", "Milliseconds"),
-                        ("Requests", "Count"),
-                        ("4xx", "Count"),
-                        ("5xx", "Count"),
-                    ]
-                } else {
-                    &[("Latency", "Milliseconds")]
-                };
-                write(
-                    r#"[["service","route"],["service"]]"#,
-                    metrics,
-                    &mut |out| {
-                        out.extend_from_slice(b",\"route\":");
-                        write_str(out, route);
-                        out.extend_from_slice(b",\"Latency\":");
-                        write_histogram(out, chunk);
-                        if i == 0 {
-                            let _ = write!(
-                                out,
-                                ",\"Requests\":{},\"4xx\":{},\"5xx\":{}",
-                                stats.requests, stats.client_errors, stats.server_errors
-                            );
-                        }
-                    },
-                );
-            }
+            drain.keyed(
+                &mut out,
+                r#"[["service","route"],["service"]]"#,
+                ("route", route),
+                ("Latency", &stats.latency),
+                &[
+                    ("Requests", stats.requests),
+                    ("4xx", stats.client_errors),
+                    ("5xx", stats.server_errors),
+                ],
+            );
         }
         for (name, stats) in &state.dependencies {
-            for (i, chunk) in stats.latency.chunks().iter().enumerate() {
-                let metrics: &[(&str, &str)] = if i == 0 {
-                    &[
-                        ("DependencyLatency", "Milliseconds"),
-                        ("DependencyCalls", "Count"),
-                        ("DependencyFailures", "Count"),
-                    ]
-                } else {
-                    &[("DependencyLatency", "Milliseconds")]
-                };
-                write(r#"[["service","dependency"]]"#, metrics, &mut |out| {
-                    out.extend_from_slice(b",\"dependency\":");
-                    write_str(out, name);
-                    out.extend_from_slice(b",\"DependencyLatency\":");
-                    write_histogram(out, chunk);
-                    if i == 0 {
-                        let _ = write!(
-                            out,
-                            ",\"DependencyCalls\":{},\"DependencyFailures\":{}",
-                            stats.calls, stats.failures
-                        );
-                    }
-                });
-            }
+            drain.keyed(
+                &mut out,
+                r#"[["service","dependency"]]"#,
+                ("dependency", name),
+                ("DependencyLatency", &stats.latency),
+                &[
+                    ("DependencyCalls", stats.calls),
+                    ("DependencyFailures", stats.failures),
+                ],
+            );
         }
         let counts = &state.service;
-        if !counts.is_empty() {
-            let all = [
-                ("ColdStart", counts.cold_starts),
-                ("CertificatesIssued", counts.issued),
-                ("CertificatesRenewed", counts.renewed),
-                ("CertificatesRevoked", counts.revoked),
-                ("SpansDropped", counts.spans_dropped),
-                ("SpanExportFailures", counts.export_failures),
-            ];
-            let moved: Vec<(&str, u64)> = all.into_iter().filter(|(_, n)| *n > 0).collect();
-            let metrics: Vec<(&str, &str)> =
-                moved.iter().map(|(name, _)| (*name, "Count")).collect();
-            write(r#"[["service"]]"#, &metrics, &mut |out| {
-                for (name, n) in &moved {
-                    let _ = write!(out, ",\"{name}\":{n}");
-                }
-            });
+        let moved: Vec<(&str, u64)> = [
+            ("ColdStart", counts.cold_starts),
+            ("CertificatesIssued", counts.issued),
+            ("CertificatesRenewed", counts.renewed),
+            ("CertificatesRevoked", counts.revoked),
+            ("SpansDropped", counts.spans_dropped),
+            ("SpanExportFailures", counts.export_failures),
+        ]
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .collect();
+        if !moved.is_empty() {
+            drain.document(&mut out, r#"[["service"]]"#, None, None, &moved);
         }
         out
+    }
+}
+
+/// What every document of one drain shares. Documents are written straight as text: a
+/// `serde_json::Value` per document cost ~11 µs an invocation (benches/span_cost.rs), this
+/// ~2 µs.
+struct Drain<'a> {
+    metrics: &'a Metrics,
+    now_ms: u64,
+    properties: &'a [(&'a str, &'a str)],
+}
+
+impl Drain<'_> {
+    /// One document: `key` (a dimension besides `service`), a group of latency bins and counts.
+    fn document(
+        &self,
+        out: &mut Vec<u8>,
+        dimensions: &str,
+        key: Option<(&str, &str)>,
+        latency: Option<(&str, &[&Bin])>,
+        counts: &[(&str, u64)],
+    ) {
+        let _ = write!(
+            out,
+            "{{\"_aws\":{{\"Timestamp\":{},\"CloudWatchMetrics\":[{{\"Namespace\":",
+            self.now_ms
+        );
+        write_str(out, &self.metrics.namespace);
+        let _ = write!(out, ",\"Dimensions\":{dimensions},\"Metrics\":[");
+        let declared = latency
+            .map(|(name, _)| (name, "Milliseconds"))
+            .into_iter()
+            .chain(counts.iter().map(|(name, _)| (*name, "Count")));
+        for (i, (name, unit)) in declared.enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            let _ = write!(out, "{{\"Name\":\"{name}\",\"Unit\":\"{unit}\"}}");
+        }
+        out.extend_from_slice(b"]}]},\"service\":");
+        write_str(out, &self.metrics.service);
+        for (name, value) in self.properties.iter().chain(key.as_ref()) {
+            out.push(b',');
+            write_str(out, name);
+            out.push(b':');
+            write_str(out, value);
+        }
+        if let Some((name, bins)) = latency {
+            let _ = write!(out, ",\"{name}\":");
+            write_histogram(out, bins);
+        }
+        for (name, n) in counts {
+            let _ = write!(out, ",\"{name}\":{n}");
+        }
+        out.extend_from_slice(b"}\n");
+    }
+
+    /// A keyed histogram and its counts: one document per group of at most [`MAX_VALUES`]
+    /// bins, the counts with the first.
+    fn keyed(
+        &self,
+        out: &mut Vec<u8>,
+        dimensions: &str,
+        key: (&str, &str),
+        (latency, histogram): (&str, &Histogram),
+        counts: &[(&str, u64)],
+    ) {
+        for (i, chunk) in histogram.chunks().iter().enumerate() {
+            let counts = if i == 0 { counts } else { &[] };
+            self.document(out, dimensions, Some(key), Some((latency, chunk)), counts);
+        }
     }
 }
 
