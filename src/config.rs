@@ -12,7 +12,7 @@ use thiserror::Error;
 
 use crate::device::guard::TrustedHeader;
 use crate::device::settings::DeviceSettings;
-use crate::env::{Env, EnvError, Environment, Secret};
+use crate::env::{Env, EnvError, Environment, Secret, under_lambda};
 use crate::oauth::credentials::CredentialSource;
 use crate::oauth::settings::OAuthSettings;
 use crate::rate_limit::RateLimitSettings;
@@ -164,7 +164,7 @@ impl Config {
         let docs = env.flag("ENABLE_DOCS", false)?;
         let server = ServerSettings::from_env(env)?;
         let rate_limit = RateLimitSettings::from_env(env)?;
-        if rate_limit.general.is_some() && env.is_set("AWS_LAMBDA_RUNTIME_API") {
+        if rate_limit.general.is_some() && under_lambda(env) {
             warnings.push(
                 "RATE_LIMIT_PER_MINUTE has no effect under Lambda: API Gateway throttles \
                  (template.yaml ThrottleRateLimit, SensitiveThrottleRateLimit)"

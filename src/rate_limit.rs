@@ -10,7 +10,7 @@
 //! limit per client would count the proxy's address.
 //!
 //! The client is the socket peer, or the `X-Forwarded-For` entry the configured number of
-//! trusted proxies vouch for (`TRUSTED_PROXY_HOPS`, as the request span reads it), never an
+//! trusted proxies vouch for (`TRUSTED_PROXY_HOPS`, the request layer's own setting), never an
 //! address the caller chose. The buckets live in one map bounded at [`MAX_CLIENTS`]: when it is
 //! full, buckets that have refilled (idle clients) are dropped; if none has, new clients share
 //! one overflow bucket, so a flood of fresh addresses costs memory once and is itself limited.
@@ -31,7 +31,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::env::{Env, EnvError};
 use crate::error::ApiError;
-use crate::telemetry::http::forwarded_for;
+use crate::telemetry::http::{HEALTH_PATHS, forwarded_for};
 
 /// Buckets kept at most; past it, idle ones go, then new clients share one.
 pub const MAX_CLIENTS: usize = 100_000;
@@ -60,8 +60,6 @@ pub struct RateLimitSettings {
     /// `RATE_LIMIT_SENSITIVE_PER_MINUTE` (default: a tenth of the general one, at least 6):
     /// `/oauth/*` and `POST /device/enroll`.
     pub sensitive: Option<Rate>,
-    /// `TRUSTED_PROXY_HOPS`: which `X-Forwarded-For` entry names the client (0: the peer).
-    pub trusted_proxy_hops: usize,
 }
 
 impl RateLimitSettings {
@@ -86,18 +84,9 @@ impl RateLimitSettings {
                 per_minute: (g.per_minute / 10).max(6),
             }),
         };
-        let trusted_proxy_hops = match env.get("TRUSTED_PROXY_HOPS") {
-            None => 0,
-            Some(raw) => raw
-                .parse::<usize>()
-                .ok()
-                .filter(|n| *n <= 16)
-                .ok_or_else(|| EnvError::new("TRUSTED_PROXY_HOPS", raw, "expected 0 to 16"))?,
-        };
         Ok(Self {
             general,
             sensitive: general.and(sensitive),
-            trusted_proxy_hops,
         })
     }
 }
@@ -125,21 +114,29 @@ struct Bucket {
 #[derive(Debug)]
 pub struct Limiter {
     settings: RateLimitSettings,
+    /// Which `X-Forwarded-For` entry names the client (0: the peer): the request layer's
+    /// `TRUSTED_PROXY_HOPS`, so spans and limits see the same client.
+    trusted_proxy_hops: usize,
     max_clients: usize,
     buckets: Mutex<HashMap<(Client, Class), Bucket>>,
 }
 
 impl Limiter {
     /// `None` when limiting is off.
-    pub fn new(settings: RateLimitSettings) -> Option<Arc<Self>> {
-        Self::with_capacity(settings, MAX_CLIENTS)
+    pub fn new(settings: RateLimitSettings, trusted_proxy_hops: usize) -> Option<Arc<Self>> {
+        Self::with_capacity(settings, trusted_proxy_hops, MAX_CLIENTS)
     }
 
     /// [`Self::new`] with another bound on the map (tests).
-    pub fn with_capacity(settings: RateLimitSettings, max_clients: usize) -> Option<Arc<Self>> {
+    pub fn with_capacity(
+        settings: RateLimitSettings,
+        trusted_proxy_hops: usize,
+        max_clients: usize,
+    ) -> Option<Arc<Self>> {
         settings.general?;
         Some(Arc::new(Self {
             settings,
+            trusted_proxy_hops,
             max_clients: max_clients.max(1),
             buckets: Mutex::new(HashMap::new()),
         }))
@@ -193,7 +190,7 @@ fn refilled(bucket: Bucket, rate: Rate, now: Instant) -> f64 {
 }
 
 fn class_of(method: &axum::http::Method, path: &str) -> Option<Class> {
-    if matches!(path, "/health" | "/health/public") {
+    if HEALTH_PATHS.contains(&path) {
         return None;
     }
     if path.starts_with("/oauth/")
@@ -222,7 +219,7 @@ pub async fn limit_requests(
     let Some(peer) = peer else {
         return next.run(request).await;
     };
-    let client = forwarded_for(request.headers(), limiter.settings.trusted_proxy_hops)
+    let client = forwarded_for(request.headers(), limiter.trusted_proxy_hops)
         .and_then(|a| a.parse::<IpAddr>().ok())
         .unwrap_or(peer);
     match limiter.take(client, class, Instant::now()) {
@@ -254,8 +251,8 @@ mod tests {
                 sensitive: Some(Rate {
                     per_minute: sensitive,
                 }),
-                trusted_proxy_hops: 0,
             },
+            0,
             max,
         )
         .expect("on")

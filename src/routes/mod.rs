@@ -99,7 +99,8 @@ pub fn router_with(state: AppState, tracing: RequestTracing, extra: Router<AppSt
     } else {
         Router::new()
     };
-    let limiter = crate::rate_limit::Limiter::new(state.config.rate_limit);
+    let limiter =
+        crate::rate_limit::Limiter::new(state.config.rate_limit, tracing.trusted_proxy_hops());
     let routes = Router::new()
         .merge(extra)
         .merge(docs)

@@ -64,7 +64,7 @@ pub const TRACE_ID_HEADER: HeaderName = HeaderName::from_static("x-trace-id");
 const MAX_PATH: usize = 2048;
 
 /// Paths that load balancers and uptime checks poll.
-const HEALTH_PATHS: [&str; 2] = ["/health", "/health/public"];
+pub(crate) const HEALTH_PATHS: [&str; 2] = ["/health", "/health/public"];
 
 /// Shared state of the request layer.
 #[derive(Clone)]
@@ -96,6 +96,11 @@ impl RequestTracing {
     pub fn with_trusted_proxy_hops(mut self, hops: usize) -> Self {
         self.trusted_proxy_hops = hops;
         self
+    }
+
+    /// The `X-Forwarded-For` hops trusted to name the client (the rate limiter reads it too).
+    pub fn trusted_proxy_hops(&self) -> usize {
+        self.trusted_proxy_hops
     }
 
     /// The sampler server-mode requests are decided by before their span is built: the

@@ -12,7 +12,7 @@
 //! whatever their value. The saved queries over these lines (`deploy/queries/logs/`) name the
 //! fields they read, and `tests/e2e/log_queries.rs` holds the lines to them.
 
-use crate::env::Env;
+use crate::env::{Env, under_lambda};
 use std::io::Write;
 use std::sync::{Arc, OnceLock};
 
@@ -102,7 +102,7 @@ impl FixedFields {
             .get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
             .and_then(|m| m.parse::<u32>().ok());
         match (name, memory) {
-            (Some(name), Some(memory)) if env.is_set("AWS_LAMBDA_RUNTIME_API") => {
+            (Some(name), Some(memory)) if under_lambda(env) => {
                 Self::new(service, Some((&name, memory)))
             }
             _ => Self::service(service),

@@ -11,6 +11,8 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::Request;
 
+use apuntador_backend::routes::{AppState, router};
+
 use crate::helpers::{self, Answer};
 
 const BASE: &[(&str, &str)] = &[
@@ -20,6 +22,14 @@ const BASE: &[(&str, &str)] = &[
 
 async fn app(vars: &[(&str, &str)]) -> Router {
     helpers::app(helpers::config(BASE, vars)).await
+}
+
+/// [`app`] behind `hops` trusted proxies (`TRUSTED_PROXY_HOPS`, which the request layer reads).
+async fn behind_proxies(vars: &[(&str, &str)], hops: usize) -> Router {
+    let state = AppState::new(helpers::config(BASE, vars))
+        .await
+        .expect("state");
+    router(state, helpers::tracing().with_trusted_proxy_hops(hops))
 }
 
 /// `method path` from `peer`, with these header lines.
@@ -98,7 +108,7 @@ async fn the_sensitive_routes_have_their_own_tighter_budget() {
 
 #[tokio::test]
 async fn forwarded_for_counts_only_as_far_as_trusted_proxies_vouch() {
-    let app = app(&[("RATE_LIMIT_PER_MINUTE", "6"), ("TRUSTED_PROXY_HOPS", "1")]).await;
+    let app = behind_proxies(&[("RATE_LIMIT_PER_MINUTE", "6")], 1).await;
     // Behind one trusted proxy (the peer), the client is the entry it appended: a caller
     // rotating the entries to its left does not get a fresh budget.
     let first = root(
