@@ -241,17 +241,11 @@ async fn enrollment_guard_renewal_and_revocation_on_dynamodb_and_secrets_manager
     process
         .wait_for_line("CertificatesRevoked", Duration::from_secs(5))
         .expect("the revocation's metric document");
-    let docs: Vec<Value> = process
-        .lines()
-        .iter()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|d| d.get("_aws").is_some())
-        .collect();
+    let docs = crate::metrics::documents(&process);
     let total = |metric: &str, dependency: Option<&str>| -> u64 {
-        docs.iter()
-            .filter(|d| dependency.is_none_or(|name| d["dependency"] == name))
-            .filter_map(|d| d.get(metric)?.as_u64())
-            .sum()
+        crate::metrics::total(&docs, metric, |d| {
+            dependency.is_none_or(|name| d["dependency"] == name)
+        })
     };
     assert!(total("DependencyCalls", Some("DynamoDB")) >= 5, "{docs:?}");
     assert!(

@@ -212,11 +212,9 @@ async fn every_field_each_log_query_reads_is_in_the_lines_with_its_type() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn lambda_lines_carry_what_a_powertools_logger_writes() {
-    let api = RuntimeApi::start().await;
     let receiver = OtlpReceiver::start().await;
-    let mut env = lambda_env(&format!("http://{}", receiver.http_addr));
-    env.push(("AWS_LAMBDA_RUNTIME_API".into(), api.addr.to_string()));
-    let process = Process::spawn(&binary(), &[], &env);
+    let (api, process) =
+        crate::metrics::lambda_process(Vec::new(), &format!("http://{}", receiver.http_addr)).await;
     let (first, _, _) = invoke(&api, "GET", "/no-such-route", None, None).await;
     let (second, _, _) = invoke(&api, "GET", "/no-such-route", None, None).await;
     process

@@ -19,7 +19,7 @@ use crate::support::{Process, binary, closed_port, lambda_env};
 const VERIFIER: &str = "metrics-e2e-verifier-metrics-e2e-verifier-0123456";
 
 /// The EMF documents among the process's lines, each checked as CloudWatch would.
-fn documents(process: &Process) -> Vec<(usize, Value)> {
+pub(crate) fn documents(process: &Process) -> Vec<(usize, Value)> {
     process
         .lines()
         .iter()
@@ -75,7 +75,7 @@ fn check(doc: &Value) {
 }
 
 /// The sum of `metric` over the documents matching `pick`.
-fn total(docs: &[(usize, Value)], metric: &str, pick: impl Fn(&Value) -> bool) -> u64 {
+pub(crate) fn total(docs: &[(usize, Value)], metric: &str, pick: impl Fn(&Value) -> bool) -> u64 {
     docs.iter()
         .filter(|(_, d)| pick(d))
         .filter_map(|(_, d)| d.get(metric)?.as_u64())
@@ -127,7 +127,11 @@ pub(crate) async fn oauth_flow(
     ]
 }
 
-async fn lambda_process(extra: Vec<(String, String)>, otlp: &str) -> (RuntimeApi, Process) {
+/// The function under the Runtime API double with `lambda_env(otlp)` and `extra`.
+pub(crate) async fn lambda_process(
+    extra: Vec<(String, String)>,
+    otlp: &str,
+) -> (RuntimeApi, Process) {
     let api = RuntimeApi::start().await;
     let mut env = lambda_env(otlp);
     env.push(("AWS_LAMBDA_RUNTIME_API".into(), api.addr.to_string()));
