@@ -9,7 +9,10 @@
 //! difference from their metrics-on rows is what the Embedded Metric Format documents cost): cold start (process start → first `/next`), client-visible duration
 //! (event handed over → response posted) and post-response time (response posted → next
 //! `/next`, i.e. the flush) at p50/p99 over a mix of routes, and resident memory (peak, and
-//! after 100 vs after all invocations). Then server mode requests per second with `wrk`.
+//! after 100 vs after all invocations). Then invocations per second one sandbox serves at
+//! `AWS_LAMBDA_MAX_CONCURRENCY` 1 (classic Lambda), 8 and 32 (Lambda Managed Instances), with
+//! as many invocations outstanding as the sandbox takes; then server mode requests per second
+//! with `wrk`.
 
 /// The test harness, and the binary under measurement.
 mod support {
@@ -194,6 +197,88 @@ async fn run(setting: &Setting, invocations: usize) -> Row {
         rss_end_kib: process.status_kib("VmRSS:").unwrap_or(0),
         hwm_kib: process.status_kib("VmHWM:").unwrap_or(0),
     }
+}
+
+/// Invocations served per setting of `AWS_LAMBDA_MAX_CONCURRENCY` (after [`WARMUP`]).
+const THROUGHPUT_INVOCATIONS: usize = 6000;
+
+/// One sandbox at `concurrency` (1: the variable unset, classic Lambda's loop), fed by as many
+/// callers as it has workers, each invoking again as soon as it is answered: invocations per
+/// second, client-visible p50 / p99, peak RSS. Every invocation carries its own sampled trace
+/// header and the spans go to `otlp`; the spans received are counted to show none was lost.
+async fn throughput(
+    base: &[(String, String)],
+    concurrency: usize,
+    receiver: &OtlpReceiver,
+) -> String {
+    let api = std::sync::Arc::new(RuntimeApi::start().await);
+    let mut env = base.to_vec();
+    env.push(("AWS_LAMBDA_RUNTIME_API".into(), api.addr.to_string()));
+    if concurrency > 1 {
+        env.push(("AWS_LAMBDA_MAX_CONCURRENCY".into(), concurrency.to_string()));
+    }
+    let process = Process::spawn(&binary(), &[], &env);
+    let body = apuntador_harness::sample_event("http-api-config-providers.json");
+    let epoch = epoch_hex();
+    let spans_before = receiver.spans().len();
+    let drive = |from: usize, count: usize| {
+        let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(from));
+        let callers: Vec<_> = (0..concurrency)
+            .map(|_| {
+                let (api, next, body, epoch) =
+                    (api.clone(), next.clone(), body.clone(), epoch.clone());
+                tokio::spawn(async move {
+                    let mut visible = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if i >= from + count {
+                            return visible;
+                        }
+                        let outcome = api
+                            .invoke(Event {
+                                body: body.clone(),
+                                trace_header: Some(format!(
+                                    "Root=1-{epoch}-{i:024x};Parent=53995c3f42cd8ad8;Sampled=1"
+                                )),
+                            })
+                            .await;
+                        assert!(outcome.ok, "{}", outcome.body);
+                        visible.push(outcome.answered_at - outcome.handed_at);
+                    }
+                })
+            })
+            .collect();
+        async move {
+            let mut visible = Vec::new();
+            for caller in callers {
+                visible.extend(caller.await.unwrap());
+            }
+            visible
+        }
+    };
+    drive(0, WARMUP).await;
+    let started = Instant::now();
+    let mut visible = drive(WARMUP, THROUGHPUT_INVOCATIONS).await;
+    let elapsed = started.elapsed();
+    visible.sort();
+    let expected = WARMUP + THROUGHPUT_INVOCATIONS;
+    let spans = receiver
+        .wait_for_spans(spans_before + expected, Duration::from_secs(15))
+        .await
+        .len()
+        - spans_before;
+    assert!(
+        spans >= expected,
+        "{spans} spans received for {expected} traced invocations at concurrency {concurrency}"
+    );
+    format!(
+        "| {concurrency} | {:.0} | {:.3} / {:.3} ms | {:.1} MB | {} |",
+        THROUGHPUT_INVOCATIONS as f64 / elapsed.as_secs_f64(),
+        pct(&visible, 0.5),
+        pct(&visible, 0.99),
+        process.status_kib("VmHWM:").unwrap_or(0) as f64 / 1024.0,
+        process.status_kib("Threads:").unwrap_or(0),
+    )
 }
 
 /// Requests per second at 32 connections for 10 s, from `wrk`'s summary.
@@ -471,6 +556,16 @@ async fn main() {
             r.rss_end_kib as f64 / 1024.0,
             r.hwm_kib as f64 / 1024.0
         );
+    }
+
+    println!();
+    println!(
+        "| AWS_LAMBDA_MAX_CONCURRENCY | invocations/s per sandbox | client-visible p50 / p99 | peak RSS | threads |"
+    );
+    println!("|---|---|---|---|---|");
+    let base = base_env(&ca_dir, &double, &live);
+    for concurrency in [1, 8, 32] {
+        println!("{}", throughput(&base, concurrency, &receiver).await);
     }
 
     let script = ca_dir.join("authorize.lua");

@@ -236,7 +236,7 @@ BACKEND_ENV = {
     # Metrics as Embedded Metric Format lines, which the awslogs driver carries (issue 25).
     "POWERTOOLS_METRICS_NAMESPACE": "Apuntador",
 }
-BACKEND_ENV_NAMED = ["OTEL_SERVICE_NAME", "AWS_DYNAMODB_TABLE", "AWS_SECRETS_PREFIX"]
+BACKEND_ENV_NAMED = ["OTEL_SERVICE_NAME", "AWS_DYNAMODB_TABLE", "AWS_SINGLE_USE_TABLE", "AWS_SECRETS_PREFIX"]
 HEALTH_TIMING = {"interval": 10, "timeout": 5, "retries": 3, "startPeriod": 10}
 
 
@@ -842,8 +842,11 @@ def check_iam(tf, report):
                     problems.append(f'wildcard resource "{resource}"')
             if any(a.startswith("dynamodb:") for a in actions):
                 for resource in resources:
-                    if not re.fullmatch(r"\$\{aws_dynamodb_table\.certificates\.arn\}(/index/\*)?", resource):
-                        problems.append(f"DynamoDB on {resource}, not the certificate table")
+                    if resource == "${aws_dynamodb_table.single_use.arn}":
+                        if set(actions) != {"dynamodb:PutItem"}:
+                            problems.append(f"{sorted(actions)} on the single-use table, not dynamodb:PutItem alone")
+                    elif not re.fullmatch(r"\$\{aws_dynamodb_table\.certificates\.arn\}(/index/\*)?", resource):
+                        problems.append(f"DynamoDB on {resource}, not the certificate or single-use table")
             if any(a.startswith("secretsmanager:") for a in actions):
                 if any(not a.startswith("secretsmanager:") for a in actions):
                     problems.append("Secrets Manager mixed with other services")
@@ -1030,6 +1033,40 @@ def check_terraform_resources(tf, report, template_table):
         str(tf.locals.get("collector")),
     )
     check_table(tf, report, template_table)
+
+
+def check_single_use_table(tf, report, template_table):
+    """The single-use table mirrors template.yaml's SingleUseTable: key, time-to-live, billing,
+    point-in-time recovery and encryption."""
+    table = tf.resource("aws_dynamodb_table", "single_use")
+    if not report.check(table, "Terraform: aws_dynamodb_table.single_use"):
+        return
+    props = template_table["Properties"]
+    ttl = block(table, "ttl")
+    report.check(
+        table.get("hash_key") == props["KeySchema"][0]["AttributeName"]
+        and table.get("range_key") is None
+        and {a["name"]: a["type"] for a in table.get("attribute", [])}
+        == {a["AttributeName"]: a["AttributeType"] for a in props["AttributeDefinitions"]}
+        and ttl.get("attribute_name") == props["TimeToLiveSpecification"]["AttributeName"]
+        and ttl.get("enabled") is True
+        and table.get("billing_mode") == props["BillingMode"]
+        and block(table, "point_in_time_recovery").get("enabled") is True
+        and block(table, "server_side_encryption").get("enabled") is True,
+        "single-use table: key, attributes and time-to-live as in template.yaml; PAY_PER_REQUEST, point-in-time recovery, encryption",
+        json.dumps(table, default=str)[:300],
+    )
+    document = role_document(tf, "task")
+    granted = [
+        s
+        for s in (document or {}).get("statement", [])
+        if "${aws_dynamodb_table.single_use.arn}" in (s.get("resources") or [])
+    ]
+    report.check(
+        len(granted) == 1 and granted[0].get("actions") == ["dynamodb:PutItem"],
+        "task role: dynamodb:PutItem alone on the single-use table",
+        json.dumps(granted),
+    )
 
 
 def check_table(tf, report, template_table):
@@ -1859,6 +1896,7 @@ def run(root, skip):
     check_roles_by_transport(tf, report)
     check_collector_exporter(tf, report)
     check_terraform_resources(tf, report, template["Resources"]["CertificateTable"])
+    check_single_use_table(tf, report, template["Resources"]["SingleUseTable"])
     tasks = check_task_definition(tf, ecs, report)
     check_collector_image_variable(tf, report)
     check_task_security_groups(tf, report)
@@ -1909,6 +1947,12 @@ def _sub(pattern, replacement):
 BREAKAGES = [
     ('a "*" resource on the DynamoDB statement', "terraform/iam.tf",
      _replace("resources = [aws_dynamodb_table.certificates.arn]", 'resources = ["*"]'), '"*" resource'),
+    ("the single-use table's records deletable by the task", "terraform/iam.tf",
+     _replace('actions   = ["dynamodb:PutItem"]', 'actions   = ["dynamodb:PutItem", "dynamodb:DeleteItem"]'),
+     "not dynamodb:PutItem alone"),
+    ("the single-use table without its time-to-live", "terraform/main.tf",
+     _replace('  ttl {\n    attribute_name = "expires_at"\n    enabled        = true\n  }\n', ""),
+     "single-use table: key, attributes and time-to-live"),
     ("dynamodb:Scan added", "terraform/iam.tf",
      _replace('"dynamodb:UpdateItem"]', '"dynamodb:UpdateItem", "dynamodb:Scan"]'), "dynamodb:Scan"),
     ("the backend's health check removed from task-definition.json", "task-definition.json",

@@ -690,6 +690,38 @@ def throttling_problems(template):
     return problems
 
 
+def single_use_problems(template):
+    """The single-use table (src/single_use): key `id`, time-to-live on `expires_at`, named to the
+    function by AWS_SINGLE_USE_TABLE, and the function may only PutItem on it."""
+    problems = []
+    resources = template.get("Resources", {})
+    table = resources.get("SingleUseTable", {}).get("Properties")
+    if table is None:
+        return ["no SingleUseTable"]
+    if table.get("KeySchema") != [{"AttributeName": "id", "KeyType": "HASH"}]:
+        problems.append("SingleUseTable's key is not `id` alone")
+    ttl = table.get("TimeToLiveSpecification", {})
+    if ttl.get("AttributeName") != "expires_at" or ttl.get("Enabled") is not True:
+        problems.append("SingleUseTable has no time-to-live on expires_at: used states would stay for ever")
+    function = resources.get("BackendFunction", {}).get("Properties", {})
+    variables = function.get("Environment", {}).get("Variables", {})
+    if ref_name(variables.get("AWS_SINGLE_USE_TABLE")) != "SingleUseTable":
+        problems.append("AWS_SINGLE_USE_TABLE does not name SingleUseTable")
+    granted = []
+    for policy in function.get("Policies", []):
+        if not isinstance(policy, dict):
+            continue
+        for statement in policy.get("Statement", []):
+            resource = statement.get("Resource")
+            names = resource if isinstance(resource, list) else [resource]
+            if any(isinstance(r, dict) and r.get("Fn::GetAtt", [None])[0] == "SingleUseTable" for r in names):
+                actions = statement.get("Action")
+                granted += actions if isinstance(actions, list) else [actions]
+    if sorted(granted) != ["dynamodb:PutItem"]:
+        problems.append(f"the function's actions on SingleUseTable are {sorted(granted)}, not dynamodb:PutItem alone")
+    return problems
+
+
 # Stage values a deploy must refuse: the backend reads ENVIRONMENT trimmed and in any case, so
 # each of these is ENVIRONMENT=local to it. Only the first may pass the parameter's own
 # constraints (sam local needs it; sam local evaluates no Rules), so a Rule must refuse it.
@@ -923,6 +955,7 @@ def main(source):
     stage = stage_problems(template, Path(source).resolve().parent / "samconfig.toml")
     operations = operations_problems(template, Path(source).resolve().parent)
     throttling = throttling_problems(template)
+    single_use = single_use_problems(template)
     if problems:
         print("template.yaml with CustomDomainName set:", file=sys.stderr)
         for problem in problems:
@@ -958,7 +991,11 @@ def main(source):
         f"{source}: the public API throttles every route, and the OAuth routes and POST "
         "/device/enroll tighter; every RouteSettings key is a route"
     ))
-    if problems or telemetry or search or stage or operations or throttling:
+    report(f"{source} single-use table", single_use, (
+        f"{source}: SingleUseTable has key id and a time-to-live on expires_at; the function "
+        "may only PutItem on it"
+    ))
+    if problems or telemetry or search or stage or operations or throttling or single_use:
         sys.exit(1)
 
 
@@ -1020,6 +1057,16 @@ BREAKAGES = [
               Action:
                 - dynamodb:GetItem"""),
      "inline statement grants xray:PutSpans"),
+    ("the single-use table without its time-to-live",
+     _replace("""      TimeToLiveSpecification:
+        AttributeName: expires_at
+        Enabled: true
+""", ""),
+     "no time-to-live on expires_at"),
+    ("the function allowed to delete single-use records",
+     _replace("              Action: dynamodb:PutItem\n              Resource: !GetAtt SingleUseTable.Arn",
+              "              Action: [dynamodb:PutItem, dynamodb:DeleteItem]\n              Resource: !GetAtt SingleUseTable.Arn"),
+     "not dynamodb:PutItem alone"),
     ("TransactionSearchConfig created whatever TransactionSearch says",
      _replace("    Type: AWS::XRay::TransactionSearchConfig\n    Condition: OwnsTransactionSearch\n",
               "    Type: AWS::XRay::TransactionSearchConfig\n"),

@@ -164,6 +164,39 @@ pub fn under_lambda(env: Env<'_>) -> bool {
     env.is_set("AWS_LAMBDA_RUNTIME_API")
 }
 
+/// The most invocations one Lambda process is handed at once: [`MAX_LAMBDA_CONCURRENCY`] bounds
+/// what this process accepts (each is a task and a Runtime API connection).
+pub const MAX_LAMBDA_CONCURRENCY: usize = 1024;
+
+/// How many invocations a Lambda process serves at once: `AWS_LAMBDA_MAX_CONCURRENCY`, which
+/// Lambda Managed Instances set (the function's `PerExecutionEnvironmentMaxConcurrency`), else
+/// one (classic Lambda, where the sandbox may be frozen between invocations).
+pub fn lambda_max_concurrency(env: Env<'_>) -> Result<usize, EnvError> {
+    const NAME: &str = "AWS_LAMBDA_MAX_CONCURRENCY";
+    match env.get(NAME) {
+        None => Ok(1),
+        Some(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_LAMBDA_CONCURRENCY).contains(n))
+            .ok_or_else(|| {
+                EnvError::new(
+                    NAME,
+                    v,
+                    format!("expected a whole number from 1 to {MAX_LAMBDA_CONCURRENCY}"),
+                )
+            }),
+    }
+}
+
+/// Whether the sandbox may be frozen as soon as an invocation's response is posted: classic
+/// Lambda. Then every log line, span and metric of an invocation must leave before the next
+/// `/next`. A server, and Lambda Managed Instances (which keep running between invocations),
+/// send them in the background instead.
+pub fn frozen_between_invocations(env: Env<'_>) -> bool {
+    under_lambda(env) && lambda_max_concurrency(env).is_ok_and(|n| n == 1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,5 +229,37 @@ mod tests {
             "T=\"soon\" is not valid: expected true or false"
         );
         assert_eq!(env.millis("U", 5).unwrap(), Duration::from_millis(5));
+    }
+
+    #[test]
+    fn lambda_concurrency_is_one_unless_managed_instances_say_more() {
+        let of = |value: Option<&'static str>| {
+            move |name: &str| match name {
+                "AWS_LAMBDA_RUNTIME_API" => Some("127.0.0.1:9001".to_owned()),
+                "AWS_LAMBDA_MAX_CONCURRENCY" => value.map(str::to_owned),
+                _ => None,
+            }
+        };
+        let unset = of(None);
+        assert_eq!(lambda_max_concurrency(Env::new(&unset)), Ok(1));
+        assert!(frozen_between_invocations(Env::new(&unset)));
+        let one = of(Some("1"));
+        assert!(frozen_between_invocations(Env::new(&one)));
+        let many = of(Some(" 32 "));
+        assert_eq!(lambda_max_concurrency(Env::new(&many)), Ok(32));
+        assert!(!frozen_between_invocations(Env::new(&many)));
+        for bad in ["0", "-1", "many", "1025", "1.5"] {
+            let lookup = of(Some(bad));
+            let error = lambda_max_concurrency(Env::new(&lookup)).unwrap_err();
+            assert_eq!(
+                error.to_string(),
+                format!(
+                    "AWS_LAMBDA_MAX_CONCURRENCY={bad:?} is not valid: expected a whole number \
+                     from 1 to 1024"
+                )
+            );
+        }
+        let server = |_: &str| None;
+        assert!(!frozen_between_invocations(Env::new(&server)));
     }
 }

@@ -231,6 +231,14 @@ impl IntoResponse for ApiError {
             _ => {}
         }
         let mut response = self.status().into_response();
+        // A coded 503 is a dependency that comes back by itself (CA, storage, credentials).
+        if let ApiError::Coded { status, .. } = &self
+            && *status == StatusCode::SERVICE_UNAVAILABLE
+        {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        }
         if let ApiError::Unauthorized { challenge, .. } = self {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -243,6 +251,10 @@ impl IntoResponse for ApiError {
 }
 
 const PROBLEM_JSON: &str = "application/problem+json";
+
+/// `Retry-After` of a 503 whose dependency is down for now: the retry interval of the cached
+/// loads ([`crate::load_once`]).
+pub const RETRY_AFTER_SECS: u64 = 5;
 
 /// Writes the parked [`Problem`] of an error response as its body, with the request path as
 /// `instance`. Responses without one pass through untouched.

@@ -16,6 +16,7 @@ pub mod oauth;
 pub mod rate_limit;
 pub mod routes;
 pub mod server;
+pub mod single_use;
 pub mod telemetry;
 pub mod tls;
 

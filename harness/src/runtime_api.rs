@@ -1,9 +1,12 @@
 //! A Lambda Runtime API double on 127.0.0.1: it hands events to the function with the headers
 //! Lambda sends (including `Lambda-Runtime-Trace-Id`, which the AWS emulator never sends) and
 //! records when each event was handed over, answered, and when the function polled again.
+//! Several `/next` polls may wait at once (Lambda Managed Instances): each gets its own event,
+//! and the double counts how many were handed over and not yet answered.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -44,12 +47,16 @@ struct Book {
     waiting: HashMap<String, oneshot::Sender<Outcome>>,
     polls: Vec<Instant>,
     init_errors: Vec<String>,
+    in_flight: usize,
+    max_in_flight: usize,
 }
 
 #[derive(Clone)]
 struct Shared {
     events: Arc<AsyncMutex<mpsc::UnboundedReceiver<(String, Event)>>>,
     book: Arc<Mutex<Book>>,
+    /// Each event's deadline, from when it is handed over.
+    deadline_ms: Arc<AtomicU64>,
 }
 
 pub struct RuntimeApi {
@@ -65,18 +72,18 @@ async fn next(State(shared): State<Shared>) -> Response {
     let Some((id, event)) = received else {
         return StatusCode::GONE.into_response();
     };
-    shared
-        .book
-        .lock()
-        .unwrap()
-        .handed
-        .insert(id.clone(), Instant::now());
+    {
+        let mut book = shared.book.lock().unwrap();
+        book.handed.insert(id.clone(), Instant::now());
+        book.in_flight += 1;
+        book.max_in_flight = book.max_in_flight.max(book.in_flight);
+    }
     let mut headers = HeaderMap::new();
     let deadline = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis()
-        + 30_000;
+        + u128::from(shared.deadline_ms.load(Ordering::SeqCst));
     headers.insert(
         "lambda-runtime-aws-request-id",
         HeaderValue::from_str(&id).unwrap(),
@@ -103,6 +110,7 @@ fn settle(shared: &Shared, id: &str, ok: bool, body: Bytes) -> StatusCode {
     let mut book = shared.book.lock().unwrap();
     let handed_at = book.handed.get(id).copied().unwrap_or_else(Instant::now);
     if let Some(waiter) = book.waiting.remove(id) {
+        book.in_flight -= 1;
         let _ = waiter.send(Outcome {
             request_id: id.to_owned(),
             ok,
@@ -138,6 +146,7 @@ impl RuntimeApi {
         let shared = Shared {
             events: Arc::new(AsyncMutex::new(receiver)),
             book: Arc::new(Mutex::new(Book::default())),
+            deadline_ms: Arc::new(AtomicU64::new(30_000)),
         };
         let app = Router::new()
             .route("/2018-06-01/runtime/invocation/next", get(next))
@@ -201,6 +210,18 @@ impl RuntimeApi {
     /// Every `/next` poll so far.
     pub fn polls(&self) -> Vec<Instant> {
         self.shared.book.lock().unwrap().polls.clone()
+    }
+
+    /// The most events handed over and not yet answered at any one time.
+    pub fn max_in_flight(&self) -> usize {
+        self.shared.book.lock().unwrap().max_in_flight
+    }
+
+    /// Events handed over from now on must be answered within `deadline` (30 s until set).
+    pub fn set_deadline(&self, deadline: Duration) {
+        self.shared
+            .deadline_ms
+            .store(deadline.as_millis() as u64, Ordering::SeqCst);
     }
 
     pub fn init_errors(&self) -> Vec<String> {

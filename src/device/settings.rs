@@ -12,11 +12,13 @@ use crate::env::{Env, EnvError, Environment, under_lambda};
 pub enum Infrastructure {
     /// Files under `INFRASTRUCTURE_BASE_DIR`.
     Local { base_dir: PathBuf },
-    /// Secrets Manager (`AWS_SECRETS_PREFIX`) and DynamoDB (`AWS_DYNAMODB_TABLE`).
+    /// Secrets Manager (`AWS_SECRETS_PREFIX`) and DynamoDB (`AWS_DYNAMODB_TABLE`); single-use
+    /// claims ([`crate::single_use`]) in `AWS_SINGLE_USE_TABLE`.
     Aws {
         table: String,
         secrets_prefix: String,
         auto_create: bool,
+        single_use_table: String,
     },
 }
 
@@ -57,6 +59,9 @@ impl DeviceSettings {
                     .get("AWS_SECRETS_PREFIX")
                     .unwrap_or_else(|| "apuntador".to_owned()),
                 auto_create: env.flag("AUTO_CREATE_RESOURCES", false)?,
+                single_use_table: env
+                    .get("AWS_SINGLE_USE_TABLE")
+                    .unwrap_or_else(|| "apuntador-single-use".to_owned()),
             },
             Some(other) => {
                 return Err(EnvError::new(

@@ -3,43 +3,60 @@
 //! URLs), and the router's response becomes the JSON the integration expects. Anything that
 //! cannot be answered that way (an event that is not an HTTP request, a panic) becomes a
 //! [`Diagnostic`], which Lambda reports to the caller as a function error.
+//!
+//! An invocation is abandoned at its deadline (`Lambda-Runtime-Deadline-Ms`). Classic Lambda
+//! stops the sandbox then anyway; Lambda Managed Instances do not, and leave it to the runtime:
+//! without this a stuck invocation would hold one of the process's concurrent slots for ever.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use axum::Router;
 use futures_util::FutureExt;
 use lambda_http::request::LambdaRequest;
 use lambda_runtime::{Config, Context, Diagnostic, LambdaEvent};
-use tower::{Service, ServiceExt};
+use tower::Service;
 
 use super::runtime_api::NextEvent;
 
 const DEADLINE: &str = "lambda-runtime-deadline-ms";
 
 /// The router behind `lambda_http`'s event adapter.
-pub type Handler = lambda_http::Adapter<'static, axum::response::Response, Router>;
+type Handler = lambda_http::Adapter<'static, axum::response::Response, Router>;
 
 /// Answers one event: the response body to post, or the error to report.
 pub async fn answer(
-    handler: &mut Handler,
+    router: &Router,
     config: &Arc<Config>,
     event: &NextEvent,
 ) -> Result<Vec<u8>, Diagnostic> {
     let context = context(config, event)?;
+    let left = context
+        .deadline()
+        .duration_since(SystemTime::now())
+        .unwrap_or(Duration::ZERO);
     let request = parse(&event.body)?;
-    // The router's error type is `Infallible`: only a panic can stop it from answering.
-    let invoke = async {
-        handler
-            .ready()
-            .await?
-            .call(LambdaEvent::new(request, context))
-            .await
+    // The router's error type is `Infallible`: only a panic can stop it from answering. The
+    // adapter is made per event and gone before the first await: it is not `Send` (it names the
+    // response type, whose body is not `Sync`), and workers of Lambda Managed Instances run on
+    // any thread. A router is always ready, so `call` needs no `ready` first.
+    let router = router.clone();
+    let invoke = async move {
+        let answering = Handler::from(router).call(LambdaEvent::new(request, context));
+        answering.await
     };
-    let response = match AssertUnwindSafe(invoke).catch_unwind().await {
-        Ok(Ok(response)) => response,
-        Ok(Err(never)) => match never {},
-        Err(panic) => return Err(panicked(panic.as_ref())),
+    let answered = tokio::time::timeout(left, AssertUnwindSafe(invoke).catch_unwind()).await;
+    let response = match answered {
+        Ok(Ok(Ok(response))) => response,
+        Ok(Ok(Err(never))) => match never {},
+        Ok(Err(panic)) => return Err(panicked(panic.as_ref())),
+        Err(_) => {
+            return Err(diagnostic(
+                "Runtime.DeadlineExceeded",
+                "the invocation was abandoned at its deadline",
+            ));
+        }
     };
     serde_json::to_vec(&response).map_err(|error| diagnostic("Runtime.SerializationError", error))
 }

@@ -1,9 +1,20 @@
-//! Lambda mode: the router served on the Lambda Runtime API, one invocation at a time.
+//! Lambda mode: the router served on the Lambda Runtime API.
 //!
-//! The loop is the Runtime API contract written out: wait for `/next`, answer the event, post
-//! the response, write the invocation's metrics and flush its spans, and only then poll
-//! `/next` again (Lambda may freeze the sandbox during that poll). The caller never waits for
-//! the export or the metrics: Lambda returns the response as soon as it is posted.
+//! Classic Lambda hands a sandbox one invocation at a time. The loop is the Runtime API
+//! contract written out: wait for `/next`, answer the event, post the response, write the
+//! invocation's metrics and flush its spans, and only then poll `/next` again (Lambda may
+//! freeze the sandbox during that poll). The caller never waits for the export or the metrics:
+//! Lambda returns the response as soon as it is posted.
+//!
+//! Lambda Managed Instances set `AWS_LAMBDA_MAX_CONCURRENCY` to N and accept N concurrent
+//! `/next` polls. Then N workers each run the loop above without the flush: every worker
+//! shares the router (its state is built for concurrent requests), each invocation is parented
+//! on its own `Lambda-Runtime-Trace-Id` through its own context (nothing process-global), and
+//! each response is posted as soon as it is ready. The sandbox is never frozen there, so spans
+//! and metrics leave from background tasks ([`crate::telemetry::Cadence::Background`]): a
+//! flush after each invocation would make the N workers queue behind each other's exports. A
+//! worker whose Runtime API conversation breaks stops and says so; the others go on, and the
+//! process exits when none is left (Lambda then replaces the environment).
 //!
 //! Why not `lambda_runtime::Runtime::run`: in its sequential mode it calls
 //! `std::env::set_var("_X_AMZN_TRACE_ID", …)` before every invocation, and glibc's `setenv`
@@ -22,8 +33,9 @@ use axum::Router;
 use thiserror::Error;
 use tokio::signal::unix::{SignalKind, signal};
 
+use crate::env::{Env, EnvError, lambda_max_concurrency};
 use crate::telemetry::Telemetry;
-use runtime_api::{RuntimeApi, RuntimeApiError};
+use runtime_api::{NextEvent, RuntimeApi, RuntimeApiError};
 
 /// Why Lambda mode stopped.
 #[derive(Debug, Error)]
@@ -33,7 +45,11 @@ pub enum LambdaError {
     #[error("AWS_LAMBDA_FUNCTION_MEMORY_SIZE is not a number of megabytes: {0:?}")]
     MemorySize(String),
     #[error(transparent)]
+    Concurrency(#[from] EnvError),
+    #[error(transparent)]
     RuntimeApi(#[from] RuntimeApiError),
+    #[error("an invocation worker stopped unexpectedly: {0}")]
+    Worker(String),
 }
 
 /// What Lambda tells the function about itself, read once at start.
@@ -79,14 +95,10 @@ impl Sandbox {
 /// Serves invocations until the Runtime API conversation breaks (then Lambda replaces the
 /// sandbox) or SIGTERM arrives (spans are drained and the process exits).
 pub async fn run(app: Router, telemetry: Telemetry) -> Result<(), LambdaError> {
-    let sandbox = Sandbox::from_env(&|name| std::env::var(name).ok())?;
-    if let Ok(limit) = std::env::var("AWS_LAMBDA_MAX_CONCURRENCY") {
-        tracing::warn!(
-            max_concurrency = %limit,
-            "AWS_LAMBDA_MAX_CONCURRENCY is set, but this function serves one invocation at a time"
-        );
-    }
-    let api = RuntimeApi::new(&sandbox.runtime_api)?;
+    let lookup = |name: &str| std::env::var(name).ok();
+    let sandbox = Sandbox::from_env(&lookup)?;
+    let concurrency = lambda_max_concurrency(Env::new(&lookup))?;
+    let api = Arc::new(RuntimeApi::new(&sandbox.runtime_api, concurrency)?);
     let config = Arc::new(sandbox.config);
     let on_sigterm = telemetry.clone();
     if let Ok(mut sigterm) = signal(SignalKind::terminate()) {
@@ -97,21 +109,23 @@ pub async fn run(app: Router, telemetry: Telemetry) -> Result<(), LambdaError> {
             std::process::exit(0);
         });
     }
-    let mut handler = invocation::Handler::from(app);
+    if concurrency == 1 {
+        one_at_a_time(&api, &app, &config, &telemetry).await
+    } else {
+        concurrently(api, app, config, concurrency).await
+    }
+}
+
+/// Classic Lambda: answer, then flush, then poll again.
+async fn one_at_a_time(
+    api: &RuntimeApi,
+    app: &Router,
+    config: &Arc<lambda_runtime::Config>,
+    telemetry: &Telemetry,
+) -> Result<(), LambdaError> {
     loop {
         let event = api.next().await?;
-        match invocation::answer(&mut handler, &config, &event).await {
-            Ok(body) => api.respond(&event, body).await?,
-            Err(diagnostic) => {
-                tracing::error!(
-                    function_request_id = %event.request_id,
-                    error_type = %diagnostic.error_type,
-                    error = %diagnostic.error_message,
-                    "invocation failed"
-                );
-                api.fail(&event, &diagnostic).await?
-            }
-        }
+        serve(api, app, config, &event).await?;
         let trace_header = event
             .headers
             .get("lambda-runtime-trace-id")
@@ -120,6 +134,65 @@ pub async fn run(app: Router, telemetry: Telemetry) -> Result<(), LambdaError> {
             .flush_invocation(&event.request_id, trace_header)
             .await;
     }
+}
+
+/// Lambda Managed Instances: `workers` loops polling `/next` side by side.
+async fn concurrently(
+    api: Arc<RuntimeApi>,
+    app: Router,
+    config: Arc<lambda_runtime::Config>,
+    workers: usize,
+) -> Result<(), LambdaError> {
+    tracing::info!(
+        workers,
+        "AWS_LAMBDA_MAX_CONCURRENCY: serving up to {workers} invocations at once"
+    );
+    let mut running = tokio::task::JoinSet::new();
+    for _ in 0..workers {
+        let (api, app, config) = (api.clone(), app.clone(), config.clone());
+        running.spawn(async move {
+            loop {
+                let event = api.next().await?;
+                serve(&api, &app, &config, &event).await?;
+            }
+        });
+    }
+    let mut last = LambdaError::Worker("no worker was started".to_owned());
+    while let Some(stopped) = running.join_next().await {
+        last = match stopped {
+            Ok(Ok(())) => LambdaError::Worker("a worker returned".to_owned()),
+            Ok(Err(error)) => error,
+            Err(join) => LambdaError::Worker(join.to_string()),
+        };
+        tracing::error!(
+            remaining_workers = running.len(),
+            error = %last,
+            "an invocation worker stopped"
+        );
+    }
+    Err(last)
+}
+
+/// Answers one event and posts the answer.
+async fn serve(
+    api: &RuntimeApi,
+    app: &Router,
+    config: &Arc<lambda_runtime::Config>,
+    event: &NextEvent,
+) -> Result<(), LambdaError> {
+    match invocation::answer(app, config, event).await {
+        Ok(body) => api.respond(event, body).await?,
+        Err(diagnostic) => {
+            tracing::error!(
+                function_request_id = %event.request_id,
+                error_type = %diagnostic.error_type,
+                error = %diagnostic.error_message,
+                "invocation failed"
+            );
+            api.fail(event, &diagnostic).await?
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -52,8 +52,9 @@ pub struct RuntimeApi {
 }
 
 impl RuntimeApi {
-    /// `address` is `AWS_LAMBDA_RUNTIME_API`, e.g. `127.0.0.1:9001`.
-    pub fn new(address: &str) -> Result<Self, RuntimeApiError> {
+    /// `address` is `AWS_LAMBDA_RUNTIME_API`, e.g. `127.0.0.1:9001`; `concurrency` is how many
+    /// conversations run at once (a connection each is kept open).
+    pub fn new(address: &str, concurrency: usize) -> Result<Self, RuntimeApiError> {
         let uri: Uri = format!("http://{address}")
             .parse()
             .map_err(|_| RuntimeApiError::Address(address.to_owned()))?;
@@ -61,7 +62,10 @@ impl RuntimeApi {
             return Err(RuntimeApiError::Address(address.to_owned()));
         }
         Ok(Self {
-            client: PooledClient::builder().with_endpoint(uri).build(),
+            client: PooledClient::builder()
+                .with_endpoint(uri)
+                .with_pool_size(concurrency)
+                .build(),
         })
     }
 
@@ -185,11 +189,11 @@ mod tests {
 
     #[test]
     fn the_address_must_be_host_and_port() {
-        assert!(RuntimeApi::new("127.0.0.1:9001").is_ok());
-        assert!(RuntimeApi::new("localhost:9001").is_ok());
+        assert!(RuntimeApi::new("127.0.0.1:9001", 1).is_ok());
+        assert!(RuntimeApi::new("localhost:9001", 1).is_ok());
         for bad in ["", "127.0.0.1:9001/path", "not a host"] {
             assert!(
-                matches!(RuntimeApi::new(bad), Err(RuntimeApiError::Address(_))),
+                matches!(RuntimeApi::new(bad, 1), Err(RuntimeApiError::Address(_))),
                 "{bad:?} accepted"
             );
         }

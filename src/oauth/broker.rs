@@ -4,17 +4,19 @@
 //! redirect URI, the app's CSRF value, the PKCE challenge, expiry) and builds the provider's
 //! authorization URL. `callback` turns the provider's redirect into one to the app (always a
 //! redirect, errors included). `token` accepts a code only with a state this backend sealed for
-//! the same provider and a verifier matching its challenge, once. `refresh` and `revoke` pass
+//! the same provider and a verifier matching its challenge, once across every process
+//! ([`crate::single_use`]). `refresh` and `revoke` pass
 //! through to the provider. Client secrets never leave the backend.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 use url::Url;
+
+use crate::single_use::{Purpose, SingleUse, SingleUseError};
 
 use super::client::{CallError, ClientBuildError, ProviderClient};
 use super::credentials::{ClientCredentials, CredentialStore, CredentialsError};
@@ -44,6 +46,8 @@ pub enum BrokerError {
     VerifierMismatch,
     #[error("this state was already exchanged for tokens; start the authorization again")]
     StateReused,
+    #[error("the state cannot be checked for reuse right now; try again shortly")]
+    SingleUse(#[from] SingleUseError),
     #[error(transparent)]
     Provider(#[from] CallError),
 }
@@ -61,6 +65,7 @@ impl BrokerError {
                 "invalid_state".to_owned()
             }
             Self::VerifierMismatch => "invalid_grant".to_owned(),
+            Self::SingleUse(_) => "state_store_unavailable".to_owned(),
             Self::Provider(CallError::Rejected { error, .. }) => error
                 .clone()
                 .unwrap_or_else(|| "provider_rejected".to_owned()),
@@ -148,20 +153,24 @@ pub struct Broker {
     sealer: StateSealer,
     credentials: CredentialStore,
     client: ProviderClient,
-    /// Digests of states already exchanged, with their expiry: a replay within this process is
-    /// refused (across processes the provider's single-use codes and the PKCE binding stop it).
-    exchanged: Mutex<HashMap<[u8; 32], u64>>,
+    /// Where exchanged states are recorded: a state is exchanged at most once, across every
+    /// process sharing the store ([`crate::single_use`]).
+    single_use: Arc<dyn SingleUse>,
 }
 
 impl Broker {
-    pub fn new(settings: OAuthSettings, secret_key: &[u8]) -> Result<Self, ClientBuildError> {
+    pub fn new(
+        settings: OAuthSettings,
+        secret_key: &[u8],
+        single_use: Arc<dyn SingleUse>,
+    ) -> Result<Self, ClientBuildError> {
         let client = ProviderClient::new(settings.connect_timeout, settings.timeout)?;
         Ok(Self {
             credentials: CredentialStore::new(settings.credentials.clone()),
             sealer: StateSealer::new(secret_key),
             settings,
             client,
-            exchanged: Mutex::new(HashMap::new()),
+            single_use,
         })
     }
 
@@ -314,8 +323,16 @@ impl Broker {
         if !pkce::matches(verifier, &claims.code_challenge) {
             return Err(BrokerError::VerifierMismatch);
         }
+        // Claimed before the provider call, in one atomic step of the store: checking first
+        // and recording after success would let two concurrent exchanges both pass. Only a
+        // caller holding the verifier gets here, so nobody else can use up a state; a failed
+        // provider call uses it up too (the app starts the authorization again).
         let digest: [u8; 32] = Sha256::digest(state.as_bytes()).into();
-        if self.was_exchanged(&digest) {
+        let first = self
+            .single_use
+            .claim(Purpose::OAuthState, &digest, claims.expires_at)
+            .await?;
+        if !first {
             return Err(BrokerError::StateReused);
         }
         let redirect_uri = self
@@ -327,9 +344,7 @@ impl Broker {
             ("redirect_uri", redirect_uri.as_str()),
             ("code_verifier", verifier),
         ];
-        let tokens = self.token_call(provider, &credentials, &mut form).await?;
-        self.mark_exchanged(digest, claims.expires_at);
-        Ok(tokens)
+        self.token_call(provider, &credentials, &mut form).await
     }
 
     pub async fn refresh(&self, segment: &str, refresh_token: &str) -> Result<Tokens, BrokerError> {
@@ -411,19 +426,5 @@ impl Broker {
             expires_in: expires_in.unwrap_or(3600),
             token_type: parsed.token_type.unwrap_or_else(|| "Bearer".to_owned()),
         })
-    }
-
-    fn was_exchanged(&self, digest: &[u8; 32]) -> bool {
-        let mut exchanged = self.exchanged.lock().unwrap_or_else(|p| p.into_inner());
-        let now = now_secs();
-        exchanged.retain(|_, expires| *expires >= now);
-        exchanged.contains_key(digest)
-    }
-
-    fn mark_exchanged(&self, digest: [u8; 32], expires_at: u64) {
-        self.exchanged
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(digest, expires_at);
     }
 }

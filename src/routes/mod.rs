@@ -35,6 +35,8 @@ use crate::device::store::local::LocalStore;
 use crate::error::{ApiError, method_not_allowed, not_found, render_problems};
 use crate::oauth::broker::Broker;
 use crate::oauth::client::ClientBuildError;
+use crate::single_use::dynamo::DynamoSingleUse;
+use crate::single_use::{InProcess, SingleUse};
 use crate::telemetry::http::{RequestTracing, TRACE_ID_HEADER, trace_requests};
 use extract::BodyLimit;
 
@@ -50,30 +52,48 @@ impl AppState {
     /// Builds the shared clients once per process (cold start). AWS clients are configured here
     /// only when the AWS backend is chosen; nothing is fetched until a request needs it.
     pub async fn new(config: Arc<Config>) -> Result<Self, ClientBuildError> {
-        let oauth = Broker::new(config.oauth.clone(), config.secret_key.expose().as_bytes())?;
-        let (ca_source, store): (CaSource, Arc<dyn CertificateStore>) =
-            match &config.devices.infrastructure {
-                Infrastructure::Local { base_dir } => (
-                    CaSource::Files {
-                        dir: base_dir.clone(),
-                        create_if_missing: config.devices.create_dev_ca,
+        let (ca_source, store, single_use): (
+            CaSource,
+            Arc<dyn CertificateStore>,
+            Arc<dyn SingleUse>,
+        ) = match &config.devices.infrastructure {
+            Infrastructure::Local { base_dir } => (
+                CaSource::Files {
+                    dir: base_dir.clone(),
+                    create_if_missing: config.devices.create_dev_ca,
+                },
+                Arc::new(LocalStore::new(base_dir.clone())),
+                Arc::new(InProcess::new()),
+            ),
+            Infrastructure::Aws {
+                table,
+                secrets_prefix,
+                auto_create,
+                single_use_table,
+            } => {
+                let client = crate::aws::dynamodb().await;
+                (
+                    CaSource::SecretsManager {
+                        prefix: secrets_prefix.clone(),
                     },
-                    Arc::new(LocalStore::new(base_dir.clone())),
-                ),
-                Infrastructure::Aws {
-                    table,
-                    secrets_prefix,
-                    auto_create,
-                } => {
-                    let client = crate::aws::dynamodb().await;
-                    (
-                        CaSource::SecretsManager {
-                            prefix: secrets_prefix.clone(),
-                        },
-                        Arc::new(DynamoStore::new(client, table.clone(), *auto_create)),
-                    )
-                }
-            };
+                    Arc::new(DynamoStore::new(
+                        client.clone(),
+                        table.clone(),
+                        *auto_create,
+                    )),
+                    Arc::new(DynamoSingleUse::new(
+                        client,
+                        single_use_table.clone(),
+                        *auto_create,
+                    )),
+                )
+            }
+        };
+        let oauth = Broker::new(
+            config.oauth.clone(),
+            config.secret_key.expose().as_bytes(),
+            single_use,
+        )?;
         let devices = DeviceService::new(CaProvider::new(ca_source), store);
         Ok(Self {
             config,

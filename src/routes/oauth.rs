@@ -34,16 +34,16 @@ pub fn router() -> Router<AppState> {
 }
 
 /// Maps broker failures to HTTP: unknown provider 404, disabled 403, unconfigured or
-/// credentials unavailable 503, bad client input 400, provider refusal 400 with its code,
+/// credentials or the single-use store unavailable 503, bad client input 400, provider refusal 400 with its code,
 /// provider failure 502, provider timeout 504.
 impl From<BrokerError> for ApiError {
     fn from(error: BrokerError) -> Self {
         let status = match &error {
             BrokerError::UnknownProvider(_) => StatusCode::NOT_FOUND,
             BrokerError::Disabled(_) => StatusCode::FORBIDDEN,
-            BrokerError::Unconfigured(..) | BrokerError::Credentials(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            BrokerError::Unconfigured(..)
+            | BrokerError::Credentials(_)
+            | BrokerError::SingleUse(_) => StatusCode::SERVICE_UNAVAILABLE,
             BrokerError::Provider(CallError::Timeout) => StatusCode::GATEWAY_TIMEOUT,
             BrokerError::Provider(CallError::Upstream(_) | CallError::Unreachable) => {
                 StatusCode::BAD_GATEWAY

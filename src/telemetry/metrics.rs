@@ -7,8 +7,8 @@
 //! is optional there, per the CloudWatch User Guide's "Using the PutLogEvents API to send
 //! manually-created embedded metric format logs"). A request pays for a lock and a few
 //! additions; documents are written after the response is posted (Lambda: once per
-//! invocation, from the invocation loop) or every [`SERVER_FLUSH_INTERVAL`] by a background task
-//! (server mode), and at shutdown.
+//! invocation, from the invocation loop) or every [`BACKGROUND_FLUSH_INTERVAL`] by a background
+//! task (server mode and Lambda Managed Instances), and at shutdown.
 //!
 //! What is counted, with low-cardinality dimensions only (never an id):
 //! - per route template (`service`, `route`; and `service` alone): `Requests`, `Latency` (ms),
@@ -53,8 +53,9 @@ use super::TelemetryError;
 /// Namespace when `POWERTOOLS_METRICS_NAMESPACE` is not set.
 pub const DEFAULT_NAMESPACE: &str = "Apuntador";
 
-/// How often a server writes its metrics (Lambda writes after each invocation).
-pub const SERVER_FLUSH_INTERVAL: Duration = Duration::from_secs(10);
+/// How often a server or a Lambda Managed Instances process writes its metrics (classic Lambda
+/// writes after each invocation).
+pub const BACKGROUND_FLUSH_INTERVAL: Duration = Duration::from_secs(10);
 
 /// CloudWatch's limit of values per metric in one document.
 const MAX_VALUES: usize = 100;

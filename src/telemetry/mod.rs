@@ -60,7 +60,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, Registry};
 
 use crate::APP_VERSION;
-use crate::env::{Env, under_lambda};
+use crate::env::{Env, frozen_between_invocations, lambda_max_concurrency, under_lambda};
 
 /// Spans of this crate (and only these) are exported.
 pub const TRACE_TARGET: &str = "apuntador_backend";
@@ -131,10 +131,30 @@ pub struct Propagators {
     pub tracecontext: bool,
 }
 
+/// When an invocation's telemetry leaves the process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cadence {
+    /// Classic Lambda: the sandbox may be frozen once a response is posted, so log lines are
+    /// written as they happen and the invocation loop flushes spans and metrics after each
+    /// response, before the next `/next`.
+    PerInvocation,
+    /// A server, or Lambda Managed Instances (`AWS_LAMBDA_MAX_CONCURRENCY` above 1, never
+    /// frozen): log lines are batched, spans leave every [`BACKGROUND_SPAN_FLUSH`] (a server:
+    /// on the batch processor's own schedule) and metrics every
+    /// [`metrics::BACKGROUND_FLUSH_INTERVAL`], from background tasks. A flush per invocation
+    /// would make N concurrent invocations queue behind each other's exports.
+    Background,
+}
+
+/// How often a Lambda Managed Instances process sends the spans finished since the last time
+/// (and, with `TRACE_SEND_UNSAMPLED`, the unsampled ones, which only leave at a flush).
+pub const BACKGROUND_SPAN_FLUSH: Duration = Duration::from_secs(1);
+
 /// Telemetry settings read from the environment.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TelemetrySettings {
     pub sink: SpanSink,
+    pub cadence: Cadence,
     pub sampling: sampling::SamplingSettings,
     pub propagators: Propagators,
     pub log_format: logs::LogFormat,
@@ -263,8 +283,16 @@ impl TelemetrySettings {
                     allowed: "a number of proxies from 0 to 16 (an ALB alone: 1)",
                 })?,
         };
+        // Checked here, the first settings read, so a bad value stops start-up with its name.
+        lambda_max_concurrency(env).map_err(|e| TelemetryError::Invalid(e.to_string()))?;
+        let cadence = if frozen_between_invocations(env) {
+            Cadence::PerInvocation
+        } else {
+            Cadence::Background
+        };
         Ok(Self {
             sink,
+            cadence,
             sampling: sampling::SamplingSettings::from_env(env, under_lambda(env))?,
             propagators,
             log_format: logs::LogFormat::from_env(env),
@@ -316,8 +344,11 @@ pub struct Telemetry {
     sampler: Box<dyn ShouldSample>,
     /// `None` with metrics off.
     metrics: Option<Arc<metrics::Metrics>>,
-    /// The task that writes a server's metrics every [`metrics::SERVER_FLUSH_INTERVAL`].
+    /// The task that writes metrics every [`metrics::BACKGROUND_FLUSH_INTERVAL`]
+    /// ([`Cadence::Background`]).
     metrics_writer: Option<tokio::task::AbortHandle>,
+    /// The task that flushes spans every [`BACKGROUND_SPAN_FLUSH`] (Lambda Managed Instances).
+    span_flusher: Option<tokio::task::AbortHandle>,
 }
 
 impl Telemetry {
@@ -356,8 +387,11 @@ impl Telemetry {
         if let Some(poller) = &self.sampling_poller {
             poller.abort();
         }
-        if let Some(writer) = &self.metrics_writer {
-            writer.abort();
+        for task in [&self.metrics_writer, &self.span_flusher]
+            .into_iter()
+            .flatten()
+        {
+            task.abort();
         }
         // After the exporter's shutdown, so the spans it dropped on the way are counted.
         if let Some(metrics) = &self.metrics {
@@ -375,6 +409,24 @@ impl Telemetry {
     pub fn propagator(&self) -> Arc<dyn TextMapPropagator + Send + Sync> {
         self.propagator.clone()
     }
+}
+
+/// Lambda Managed Instances: every [`BACKGROUND_SPAN_FLUSH`], the finished spans are exported
+/// on the blocking pool, so no invocation waits for it. An export slower than the interval
+/// delays the next one rather than stacking them; meanwhile spans queue in the batch processor
+/// (beyond its queue they are dropped and counted).
+fn spawn_span_flusher(provider: SdkTracerProvider) -> tokio::task::AbortHandle {
+    let task = tokio::spawn(async move {
+        let mut every = tokio::time::interval(BACKGROUND_SPAN_FLUSH);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        every.tick().await;
+        loop {
+            every.tick().await;
+            let provider = provider.clone();
+            let _ = tokio::task::spawn_blocking(move || provider.force_flush()).await;
+        }
+    });
+    task.abort_handle()
 }
 
 /// Writes what `metrics` counted since the last write, through the log lines' sink.
@@ -506,12 +558,11 @@ pub fn init(
     environment: &str,
     env: Env<'_>,
 ) -> Result<Telemetry, TelemetryError> {
-    // Under Lambda each line must be out before the response is posted (the sandbox may be
-    // frozen after it); a server batches them.
-    let sink = if under_lambda(env) {
-        log_sink::LogSink::direct()
-    } else {
-        log_sink::LogSink::batched()
+    // On classic Lambda each line must be out before the response is posted (the sandbox may
+    // be frozen after it); a server and Lambda Managed Instances batch them.
+    let sink = match settings.cadence {
+        Cadence::PerInvocation => log_sink::LogSink::direct(),
+        Cadence::Background => log_sink::LogSink::batched(),
     };
     let resource = resource(environment, env);
     let service = service_name(&resource);
@@ -523,13 +574,13 @@ pub fn init(
         metrics::install(metrics.clone());
         metrics
     });
-    // Lambda writes after each invocation (the loop calls `flush_invocation`); a server on a
-    // timer, off the request path.
+    // Classic Lambda writes after each invocation (the loop calls `flush_invocation`); the
+    // others on a timer, off the request path.
     let metrics_writer = match &metrics {
-        Some(metrics) if !under_lambda(env) => {
+        Some(metrics) if settings.cadence == Cadence::Background => {
             let (metrics, sink) = (metrics.clone(), sink.clone());
             let task = tokio::spawn(async move {
-                let mut every = tokio::time::interval(metrics::SERVER_FLUSH_INTERVAL);
+                let mut every = tokio::time::interval(metrics::BACKGROUND_FLUSH_INTERVAL);
                 every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 every.tick().await;
                 loop {
@@ -598,6 +649,9 @@ pub fn init(
         SpanSink::None => builder,
     };
     let provider = builder.build();
+    let exporting = settings.sink != SpanSink::None;
+    let span_flusher = (exporting && settings.cadence == Cadence::Background && under_lambda(env))
+        .then(|| spawn_span_flusher(provider.clone()));
     let sampling_poller = match (&settings.sampling.root, rule_cache) {
         // No cache when nothing is exported (`SpanSink::None`): there is nothing to poll for.
         (sampling::RootSampler::Xray(options), Some(cache)) => {
@@ -630,13 +684,14 @@ pub fn init(
 
     Ok(Telemetry {
         provider,
-        exporting: settings.sink != SpanSink::None,
+        exporting,
         propagator,
         sink,
         sampling_poller,
         sampler,
         metrics,
         metrics_writer,
+        span_flusher,
     })
 }
 

@@ -507,26 +507,3 @@ async fn measure_flush_cost_per_protocol() {
         );
     }
 }
-
-#[tokio::test(flavor = "multi_thread")]
-async fn managed_concurrency_is_announced_as_not_supported_and_invocations_still_run() {
-    let receiver = OtlpReceiver::start().await;
-    let (api, process) = start(
-        &http_endpoint(&receiver),
-        &[("AWS_LAMBDA_MAX_CONCURRENCY", "4")],
-    )
-    .await;
-    let outcome = api.invoke(event("http-api-health.json", None)).await;
-    assert_eq!(outcome.json()["statusCode"], 200);
-    let warning = process
-        .json_logs()
-        .into_iter()
-        .find(|line| {
-            line["message"]
-                .as_str()
-                .is_some_and(|m| m.contains("AWS_LAMBDA_MAX_CONCURRENCY"))
-        })
-        .expect("a warning about AWS_LAMBDA_MAX_CONCURRENCY");
-    assert_eq!(warning["level"], "WARN");
-    assert_eq!(warning["max_concurrency"], "4");
-}

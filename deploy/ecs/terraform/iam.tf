@@ -187,6 +187,15 @@ data "aws_iam_policy_document" "task" {
     resources = [aws_dynamodb_table.certificates.arn]
   }
 
+  # Used OAuth states (src/single_use/dynamo.rs): one conditional PutItem per exchange; nothing
+  # reads or deletes them (time-to-live does). As template.yaml grants the function.
+  statement {
+    sid       = "SingleUseClaims"
+    effect    = "Allow"
+    actions   = ["dynamodb:PutItem"]
+    resources = [aws_dynamodb_table.single_use.arn]
+  }
+
   # The CA (src/device/material.rs): <prefix>/ca-private-key and <prefix>/ca-certificate only;
   # -?????? matches the 6 characters Secrets Manager appends to a secret's name in its ARN.
   statement {

@@ -54,6 +54,7 @@ locals {
     OTEL_TRACES_SAMPLER_ARG            = local.collector ? "endpoint=http://127.0.0.1:2000" : tostring(var.trace_sampling_ratio)
     INFRASTRUCTURE_PROVIDER            = "aws"
     AWS_DYNAMODB_TABLE                 = aws_dynamodb_table.certificates.name
+    AWS_SINGLE_USE_TABLE               = aws_dynamodb_table.single_use.name
     AWS_SECRETS_PREFIX                 = var.secrets_prefix
     TRUSTED_CLIENT_CERT_HEADER         = var.trusted_client_cert_header
     ENABLED_CLOUD_PROVIDERS            = var.enabled_cloud_providers
@@ -169,6 +170,35 @@ resource "aws_dynamodb_table" "certificates" {
 
   lifecycle {
     prevent_destroy = true
+  }
+}
+
+# --- used OAuth states (mirrors template.yaml's SingleUseTable) -------------------------------
+
+# One item per exchanged state, written once under a condition (src/single_use), deleted by
+# time-to-live minutes after the state expires: every task sees a state used by any other.
+resource "aws_dynamodb_table" "single_use" {
+  #checkov:skip=CKV_AWS_119:Encrypted at rest with the AWS managed key (server_side_encryption below); nothing in it outlives ten minutes.
+  name         = "${var.name}-single-use"
+  billing_mode = "PAY_PER_REQUEST"
+  hash_key     = "id"
+
+  attribute {
+    name = "id"
+    type = "S"
+  }
+
+  ttl {
+    attribute_name = "expires_at"
+    enabled        = true
+  }
+
+  point_in_time_recovery {
+    enabled = true
+  }
+
+  server_side_encryption {
+    enabled = true
   }
 }
 

@@ -52,3 +52,8 @@ output "execution_role_arn" {
   description = "Role ECS starts the task with"
   value       = aws_iam_role.execution.arn
 }
+
+output "single_use_table_name" {
+  description = "DynamoDB table of used OAuth states (AWS_SINGLE_USE_TABLE)"
+  value       = aws_dynamodb_table.single_use.name
+}

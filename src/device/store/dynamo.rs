@@ -21,15 +21,16 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::create_table::builders::CreateTableFluentBuilder;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
     KeyType, Projection, ProjectionType, Put, ScalarAttributeType, TransactWriteItem, Update,
 };
 use chrono::{DateTime, Utc};
-use tokio::sync::OnceCell;
 
 use super::{CertificateRecord, CertificateStore, Expect, SUPERSEDED, StoreError, StoreFuture};
+use crate::aws::AutoCreate;
 use crate::device::id::{DeviceId, Platform, Serial};
 use crate::telemetry::aws::{aws_error_text, traced};
 
@@ -49,8 +50,7 @@ const ATTEMPTS: u32 = 5;
 pub struct DynamoStore {
     client: Client,
     table: String,
-    auto_create: bool,
-    ready: OnceCell<()>,
+    auto_create: AutoCreate,
 }
 
 fn backend(e: &(dyn std::error::Error + 'static)) -> StoreError {
@@ -167,86 +167,57 @@ impl DynamoStore {
         Self {
             client,
             table,
-            auto_create,
-            ready: OnceCell::new(),
+            auto_create: AutoCreate::new(auto_create),
         }
     }
 
     async fn ready(&self) -> Result<(), StoreError> {
-        if !self.auto_create {
-            return Ok(());
-        }
-        self.ready
-            .get_or_try_init(|| async {
-                let described = traced(
-                    "DynamoDB",
-                    "DescribeTable",
-                    self.client.describe_table().table_name(&self.table).send(),
-                )
-                .await;
-                match described {
-                    Ok(_) => Ok(()),
-                    Err(e)
-                        if e.as_service_error()
-                            .is_some_and(|e| e.is_resource_not_found_exception()) =>
-                    {
-                        self.create_table().await
-                    }
-                    Err(e) => Err(backend(&e)),
-                }
+        self.auto_create
+            .ensure(&self.client, &self.table, "certificate", || {
+                self.create_request()
             })
             .await
-            .map(|_| ())
+            .map_err(StoreError::Backend)
     }
 
-    async fn create_table(&self) -> Result<(), StoreError> {
+    fn create_request(&self) -> Result<CreateTableFluentBuilder, String> {
+        let text = |e: aws_sdk_dynamodb::error::BuildError| aws_error_text(&e);
         let key = |name: &str, kind: KeyType| {
             KeySchemaElement::builder()
                 .attribute_name(name)
                 .key_type(kind)
                 .build()
+                .map_err(text)
         };
         let attribute = |name: &str| {
             AttributeDefinition::builder()
                 .attribute_name(name)
                 .attribute_type(ScalarAttributeType::S)
                 .build()
+                .map_err(text)
         };
         let all = Projection::builder()
             .projection_type(ProjectionType::All)
             .build();
-        let request = self
+        Ok(self
             .client
             .create_table()
             .table_name(&self.table)
             .billing_mode(BillingMode::PayPerRequest)
-            .key_schema(key("device_id", KeyType::Hash).map_err(|e| backend(&e))?)
-            .key_schema(key("serial_number", KeyType::Range).map_err(|e| backend(&e))?)
-            .attribute_definitions(attribute("device_id").map_err(|e| backend(&e))?)
-            .attribute_definitions(attribute("serial_number").map_err(|e| backend(&e))?)
-            .attribute_definitions(attribute("expires_at").map_err(|e| backend(&e))?)
+            .key_schema(key("device_id", KeyType::Hash)?)
+            .key_schema(key("serial_number", KeyType::Range)?)
+            .attribute_definitions(attribute("device_id")?)
+            .attribute_definitions(attribute("serial_number")?)
+            .attribute_definitions(attribute("expires_at")?)
             .global_secondary_indexes(
                 GlobalSecondaryIndex::builder()
                     .index_name(EXPIRATION_INDEX)
-                    .key_schema(key("device_id", KeyType::Hash).map_err(|e| backend(&e))?)
-                    .key_schema(key("expires_at", KeyType::Range).map_err(|e| backend(&e))?)
+                    .key_schema(key("device_id", KeyType::Hash)?)
+                    .key_schema(key("expires_at", KeyType::Range)?)
                     .projection(all)
                     .build()
-                    .map_err(|e| backend(&e))?,
-            );
-        match traced("DynamoDB", "CreateTable", request.send()).await {
-            Ok(_) => {}
-            // Another sandbox created it first.
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_resource_in_use_exception()) =>
-            {
-                return Ok(());
-            }
-            Err(e) => return Err(backend(&e)),
-        }
-        tracing::info!(table = %self.table, "created the certificate table (AUTO_CREATE_RESOURCES)");
-        Ok(())
+                    .map_err(text)?,
+            ))
     }
 
     async fn read_current(
