@@ -5,6 +5,7 @@
 //! everything else), then configuration, then the router in the mode the environment asks for.
 
 pub mod aws;
+pub mod clock;
 pub mod config;
 pub mod device;
 pub mod env;

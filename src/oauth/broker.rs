@@ -9,13 +9,13 @@
 //! through to the provider. Client secrets never leave the backend.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 use url::Url;
 
+use crate::clock::now_secs;
 use crate::single_use::{Purpose, SingleUse, SingleUseError};
 
 use super::client::{CallError, ClientBuildError, ProviderClient};
@@ -138,12 +138,6 @@ fn authorization_error_code(error: &str) -> &'static str {
         .into_iter()
         .find(|code| *code == error)
         .unwrap_or("server_error")
-}
-
-pub fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// The broker, built once per process.

@@ -21,6 +21,8 @@ use std::sync::Mutex;
 
 use thiserror::Error;
 
+use crate::clock::now_secs;
+
 /// Records outlive their token's expiry by this much, so clock skew between sandboxes cannot
 /// make a still-valid token look unused.
 pub const RETENTION_MARGIN_SECS: u64 = 300;
@@ -113,13 +115,6 @@ impl SingleUse for InProcess {
         let claimed = self.claim_now(purpose, digest, expires_at, now_secs());
         Box::pin(async move { claimed })
     }
-}
-
-/// Seconds since the Unix epoch.
-pub fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]

@@ -137,7 +137,7 @@ async fn a_state_is_exchanged_once_across_sandboxes() {
             .unwrap()
             .parse()
             .unwrap();
-        let now = apuntador_backend::single_use::now_secs();
+        let now = apuntador_backend::clock::now_secs();
         assert!(
             expires > now + 300 && expires <= now + 600 + 300 + 5,
             "time-to-live a little past the state's expiry: {expires} vs now {now}"
