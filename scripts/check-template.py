@@ -63,6 +63,11 @@ Throttling (issue 26): HttpApi's DefaultRouteSettings throttle with ThrottleRate
 ThrottleBurstLimit; every OAuth route and POST /device/enroll has RouteSettings with the
 Sensitive ones; every RouteSettings key is one of HttpApi's routes.
 
+Keys (issue 26 item 2): no NoEcho parameter reaches the function's environment, and SECRET_KEY,
+SECRET_KEY_PREVIOUS and CONFIG_API_KEY are there only declared empty (for sam local);
+APP_KEYS_SECRET names KeysSecret (which generates SECRET_KEY) or the KeysSecretArn given, the
+function may GetSecretValue on it, and under Stage=local it is empty.
+
 Stage=local (issue 23, item 8) relaxes the backend's secret checks and adds credentialed
 localhost CORS origins; it is for `sam local` only, which does not evaluate Rules. The template's
 Rules section, evaluated here as CloudFormation would on a create or update (RuleCondition, then
@@ -722,12 +727,64 @@ def single_use_problems(template):
     return problems
 
 
+KEY_VARIABLES = ["SECRET_KEY", "SECRET_KEY_PREVIOUS", "CONFIG_API_KEY"]
+SAMPLE_KEYS_ARN = f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:apuntador/keys-AbCdEf"
+
+
+def keys_problems(template):
+    """The backend's own keys (src/keys, issue 26 item 2): never in the function's environment
+    (no NoEcho parameter copied there, SECRET_KEY, SECRET_KEY_PREVIOUS and CONFIG_API_KEY
+    declared empty for sam local only); APP_KEYS_SECRET names the secret the stack creates
+    (generating SECRET_KEY) or the one KeysSecretArn gives, and the function may read it; under
+    Stage=local (sam local) it is empty."""
+    problems = []
+    resources = template.get("Resources", {})
+    declared = template.get("Parameters", {})
+    function = resources.get("BackendFunction", {}).get("Properties", {})
+    raw_variables = function.get("Environment", {}).get("Variables", {})
+    for name, value in raw_variables.items():
+        text = json.dumps(value)
+        for parameter, spec in declared.items():
+            if spec.get("NoEcho") and (f'"Ref": "{parameter}"' in text or f"${{{parameter}}}" in text):
+                problems.append(f"{name} carries the NoEcho parameter {parameter}: lambda:GetFunctionConfiguration shows it")
+    for name in KEY_VARIABLES:
+        if raw_variables.get(name, "") != "":
+            problems.append(f"{name} is in the function's environment: it belongs in the keys secret")
+    generated = resources.get("KeysSecret", {}).get("Properties", {}).get("GenerateSecretString", {})
+    if generated.get("GenerateStringKey") != "SECRET_KEY" or int(generated.get("PasswordLength", 0)) < 32:
+        problems.append("KeysSecret does not generate a SECRET_KEY of at least 32 characters")
+    for overrides, expected in [
+        ({"Stage": "production"}, {"Ref": "KeysSecret"}),
+        ({"Stage": "production", "KeysSecretArn": SAMPLE_KEYS_ARN}, SAMPLE_KEYS_ARN),
+        ({"Stage": "local"}, ""),
+    ]:
+        parameters = deploy_parameters(template, overrides)
+        conditions = condition_values(template, parameters)
+        created = "KeysSecret" in resources and conditions.get(resources["KeysSecret"].get("Condition"), True)
+        if created != (expected == {"Ref": "KeysSecret"}) and overrides["Stage"] != "local":
+            problems.append(f"with {overrides}: KeysSecret is {'created' if created else 'not created'}")
+        resolved = substitute(resolve(function, conditions), parameters)
+        named = resolved.get("Environment", {}).get("Variables", {}).get("APP_KEYS_SECRET")
+        if named != expected:
+            problems.append(f"with {overrides}: APP_KEYS_SECRET is {named!r}, not {expected!r}")
+        if expected == "":
+            continue
+        readable = [
+            p["AWSSecretsManagerGetSecretValuePolicy"].get("SecretArn")
+            for p in resolved.get("Policies", [])
+            if isinstance(p, dict) and "AWSSecretsManagerGetSecretValuePolicy" in p
+        ]
+        if expected not in readable:
+            problems.append(f"with {overrides}: the function may not read the keys secret ({readable})")
+    return problems
+
+
 # Stage values a deploy must refuse: the backend reads ENVIRONMENT trimmed and in any case, so
 # each of these is ENVIRONMENT=local to it. Only the first may pass the parameter's own
 # constraints (sam local needs it; sam local evaluates no Rules), so a Rule must refuse it.
 LOCAL_STAGES = ["local", "Local", "LOCAL", " local", "local "]
 DEPLOYED_STAGES = ["production", "staging"]
-# For parameters without a default (SecretKey): what a deploy would pass.
+# For parameters without a default: what a deploy would pass.
 SAMPLE_VALUE = "sample-value-for-a-parameter-without-default-0123456789"
 
 
@@ -956,6 +1013,7 @@ def main(source):
     operations = operations_problems(template, Path(source).resolve().parent)
     throttling = throttling_problems(template)
     single_use = single_use_problems(template)
+    keys = keys_problems(template)
     if problems:
         print("template.yaml with CustomDomainName set:", file=sys.stderr)
         for problem in problems:
@@ -995,7 +1053,11 @@ def main(source):
         f"{source}: SingleUseTable has key id and a time-to-live on expires_at; the function "
         "may only PutItem on it"
     ))
-    if problems or telemetry or search or stage or operations or throttling or single_use:
+    report(f"{source} keys", keys, (
+        f"{source}: no key in the function's environment; APP_KEYS_SECRET names KeysSecret "
+        "(generated SECRET_KEY) or KeysSecretArn, which the function may read; empty under sam local"
+    ))
+    if problems or telemetry or search or stage or operations or throttling or single_use or keys:
         sys.exit(1)
 
 
@@ -1067,6 +1129,23 @@ BREAKAGES = [
      _replace("              Action: dynamodb:PutItem\n              Resource: !GetAtt SingleUseTable.Arn",
               "              Action: [dynamodb:PutItem, dynamodb:DeleteItem]\n              Resource: !GetAtt SingleUseTable.Arn"),
      "not dynamodb:PutItem alone"),
+    ("SECRET_KEY copied into the function's environment again",
+     _replace('          SECRET_KEY: ""\n', "          SECRET_KEY: !Ref KeysSecretArn\n"),
+     "SECRET_KEY is in the function's environment"),
+    ("the function not allowed to read the keys secret",
+     _replace("""        - AWSSecretsManagerGetSecretValuePolicy:
+            SecretArn: !If [CreateKeysSecret, !Ref KeysSecret, !Ref KeysSecretArn]
+""", ""),
+     "may not read the keys secret"),
+    ("APP_KEYS_SECRET set under sam local",
+     _replace("""          APP_KEYS_SECRET: !If
+            - IsLocalStage
+            - ""
+""", """          APP_KEYS_SECRET: !If
+            - IsLocalStage
+            - !Ref KeysSecret
+"""),
+     "APP_KEYS_SECRET is {'Ref': 'KeysSecret'}, not ''"),
     ("TransactionSearchConfig created whatever TransactionSearch says",
      _replace("    Type: AWS::XRay::TransactionSearchConfig\n    Condition: OwnsTransactionSearch\n",
               "    Type: AWS::XRay::TransactionSearchConfig\n"),

@@ -2,7 +2,8 @@
 //! credentials from the environment (Lambda sets them; `AWS_ENDPOINT_URL` points tests at moto),
 //! bounded timeouts and at most two attempts, so a sick AWS endpoint costs seconds, not minutes.
 //! Loaded once per process and shared, so every client reuses one credentials provider and one
-//! HTTP connection pool. Every client sends its call's span as `X-Amzn-Trace-Id`.
+//! HTTP connection pool. Every client sends its call's span as `X-Amzn-Trace-Id`. Also the one
+//! way a JSON secret is read ([`secret_json`]: the OAuth clients, the process's keys).
 
 use std::time::Duration;
 
@@ -18,6 +19,26 @@ pub async fn secrets_manager() -> aws_sdk_secretsmanager::Client {
         .interceptor(TraceHeader)
         .build();
     aws_sdk_secretsmanager::Client::from_conf(config)
+}
+
+/// One `GetSecretValue` of a secret holding a JSON object (the OAuth clients, the process's
+/// keys), as a CLIENT span X-Ray shows as a Secrets Manager node. Errors say what went wrong
+/// without a byte of the secret.
+pub async fn secret_json(
+    secret_id: &str,
+) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+    let client = secrets_manager().await;
+    let output = traced(
+        "SecretsManager",
+        "GetSecretValue",
+        client.get_secret_value().secret_id(secret_id).send(),
+    )
+    .await
+    .map_err(|e| format!("GetSecretValue failed: {}", aws_error_text(&e)))?;
+    let text = output
+        .secret_string()
+        .ok_or_else(|| "the secret has no SecretString".to_owned())?;
+    serde_json::from_str(text).map_err(|_| "the secret is not a JSON object".to_owned())
 }
 
 /// A DynamoDB client on the shared configuration.

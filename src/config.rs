@@ -12,41 +12,18 @@ use thiserror::Error;
 
 use crate::device::guard::TrustedHeader;
 use crate::device::settings::DeviceSettings;
-use crate::env::{Env, EnvError, Environment, Secret, under_lambda};
+use crate::env::{Env, EnvError, Environment, under_lambda};
+use crate::keys::{KeyError, KeySource};
 use crate::oauth::credentials::CredentialSource;
 use crate::oauth::settings::OAuthSettings;
 use crate::rate_limit::RateLimitSettings;
 use crate::server::ServerSettings;
 
-/// Secrets shorter than this are refused outside local development.
-pub const MIN_SECRET_BYTES: usize = 32;
-
-mod published;
-
 /// A configuration problem that stops the process from starting.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum ConfigError {
-    #[error(
-        "{name} is required outside local development (ENVIRONMENT={environment}); set it to a random value of at least {MIN_SECRET_BYTES} bytes"
-    )]
-    MissingSecret {
-        name: &'static str,
-        environment: String,
-    },
-    #[error(
-        "{name} is {len} bytes long; it must be at least {MIN_SECRET_BYTES} bytes outside local development"
-    )]
-    ShortSecret { name: &'static str, len: usize },
-    #[error(
-        "{name} is a value published in this project's repository or documentation; generate a random one (for example `openssl rand -base64 48`)"
-    )]
-    DefaultSecret { name: String },
-    #[error(
-        "CONFIG_API_KEY must differ from SECRET_KEY: one guards an API, the other seals OAuth state"
-    )]
-    SharedSecret,
-    #[error("the operating system's random generator failed: {0}")]
-    Entropy(String),
+    #[error(transparent)]
+    Key(#[from] KeyError),
     #[error(transparent)]
     Env(#[from] EnvError),
 }
@@ -64,10 +41,8 @@ pub struct CorsConfig {
 pub struct Config {
     pub environment: Environment,
     pub listen_addr: SocketAddr,
-    /// Seals OAuth state; never used as an API key.
-    pub secret_key: Secret,
-    /// Bearer key for `/config/providers`; `None` disables that route (503).
-    pub config_api_key: Option<Secret>,
+    /// The state-sealing keys and the configuration API's key, or the secret holding them.
+    pub keys: KeySource,
     pub cors: CorsConfig,
     pub max_body_bytes: usize,
     /// Whether `/health` and `/health/public` get spans and access-log lines.
@@ -120,25 +95,7 @@ impl Config {
             _ => {}
         }
 
-        let secret_key = match check_secret("SECRET_KEY", env.get("SECRET_KEY"), &environment)? {
-            Some(key) => key,
-            None => {
-                warnings.push(
-                    "SECRET_KEY is not set: using a random key for this process (OAuth states open only in this process)"
-                        .to_owned(),
-                );
-                Secret::new(random_secret()?)
-            }
-        };
-        let config_api_key =
-            check_secret("CONFIG_API_KEY", env.get("CONFIG_API_KEY"), &environment)?;
-        if config_api_key.as_ref() == Some(&secret_key) {
-            return Err(ConfigError::SharedSecret);
-        }
-        if config_api_key.is_none() {
-            warnings
-                .push("CONFIG_API_KEY is not set: GET /config/providers answers 503".to_owned());
-        }
+        let keys = KeySource::from_env(env, &environment, &mut warnings)?;
 
         let default_origins = if environment.is_local() {
             LOCAL_ORIGINS
@@ -180,11 +137,12 @@ impl Config {
                 if client
                     .client_secret
                     .as_ref()
-                    .is_some_and(|s| published::is_published(s.expose()))
+                    .is_some_and(|s| crate::keys::published::is_published(s.expose()))
                 {
-                    return Err(ConfigError::DefaultSecret {
+                    return Err(KeyError::DefaultSecret {
                         name: format!("{}_CLIENT_SECRET", provider.credential_prefix()),
-                    });
+                    }
+                    .into());
                 }
             }
         }
@@ -193,8 +151,7 @@ impl Config {
         Ok(Self {
             environment,
             listen_addr,
-            secret_key,
-            config_api_key,
+            keys,
             cors,
             max_body_bytes,
             trace_health_checks,
@@ -233,40 +190,6 @@ fn parse_listen_addr(host: &str, port: &str) -> Result<SocketAddr, ConfigError> 
     Ok(SocketAddr::new(ip, port))
 }
 
-/// `ENVIRONMENT=local` accepts anything (a missing key becomes `None`); every other mode refuses
-/// a published default or a secret under [`MIN_SECRET_BYTES`], and a named deployment (or
-/// Lambda) also refuses a missing `SECRET_KEY`: its sandboxes or tasks would not share a
-/// generated one.
-fn check_secret(
-    name: &'static str,
-    value: Option<String>,
-    environment: &Environment,
-) -> Result<Option<Secret>, ConfigError> {
-    let Some(value) = value else {
-        return match (name, environment) {
-            ("SECRET_KEY", Environment::Deployed(env)) => Err(ConfigError::MissingSecret {
-                name,
-                environment: env.clone(),
-            }),
-            _ => Ok(None),
-        };
-    };
-    if !environment.is_local() {
-        if published::is_published(&value) {
-            return Err(ConfigError::DefaultSecret {
-                name: name.to_owned(),
-            });
-        }
-        if value.len() < MIN_SECRET_BYTES {
-            return Err(ConfigError::ShortSecret {
-                name,
-                len: value.len(),
-            });
-        }
-    }
-    Ok(Some(Secret::new(value)))
-}
-
 /// `CORS_ALLOWED_HEADERS`: a list that names no client-certificate header (and so no `*`,
 /// which would mirror them).
 fn cors_headers(raw: &str) -> Result<Vec<String>, ConfigError> {
@@ -289,28 +212,17 @@ fn cors_headers(raw: &str) -> Result<Vec<String>, ConfigError> {
     }
 }
 
-fn random_secret() -> Result<String, ConfigError> {
-    use std::fmt::Write;
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|e| ConfigError::Entropy(e.to_string()))?;
-    let mut out = String::with_capacity(64);
-    for byte in bytes {
-        let _ = write!(out, "{byte:02x}");
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::collections::HashMap;
 
     /// A random key no file of the repository holds.
-    pub(super) fn fresh_key() -> String {
-        random_secret().unwrap()
+    pub(crate) fn fresh_key() -> String {
+        crate::keys::random_secret().unwrap()
     }
 
-    pub(super) fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    pub(crate) fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let map: HashMap<String, String> = vars
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -325,7 +237,10 @@ mod tests {
         let cfg = config(&[]).unwrap();
         assert_eq!(cfg.environment, Environment::Unset);
         assert_eq!(cfg.environment.name(), "production");
-        assert_eq!(cfg.secret_key.expose().len(), 64);
+        let KeySource::Fixed(keys) = &cfg.keys else {
+            panic!("keys from the environment");
+        };
+        assert_eq!(keys.state_key.expose().len(), 64, "a generated key");
         assert_eq!(cfg.listen_addr, "127.0.0.1:8000".parse().unwrap());
         assert!(cfg.warnings.iter().any(|w| w.contains("SECRET_KEY")));
         let assumed: Vec<_> = cfg
@@ -353,25 +268,25 @@ mod tests {
             };
             assert_eq!(
                 with(&[("SECRET_KEY", published)]).unwrap_err(),
-                ConfigError::DefaultSecret {
+                ConfigError::Key(KeyError::DefaultSecret {
                     name: "SECRET_KEY".to_owned()
-                },
+                }),
                 "{mode:?}"
             );
             assert_eq!(
                 with(&[("SECRET_KEY", "short")]).unwrap_err(),
-                ConfigError::ShortSecret {
+                ConfigError::Key(KeyError::ShortSecret {
                     name: "SECRET_KEY",
                     len: 5
-                },
+                }),
                 "{mode:?}"
             );
             assert_eq!(
                 with(&[("SECRET_KEY", GOOD), ("CONFIG_API_KEY", "abc")]).unwrap_err(),
-                ConfigError::ShortSecret {
+                ConfigError::Key(KeyError::ShortSecret {
                     name: "CONFIG_API_KEY",
                     len: 3
-                },
+                }),
                 "{mode:?}"
             );
             assert_eq!(
@@ -383,9 +298,9 @@ mod tests {
                     )
                 ])
                 .unwrap_err(),
-                ConfigError::DefaultSecret {
+                ConfigError::Key(KeyError::DefaultSecret {
                     name: "CONFIG_API_KEY".to_owned()
-                },
+                }),
                 "{mode:?}"
             );
         }
@@ -452,19 +367,14 @@ mod tests {
     }
 
     #[test]
-    fn random_local_secrets_differ_between_calls() {
-        assert_ne!(random_secret().unwrap(), random_secret().unwrap());
-    }
-
-    #[test]
     fn lambda_defaults_to_production_and_requires_a_secret() {
         let err = config(&[("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001")]).unwrap_err();
         assert_eq!(
             err,
-            ConfigError::MissingSecret {
+            ConfigError::Key(KeyError::MissingSecret {
                 name: "SECRET_KEY",
                 environment: "production".into()
-            }
+            })
         );
     }
 
@@ -473,10 +383,10 @@ mod tests {
         let err = config(&[("ENVIRONMENT", "staging")]).unwrap_err();
         assert_eq!(
             err,
-            ConfigError::MissingSecret {
+            ConfigError::Key(KeyError::MissingSecret {
                 name: "SECRET_KEY",
                 environment: "staging".into()
-            }
+            })
         );
     }
 
@@ -485,10 +395,10 @@ mod tests {
         let short = config(&[("ENVIRONMENT", "staging"), ("SECRET_KEY", "short")]).unwrap_err();
         assert_eq!(
             short,
-            ConfigError::ShortSecret {
+            ConfigError::Key(KeyError::ShortSecret {
                 name: "SECRET_KEY",
                 len: 5
-            }
+            })
         );
         let default = config(&[
             ("ENVIRONMENT", "production"),
@@ -500,9 +410,9 @@ mod tests {
         .unwrap_err();
         assert_eq!(
             default,
-            ConfigError::DefaultSecret {
+            ConfigError::Key(KeyError::DefaultSecret {
                 name: "SECRET_KEY".to_owned()
-            }
+            })
         );
         let short_api = config(&[
             ("ENVIRONMENT", "production"),
@@ -512,17 +422,17 @@ mod tests {
         .unwrap_err();
         assert_eq!(
             short_api,
-            ConfigError::ShortSecret {
+            ConfigError::Key(KeyError::ShortSecret {
                 name: "CONFIG_API_KEY",
                 len: 3
-            }
+            })
         );
     }
 
     #[test]
     fn config_key_must_not_reuse_the_state_key() {
         let err = config(&[("SECRET_KEY", GOOD), ("CONFIG_API_KEY", GOOD)]).unwrap_err();
-        assert_eq!(err, ConfigError::SharedSecret);
+        assert_eq!(err, ConfigError::Key(KeyError::SharedSecret));
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod device;
 pub mod env;
 pub mod error;
 pub mod healthcheck;
+pub mod keys;
 pub mod lambda;
 pub mod load_once;
 pub mod oauth;

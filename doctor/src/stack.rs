@@ -1,7 +1,8 @@
 //! The SAM stack: its status, the outputs the doctor follows (`ApiUrl`, `FunctionArn`,
 //! `FunctionLogGroupName`) and the four telemetry parameters it compares the function with
 //! (`TelemetryTransport`, `CollectorExporter`, `TransactionSearch`, `CollectorLayerArn`). No other
-//! parameter is kept: `SecretKey` and `ConfigApiKey` are parameters too.
+//! parameter is kept: a stack may have secret ones (older versions had `SecretKey` and
+//! `ConfigApiKey`).
 
 use aws_sdk_cloudformation::Client;
 

@@ -8,7 +8,7 @@
 //! ([`crate::single_use`]). `refresh` and `revoke` pass
 //! through to the provider. Client secrets never leave the backend.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -16,6 +16,7 @@ use thiserror::Error;
 use url::Url;
 
 use crate::clock::now_secs;
+use crate::keys::{KeySet, Keys, KeysError};
 use crate::single_use::{Purpose, SingleUse, SingleUseError};
 
 use super::client::{CallError, ClientBuildError, ProviderClient};
@@ -48,6 +49,8 @@ pub enum BrokerError {
     StateReused,
     #[error("the state cannot be checked for reuse right now; try again shortly")]
     SingleUse(#[from] SingleUseError),
+    #[error("the key that seals OAuth state cannot be read right now; try again shortly")]
+    Keys(#[from] KeysError),
     #[error(transparent)]
     Provider(#[from] CallError),
 }
@@ -66,6 +69,7 @@ impl BrokerError {
             }
             Self::VerifierMismatch => "invalid_grant".to_owned(),
             Self::SingleUse(_) => "state_store_unavailable".to_owned(),
+            Self::Keys(_) => "keys_unavailable".to_owned(),
             Self::Provider(CallError::Rejected { error, .. }) => error
                 .clone()
                 .unwrap_or_else(|| "provider_rejected".to_owned()),
@@ -144,7 +148,9 @@ fn authorization_error_code(error: &str) -> &'static str {
 #[derive(Debug)]
 pub struct Broker {
     settings: OAuthSettings,
-    sealer: StateSealer,
+    /// The state keys ([`crate::keys`]), and the sealer built from the last set used.
+    keys: Arc<Keys>,
+    sealer: Mutex<Option<(Arc<KeySet>, Arc<StateSealer>)>>,
     credentials: CredentialStore,
     client: ProviderClient,
     /// Where exchanged states are recorded: a state is exchanged at most once, across every
@@ -155,17 +161,52 @@ pub struct Broker {
 impl Broker {
     pub fn new(
         settings: OAuthSettings,
-        secret_key: &[u8],
+        keys: Arc<Keys>,
         single_use: Arc<dyn SingleUse>,
     ) -> Result<Self, ClientBuildError> {
         let client = ProviderClient::new(settings.connect_timeout, settings.timeout)?;
         Ok(Self {
             credentials: CredentialStore::new(settings.credentials.clone()),
-            sealer: StateSealer::new(secret_key),
+            keys,
+            sealer: Mutex::new(None),
             settings,
             client,
             single_use,
         })
+    }
+
+    /// The sealer for `keys`, built once per key set (HKDF per request would be waste).
+    fn sealer_for(&self, keys: &Arc<KeySet>) -> Arc<StateSealer> {
+        let mut slot = self.sealer.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((held, sealer)) = slot.as_ref()
+            && Arc::ptr_eq(held, keys)
+        {
+            return sealer.clone();
+        }
+        let mut sealer = StateSealer::new(keys.state_key.expose().as_bytes());
+        if let Some(previous) = &keys.previous_state_key {
+            sealer = sealer.opening_also(previous.expose().as_bytes());
+        }
+        let sealer = Arc::new(sealer);
+        *slot = Some((keys.clone(), sealer.clone()));
+        sealer
+    }
+
+    /// Opens `state` with the keys of the moment. A well-formed state no key opens may be
+    /// sealed by a process that already has rotated keys: the keys are re-read (at most every
+    /// [`crate::keys::REFRESH_AFTER`]) and, if they changed, tried once more.
+    async fn open(&self, state: &str) -> Result<StateClaims, BrokerError> {
+        let keys = self.keys.get().await?;
+        match self.sealer_for(&keys).open(state, now_secs()) {
+            Err(StateError::Unopened) => {
+                let fresh = self.keys.refresh(&keys).await;
+                if Arc::ptr_eq(&fresh, &keys) {
+                    return Err(StateError::Unopened.into());
+                }
+                Ok(self.sealer_for(&fresh).open(state, now_secs())?)
+            }
+            opened => Ok(opened?),
+        }
     }
 
     /// Resolves a path segment to a usable provider and its credentials, the same way on
@@ -216,7 +257,8 @@ impl Broker {
         }
         let now = now_secs();
         let challenge = pkce::challenge(&request.code_verifier);
-        let state = self.sealer.seal(&StateClaims {
+        let keys = self.keys.get().await?;
+        let state = self.sealer_for(&keys).seal(&StateClaims {
             provider,
             redirect_uri: request.redirect_uri.clone(),
             client_state: request.state.filter(|s| !s.is_empty()),
@@ -252,7 +294,7 @@ impl Broker {
     }
 
     /// The URL the provider's redirect is answered with (always a redirect).
-    pub fn callback(&self, segment: &str, query: &CallbackQuery) -> String {
+    pub async fn callback(&self, segment: &str, query: &CallbackQuery) -> String {
         let fallback = |error: &str| {
             with_query(
                 &self.settings.fallback_redirect,
@@ -263,13 +305,14 @@ impl Broker {
         let Some(provider) = ProviderId::parse(segment) else {
             return fallback("unknown_provider");
         };
-        let claims = match query
-            .state
-            .as_deref()
-            .map(|s| self.sealer.open(s, now_secs()))
-        {
-            Some(Ok(claims)) => claims,
-            _ => return fallback("invalid_state"),
+        let Some(state) = query.state.as_deref() else {
+            return fallback("invalid_state");
+        };
+        let claims = match self.open(state).await {
+            Ok(claims) => claims,
+            // RFC 6749's code for a server that cannot serve now; the app may try again.
+            Err(BrokerError::Keys(_)) => return fallback("temporarily_unavailable"),
+            Err(_) => return fallback("invalid_state"),
         };
         let to_app = |params: &[(&str, &str)]| {
             with_query(&claims.redirect_uri, params).unwrap_or_else(|| fallback("callback_failed"))
@@ -277,7 +320,6 @@ impl Broker {
         if claims.provider != provider {
             return to_app(&[("error", "invalid_state"), ("provider", provider.as_str())]);
         }
-        let state = query.state.as_deref().unwrap_or_default();
         if let Some(error) = &query.error {
             // Anyone can mint a state and send a user here with any text: only RFC 6749's codes
             // reach the app, and never the description.
@@ -310,7 +352,7 @@ impl Broker {
         state: &str,
     ) -> Result<Tokens, BrokerError> {
         let (provider, credentials) = self.resolve(segment).await?;
-        let claims = self.sealer.open(state, now_secs())?;
+        let claims = self.open(state).await?;
         if claims.provider != provider {
             return Err(BrokerError::ProviderMismatch(claims.provider));
         }

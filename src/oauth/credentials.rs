@@ -15,7 +15,6 @@ use thiserror::Error;
 use super::provider::ProviderId;
 use crate::env::Secret;
 use crate::load_once::LoadOnce;
-use crate::telemetry::aws::{aws_error_text, traced};
 
 /// Pause before Secrets Manager is asked again after a failed read.
 const RETRY_AFTER: Duration = Duration::from_secs(5);
@@ -102,26 +101,13 @@ impl CredentialStore {
     }
 }
 
-/// One `GetSecretValue` call, as a CLIENT span X-Ray shows as a Secrets Manager node.
+/// The clients from the secret's JSON (values that are not strings count as absent).
 async fn read_secret(
     secret_id: &str,
 ) -> Result<HashMap<ProviderId, ClientCredentials>, CredentialsError> {
-    let client = crate::aws::secrets_manager().await;
-    let output = traced(
-        "SecretsManager",
-        "GetSecretValue",
-        client.get_secret_value().secret_id(secret_id).send(),
-    )
-    .await
-    .map_err(|e| {
-        CredentialsError::Unavailable(format!("GetSecretValue failed: {}", aws_error_text(&e)))
-    })?;
-    let text = output.secret_string().ok_or_else(|| {
-        CredentialsError::Unavailable("the secret has no SecretString".to_owned())
-    })?;
-    let values: HashMap<String, serde_json::Value> = serde_json::from_str(text).map_err(|_| {
-        CredentialsError::Unavailable("the secret is not a JSON object of strings".to_owned())
-    })?;
+    let values = crate::aws::secret_json(secret_id)
+        .await
+        .map_err(CredentialsError::Unavailable)?;
     Ok(credentials_from(&|name| {
         values.get(name).and_then(|v| v.as_str()).map(str::to_owned)
     }))

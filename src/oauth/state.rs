@@ -2,7 +2,8 @@
 //!
 //! Format: `v1.` + base64url (no padding) of `nonce (24 bytes) ‖ XChaCha20-Poly1305 ciphertext`
 //! of the JSON [`StateClaims`], with `apuntador-oauth-state-v1` as associated data. The key is
-//! HKDF-SHA256 of `SECRET_KEY` (info `apuntador oauth state key v1`). Nobody without the key can
+//! HKDF-SHA256 of `SECRET_KEY` (info `apuntador oauth state key v1`); during a rotation the key
+//! derived from `SECRET_KEY_PREVIOUS` opens too, but never seals. Nobody without the key can
 //! read it (the PKCE challenge and redirect URI inside stay private) or forge it; any change to
 //! a byte fails authentication. It expires 600 s after issue. The PKCE verifier is never inside:
 //! only its S256 challenge, against which `/token` checks the verifier the client sends.
@@ -78,6 +79,10 @@ pub struct StateClaims {
 pub enum StateError {
     #[error("the state is not one this backend issued, or it was altered")]
     Invalid,
+    /// Well formed, but no key this process holds opens it: forged, altered, or sealed with a
+    /// key newer than this process knows ([`crate::keys::Keys::refresh`]).
+    #[error("the state is not one this backend issued, or it was altered")]
+    Unopened,
     #[error("the state expired; start the authorization again")]
     Expired,
     #[error("the operating system's random generator failed")]
@@ -86,10 +91,12 @@ pub enum StateError {
     TooLarge,
 }
 
-/// Seals and opens states with a key derived from `SECRET_KEY`.
+/// Seals states with a key derived from `SECRET_KEY`, and opens them with it or with the one
+/// derived from `SECRET_KEY_PREVIOUS`.
 #[derive(Clone)]
 pub struct StateSealer {
     cipher: XChaCha20Poly1305,
+    previous: Option<XChaCha20Poly1305>,
 }
 
 impl std::fmt::Debug for StateSealer {
@@ -100,13 +107,16 @@ impl std::fmt::Debug for StateSealer {
 
 impl StateSealer {
     pub fn new(secret_key: &[u8]) -> Self {
-        let hkdf = Hkdf::<Sha256>::new(Some(b"apuntador-backend"), secret_key);
-        let mut key = [0u8; 32];
-        // 32 bytes is far below HKDF-SHA256's 8160-byte limit: expand cannot fail.
-        let _ = hkdf.expand(b"apuntador oauth state key v1", &mut key);
         Self {
-            cipher: XChaCha20Poly1305::new(&key.into()),
+            cipher: cipher(secret_key),
+            previous: None,
         }
+    }
+
+    /// Also opens states sealed with `previous_key` (the key before the last rotation).
+    pub fn opening_also(mut self, previous_key: &[u8]) -> Self {
+        self.previous = Some(cipher(previous_key));
+        self
     }
 
     pub fn seal(&self, claims: &StateClaims) -> Result<String, StateError> {
@@ -147,16 +157,15 @@ impl StateSealer {
             return Err(StateError::Invalid);
         }
         let (nonce, ciphertext) = bytes.split_at(NONCE_LEN);
-        let plaintext = self
-            .cipher
-            .decrypt(
-                XNonce::from_slice(nonce),
-                Payload {
-                    msg: ciphertext,
-                    aad: AAD,
-                },
-            )
-            .map_err(|_| StateError::Invalid)?;
+        let payload = || Payload {
+            msg: ciphertext,
+            aad: AAD,
+        };
+        let nonce = XNonce::from_slice(nonce);
+        let plaintext = std::iter::once(&self.cipher)
+            .chain(self.previous.as_ref())
+            .find_map(|cipher| cipher.decrypt(nonce, payload()).ok())
+            .ok_or(StateError::Unopened)?;
         let claims: StateClaims =
             serde_json::from_slice(&plaintext).map_err(|_| StateError::Invalid)?;
         if now > claims.expires_at || claims.issued_at > now + 60 {
@@ -164,6 +173,15 @@ impl StateSealer {
         }
         Ok(claims)
     }
+}
+
+/// The cipher keyed by HKDF-SHA256 of `secret_key`.
+fn cipher(secret_key: &[u8]) -> XChaCha20Poly1305 {
+    let hkdf = Hkdf::<Sha256>::new(Some(b"apuntador-backend"), secret_key);
+    let mut key = [0u8; 32];
+    // 32 bytes is far below HKDF-SHA256's 8160-byte limit: expand cannot fail.
+    let _ = hkdf.expand(b"apuntador oauth state key v1", &mut key);
+    XChaCha20Poly1305::new(&key.into())
 }
 
 #[cfg(test)]
@@ -210,9 +228,9 @@ mod tests {
         let last = bytes.len() - 1;
         bytes[last] ^= 1;
         let tampered = format!("v1.{}", URL_SAFE_NO_PAD.encode(&bytes));
-        assert_eq!(sealer().open(&tampered, 1_000), Err(StateError::Invalid));
+        assert_eq!(sealer().open(&tampered, 1_000), Err(StateError::Unopened));
         let other = StateSealer::new(b"another-secret-key-another-secret-key");
-        assert_eq!(other.open(&token, 1_000), Err(StateError::Invalid));
+        assert_eq!(other.open(&token, 1_000), Err(StateError::Unopened));
         for garbage in ["", "v1.", "v1.!!!", "v2.abc", ".eJwFake.abc.def"] {
             assert_eq!(
                 sealer().open(garbage, 1_000),
@@ -220,6 +238,32 @@ mod tests {
                 "{garbage}"
             );
         }
+    }
+
+    /// Issue 26 item 2: after a rotation, states sealed with the old key still open (until
+    /// they expire); new ones are sealed with the new key only.
+    #[test]
+    fn the_previous_key_opens_but_never_seals() {
+        let old_key = b"the-key-before-the-rotation-0123456789";
+        let new_key = b"the-key-after-the-rotation-01234567890";
+        let before = StateSealer::new(old_key).seal(&claims(1_000)).unwrap();
+        let rotated = StateSealer::new(new_key).opening_also(old_key);
+        assert_eq!(rotated.open(&before, 1_100).unwrap(), claims(1_000));
+        assert_eq!(
+            rotated.open(&before, 1_000 + STATE_TTL_SECONDS + 1),
+            Err(StateError::Expired),
+            "an old state still expires"
+        );
+        let after = rotated.seal(&claims(1_000)).unwrap();
+        assert_eq!(
+            StateSealer::new(old_key).open(&after, 1_100),
+            Err(StateError::Unopened),
+            "sealed with the new key"
+        );
+        assert_eq!(
+            StateSealer::new(new_key).open(&after, 1_100).unwrap(),
+            claims(1_000)
+        );
     }
 
     #[test]

@@ -52,7 +52,7 @@ pub const DOCS_PATH: &str = "/docs";
         super::device::ca_certificate_pin,
     ),
     components(schemas(Problem, crate::error::FieldError, crate::oauth::provider::ProviderId)),
-    modifiers(&SecuritySchemes),
+    modifiers(&SecuritySchemes, &RateLimited),
     tags(
         (name = "health", description = "Liveness and version"),
         (name = "configuration", description = "What this deployment offers"),
@@ -90,6 +90,47 @@ impl Modify for SecuritySchemes {
     }
 }
 
+/// `429 rate_limited` on every operation the limits apply to: all but the health checks
+/// ([`crate::rate_limit`] in server mode with `RATE_LIMIT_PER_MINUTE`; behind API Gateway its
+/// throttling answers 429 before the function runs).
+struct RateLimited;
+
+impl Modify for RateLimited {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::header::HeaderBuilder;
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder, schema};
+        let response = ResponseBuilder::new()
+            .description(
+                "Too many requests from this client: `rate_limited` (server mode with `RATE_LIMIT_PER_MINUTE`). Behind API Gateway its throttling answers 429 itself, with the JSON body `{\"message\":\"Too Many Requests\"}`.",
+            )
+            .content(
+                "application/problem+json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("Problem")))
+                    .build(),
+            )
+            .header(
+                "Retry-After",
+                HeaderBuilder::new()
+                    .schema(Some(schema::Object::with_type(schema::Type::Integer)))
+                    .description(Some("Seconds until the client's budget allows a request"))
+                    .build(),
+            )
+            .build();
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            if crate::telemetry::http::HEALTH_PATHS.contains(&path.as_str()) {
+                continue;
+            }
+            for operation in [&mut item.get, &mut item.post].into_iter().flatten() {
+                operation
+                    .responses
+                    .responses
+                    .insert("429".to_owned(), response.clone().into());
+            }
+        }
+    }
+}
+
 /// Failures of any route that reads a JSON body. (Each route lists its own 400 with all its
 /// causes: one status has one description, and a later group would overwrite an earlier one.)
 #[derive(IntoResponses)]
@@ -122,8 +163,15 @@ pub(crate) enum OAuthErrors {
     /// The provider failed or could not be reached.
     #[response(status = 502, content_type = "application/problem+json")]
     Upstream(Problem),
-    /// The provider is not configured here, or its credentials cannot be loaded now.
-    #[response(status = 503, content_type = "application/problem+json")]
+    /// The provider is not configured here (`provider_unavailable`), or a dependency cannot be
+    /// reached now: the provider's credentials (`provider_unavailable`), the key that seals
+    /// state (`keys_unavailable`), or on `/oauth/token` the store that makes a state single-use
+    /// (`state_store_unavailable`). A dependency's 503 carries `Retry-After`.
+    #[response(
+        status = 503,
+        content_type = "application/problem+json",
+        headers(("Retry-After" = u32, description = "Seconds to wait before trying again (5), when the cause passes by itself"))
+    )]
     Unavailable(Problem),
     /// The provider did not answer in time.
     #[response(status = 504, content_type = "application/problem+json")]
@@ -145,8 +193,13 @@ pub(crate) enum GuardErrors {
     /// another device (`device_mismatch`).
     #[response(status = 403, content_type = "application/problem+json")]
     Refused(Problem),
-    /// The CA or the certificate store is unavailable.
-    #[response(status = 503, content_type = "application/problem+json")]
+    /// The CA or the certificate store is unavailable (`ca_unavailable`,
+    /// `storage_unavailable`).
+    #[response(
+        status = 503,
+        content_type = "application/problem+json",
+        headers(("Retry-After" = u32, description = "Seconds to wait before trying again (5)"))
+    )]
     Unavailable(Problem),
 }
 
@@ -268,5 +321,43 @@ mod tests {
         let schemes = &document["components"]["securitySchemes"];
         assert_eq!(schemes["config_api_key"]["scheme"], "bearer");
         assert_eq!(schemes["device_certificate"]["type"], "mutualTLS");
+    }
+
+    /// Issue 26: the 429 of the rate limits and the 503s that pass by themselves were missing
+    /// from the contract, so generated clients had no type for them and no `Retry-After`.
+    #[test]
+    fn throttling_and_passing_outages_are_in_the_contract() {
+        let document: serde_json::Value = serde_json::from_slice(openapi_json().unwrap()).unwrap();
+        let paths = &document["paths"];
+        let token = &paths["/oauth/token/{provider}"]["post"]["responses"];
+        assert_eq!(
+            token["429"]["content"]["application/problem+json"]["schema"]["$ref"],
+            "#/components/schemas/Problem"
+        );
+        assert!(token["429"]["headers"]["Retry-After"].is_object());
+        let unavailable = token["503"]["description"].as_str().unwrap();
+        for code in [
+            "state_store_unavailable",
+            "keys_unavailable",
+            "provider_unavailable",
+        ] {
+            assert!(unavailable.contains(code), "{code}: {unavailable}");
+        }
+        assert!(token["503"]["headers"]["Retry-After"].is_object());
+        assert!(
+            paths["/config/providers"]["get"]["responses"]["503"]["headers"]["Retry-After"]
+                .is_object()
+        );
+        assert!(
+            paths["/device/renew"]["post"]["responses"]["503"]["headers"]["Retry-After"]
+                .is_object()
+        );
+        for (path, item) in paths.as_object().unwrap() {
+            for operation in item.as_object().unwrap().values() {
+                let limited = operation["responses"].get("429").is_some();
+                let health = path == "/health" || path == "/health/public";
+                assert_eq!(limited, !health, "{path}");
+            }
+        }
     }
 }

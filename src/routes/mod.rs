@@ -33,6 +33,7 @@ use crate::device::store::CertificateStore;
 use crate::device::store::dynamo::DynamoStore;
 use crate::device::store::local::LocalStore;
 use crate::error::{ApiError, method_not_allowed, not_found, render_problems};
+use crate::keys::Keys;
 use crate::oauth::broker::Broker;
 use crate::oauth::client::ClientBuildError;
 use crate::single_use::dynamo::DynamoSingleUse;
@@ -44,6 +45,8 @@ use extract::BodyLimit;
 #[derive(Clone, Debug)]
 pub struct AppState {
     pub config: Arc<Config>,
+    /// The state keys and the configuration API's key ([`crate::keys`]).
+    pub keys: Arc<Keys>,
     pub oauth: Arc<Broker>,
     pub devices: Arc<DeviceService>,
 }
@@ -89,14 +92,12 @@ impl AppState {
                 )
             }
         };
-        let oauth = Broker::new(
-            config.oauth.clone(),
-            config.secret_key.expose().as_bytes(),
-            single_use,
-        )?;
+        let keys = Arc::new(Keys::new(config.keys.clone()));
+        let oauth = Broker::new(config.oauth.clone(), keys.clone(), single_use)?;
         let devices = DeviceService::new(CaProvider::new(ca_source), store);
         Ok(Self {
             config,
+            keys,
             oauth: Arc::new(oauth),
             devices: Arc::new(devices),
         })

@@ -43,7 +43,8 @@ impl From<BrokerError> for ApiError {
             BrokerError::Disabled(_) => StatusCode::FORBIDDEN,
             BrokerError::Unconfigured(..)
             | BrokerError::Credentials(_)
-            | BrokerError::SingleUse(_) => StatusCode::SERVICE_UNAVAILABLE,
+            | BrokerError::SingleUse(_)
+            | BrokerError::Keys(_) => StatusCode::SERVICE_UNAVAILABLE,
             BrokerError::Provider(CallError::Timeout) => StatusCode::GATEWAY_TIMEOUT,
             BrokerError::Provider(CallError::Upstream(_) | CallError::Unreachable) => {
                 StatusCode::BAD_GATEWAY
@@ -262,7 +263,7 @@ pub(crate) async fn callback(
         };
         slot.get_or_insert_with(|| value.into_owned());
     }
-    let location = state.oauth.callback(&provider, &query);
+    let location = state.oauth.callback(&provider, &query).await;
     let mut response = StatusCode::FOUND.into_response();
     let headers = response.headers_mut();
     match HeaderValue::from_str(&location) {

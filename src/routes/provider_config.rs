@@ -2,7 +2,9 @@
 //! its own API key (`CONFIG_API_KEY`, `Authorization: Bearer …`, compared in constant time).
 
 use axum::extract::State;
-use axum::http::{HeaderMap, header};
+use std::sync::Arc;
+
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
@@ -13,6 +15,7 @@ use super::AppState;
 use crate::APP_VERSION;
 use crate::env::Secret;
 use crate::error::{ApiError, Problem};
+use crate::keys::KeysError;
 use crate::oauth::provider::ProviderId;
 
 /// How long clients may cache the answer, in seconds.
@@ -52,13 +55,22 @@ pub(crate) struct ProvidersResponse {
         (status = 200, description = "The providers", body = ProvidersResponse),
         (status = 401, description = "Missing or wrong API key", body = Problem, content_type = "application/problem+json",
             headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"apuntador\"`"))),
-        (status = 503, description = "The configuration API is disabled (no `CONFIG_API_KEY`)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The configuration API is disabled (no `CONFIG_API_KEY`), or its key cannot be read now (`keys_unavailable`, with `Retry-After`)", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u32, description = "With `keys_unavailable`: seconds to wait before trying again (5)"))),
     ))]
 pub(crate) async fn providers(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Json<ProvidersResponse>, ApiError> {
-    authorize(&headers, state.config.config_api_key.as_ref())?;
+    let keys = state.keys.get().await.map_err(unavailable)?;
+    if let Err(refused) = authorize(&headers, keys.config_api_key.as_ref()) {
+        // A key this process does not know may be one a rotation just put in the secret.
+        let fresh = state.keys.refresh(&keys).await;
+        if Arc::ptr_eq(&fresh, &keys) || !matches!(refused, ApiError::Unauthorized { .. }) {
+            return Err(refused);
+        }
+        authorize(&headers, fresh.config_api_key.as_ref())?;
+    }
     let status = |provider| ProviderStatus {
         enabled: state.config.oauth.enabled.contains(&provider),
         requires_mtls: true,
@@ -72,6 +84,16 @@ pub(crate) async fn providers(
         version: APP_VERSION,
         cache_ttl: CACHE_TTL_SECONDS,
     }))
+}
+
+/// The keys secret cannot be read: a 503 that comes back by itself (`Retry-After`).
+fn unavailable(error: KeysError) -> ApiError {
+    tracing::warn!(error = %error, "GET /config/providers: no key to check against");
+    ApiError::coded(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "keys_unavailable",
+        "The configuration API's key cannot be read right now; try again shortly.",
+    )
 }
 
 /// Checks `Authorization: Bearer <key>` against the configured key.

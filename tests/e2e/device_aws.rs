@@ -64,7 +64,30 @@ pub(crate) async fn invoke(
     body: Option<Value>,
     cert: Option<&str>,
 ) -> (Outcome, u16, Value) {
-    let event = http_api_event_with_cert(method, path, "", body.as_ref(), cert);
+    invoke_with_headers(api, method, path, body, cert, &[]).await
+}
+
+/// [`invoke`] with request `headers` added to the event.
+pub(crate) async fn invoke_with_headers(
+    api: &RuntimeApi,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+    cert: Option<&str>,
+    headers: &[(&str, &str)],
+) -> (Outcome, u16, Value) {
+    let mut event: Value = serde_json::from_str(&http_api_event_with_cert(
+        method,
+        path,
+        "",
+        body.as_ref(),
+        cert,
+    ))
+    .expect("the harness writes JSON events");
+    for (name, value) in headers {
+        event["headers"][*name] = (*value).into();
+    }
+    let event = event.to_string();
     let trace_header = Some(format!("Root={};Parent=53995c3f42cd8ad8;Sampled=1", *ROOT));
     let outcome = api
         .invoke(Event {

@@ -53,6 +53,7 @@ mod support {
 mod contract;
 mod device_aws;
 mod hardening;
+mod keys;
 mod lambda;
 mod log_queries;
 mod managed_instances;

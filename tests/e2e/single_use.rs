@@ -14,7 +14,7 @@ use crate::support::provider_double::ProviderDouble;
 use crate::support::runtime_api::RuntimeApi;
 use crate::support::{Process, closed_port, moto};
 
-const VERIFIER: &str = "single-use-e2e-verifier-single-use-e2e-verifier-0123";
+pub(crate) const VERIFIER: &str = "single-use-e2e-verifier-single-use-e2e-verifier-0123";
 const TABLE: &str = "apuntador-e2e-single-use";
 
 struct Sandbox {
@@ -40,7 +40,7 @@ async fn sandbox(aws_endpoint: &str, provider: &ProviderDouble) -> Sandbox {
 }
 
 /// A fresh authorization on `api`: the state and the code the provider redirects with.
-async fn authorized(api: &RuntimeApi, provider: &ProviderDouble) -> (String, String) {
+pub(crate) async fn authorized(api: &RuntimeApi, provider: &ProviderDouble) -> (String, String) {
     let (_, status, body) = invoke(
         api,
         "POST",
@@ -54,7 +54,7 @@ async fn authorized(api: &RuntimeApi, provider: &ProviderDouble) -> (String, Str
     (body["state"].as_str().unwrap().to_owned(), code)
 }
 
-async fn exchange(api: &RuntimeApi, state: &str, code: &str) -> (u16, Value, Value) {
+pub(crate) async fn exchange(api: &RuntimeApi, state: &str, code: &str) -> (u16, Value, Value) {
     let (outcome, status, body) = invoke(
         api,
         "POST",

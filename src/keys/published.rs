@@ -1,7 +1,7 @@
 //! The secret values this repository itself publishes (`published-secrets.txt` beside this
 //! file): sample keys for `sam local`, compose, the events, the test harness and scripts, and
 //! the old backend's documented defaults. Anyone can read them, so a process configured with
-//! one outside `ENVIRONMENT=local` is refused at start-up ([`super::Config`]).
+//! one outside `ENVIRONMENT=local` is refused at start-up ([`super::KeySource`] and [`crate::config::Config`]).
 //!
 //! The list is checked against the tree: the test below scans every text file of the
 //! repository for values assigned to secret-looking names (`SECRET_KEY`, `CONFIG_API_KEY`,
@@ -121,7 +121,7 @@ mod tests {
         for (value, at) in &found {
             assert!(
                 is_published(value),
-                "{value} (at {at}) is a published secret: add it to src/config/published-secrets.txt"
+                "{value} (at {at}) is a published secret: add it to src/keys/published-secrets.txt"
             );
             for (name, mode) in [("SECRET_KEY", "production"), ("CONFIG_API_KEY", "staging")] {
                 let other = if name == "SECRET_KEY" {
@@ -129,37 +129,37 @@ mod tests {
                 } else {
                     "SECRET_KEY"
                 };
-                let fresh = super::super::tests::fresh_key();
+                let fresh = crate::config::tests::fresh_key();
                 let vars = [
                     (name, value.as_str()),
                     (other, fresh.as_str()),
                     ("ENVIRONMENT", mode),
                 ];
-                let refused = super::super::tests::config(&vars).unwrap_err();
+                let refused = crate::config::tests::config(&vars).unwrap_err();
                 assert_eq!(
                     refused,
-                    super::super::ConfigError::DefaultSecret {
+                    crate::config::ConfigError::Key(super::super::KeyError::DefaultSecret {
                         name: name.to_owned()
-                    },
+                    }),
                     "{name}={value} with ENVIRONMENT={mode}"
                 );
             }
-            let fresh = super::super::tests::fresh_key();
+            let fresh = crate::config::tests::fresh_key();
             let client = [
                 ("SECRET_KEY", fresh.as_str()),
                 ("DROPBOX_CLIENT_ID", "an-app"),
                 ("DROPBOX_CLIENT_SECRET", value.as_str()),
             ];
             assert_eq!(
-                super::super::tests::config(&client).unwrap_err(),
-                super::super::ConfigError::DefaultSecret {
+                crate::config::tests::config(&client).unwrap_err(),
+                crate::config::ConfigError::Key(super::super::KeyError::DefaultSecret {
                     name: "DROPBOX_CLIENT_SECRET".to_owned()
-                },
+                }),
                 "an OAuth client secret from the environment: {value}"
             );
             let local = [("SECRET_KEY", value.as_str()), ("ENVIRONMENT", "local")];
             assert!(
-                super::super::tests::config(&local).is_ok(),
+                crate::config::tests::config(&local).is_ok(),
                 "local development keeps them"
             );
         }
