@@ -352,12 +352,88 @@ const SERVER_SETTINGS: [ServerSetting; 4] = [
     },
 ];
 
-fn server_mode(
+/// Issue 26 item 6: the server as deployed (X-Ray's default sampling: one trace a second and
+/// 5% beyond it, spans to a live collector) against the same server untraced, with the same
+/// access lines and ids, so the difference is what tracing costs.
+const LIKE_FOR_LIKE: [ServerSetting; 2] = [
+    ServerSetting {
+        name: "untraced (OTEL_TRACES_EXPORTER=none)",
+        env: &[
+            ("OTEL_TRACES_EXPORTER", "none"),
+            ("TRACE_HEALTH_CHECKS", "true"),
+        ],
+    },
+    ServerSetting {
+        name: "traced at X-Ray's default sampling (OTEL_TRACES_SAMPLER=xray, its 1/s + 5% fallback)",
+        env: &[
+            ("OTEL_TRACES_EXPORTER", "otlp"),
+            ("TRACE_HEALTH_CHECKS", "true"),
+            ("OTEL_TRACES_SAMPLER", "xray"),
+        ],
+    },
+];
+
+/// Rounds of the like-for-like comparison; each measures both settings in turn.
+const ROUNDS: usize = 5;
+
+/// Requests per second of one `wrk` run on CPU 1 (the server has CPU 0), 32 connections, 5 s.
+fn pinned_rps(url: &str, script: Option<&Path>) -> f64 {
+    let mut command = std::process::Command::new("taskset");
+    command.args(["-c", "1", "wrk", "-t1", "-c32", "-d5s"]);
+    if let Some(script) = script {
+        command.arg("-s").arg(script);
+    }
+    let output = command.arg(url).output().expect("taskset and wrk");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// The like-for-like rows: each setting's median over [`ROUNDS`] alternating runs, and the loss.
+fn like_for_like(base: &[(String, String)], otlp: &str, post_script: &Path) -> Vec<String> {
+    let servers: Vec<(Process, String)> = LIKE_FOR_LIKE
+        .iter()
+        .map(|setting| start_server(base, setting, otlp, Some("0")))
+        .collect();
+    let mut rows = Vec::new();
+    for (route, path, script) in [
+        ("GET /health", "/health", None),
+        (
+            "POST /oauth/authorize/googledrive",
+            "/oauth/authorize/googledrive",
+            Some(post_script),
+        ),
+    ] {
+        let mut runs = vec![Vec::new(); servers.len()];
+        for _ in 0..ROUNDS {
+            for (i, (_, url)) in servers.iter().enumerate() {
+                runs[i].push(pinned_rps(&format!("{url}{path}"), script));
+            }
+        }
+        let untraced = median(runs[0].clone());
+        let traced = median(runs[1].clone());
+        rows.push(format!(
+            "| {route} | {untraced:.0} req/s | {traced:.0} req/s | {:+.1}% |",
+            (traced / untraced - 1.0) * 100.0
+        ));
+    }
+    rows
+}
+
+/// A server with `setting`, optionally pinned to one CPU: the process and its base URL.
+fn start_server(
     base: &[(String, String)],
     setting: &ServerSetting,
     otlp: &str,
-    post_script: &Path,
-) -> (String, String) {
+    cpu: Option<&str>,
+) -> (Process, String) {
     let mut env: Vec<(String, String)> = base
         .iter()
         .filter(|(k, _)| !k.starts_with("AWS_LAMBDA"))
@@ -371,7 +447,17 @@ fn server_mode(
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
     );
-    let process = Process::spawn(&binary(), &[], &env);
+    let process = match cpu {
+        Some(cpu) => {
+            let args = [
+                "-c".to_owned(),
+                cpu.to_owned(),
+                binary().display().to_string(),
+            ];
+            Process::spawn(Path::new("/usr/bin/taskset"), &args, &env)
+        }
+        None => Process::spawn(&binary(), &[], &env),
+    };
     let line = process
         .wait_for_line("listening on http://", Duration::from_secs(10))
         .expect("server reports its address");
@@ -379,6 +465,16 @@ fn server_mode(
         .chars()
         .take_while(|c| *c != '"' && !c.is_whitespace())
         .collect();
+    (process, url)
+}
+
+fn server_mode(
+    base: &[(String, String)],
+    setting: &ServerSetting,
+    otlp: &str,
+    post_script: &Path,
+) -> (String, String) {
+    let (_process, url) = start_server(base, setting, otlp, None);
     let health = wrk(&format!("{url}/health"), None);
     let authorize = wrk(
         &format!("{url}/oauth/authorize/googledrive"),
@@ -584,6 +680,14 @@ wrk.body = '{"code_verifier":"dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk","redi
     for setting in &SERVER_SETTINGS {
         let (health, authorize) = server_mode(&base, setting, &live, &script);
         println!("| {} | {health} | {authorize} |", setting.name);
+    }
+    println!();
+    println!(
+        "| server on one CPU, wrk on the other, median of {ROUNDS} alternating 5 s runs | untraced | traced at X-Ray's default sampling | difference |"
+    );
+    println!("|---|---|---|---|");
+    for row in like_for_like(&base, &live, &script) {
+        println!("{row}");
     }
     let _ = std::fs::remove_dir_all(&ca_dir);
 }

@@ -98,6 +98,9 @@ cargo test --locked 2>&1 | tee "$test_log"
 step "cargo test -p apuntador-doctor (the doctor command against moto and its doubles)"
 cargo test --locked -p apuntador-doctor 2>&1 | tee -a "$test_log"
 
+step "load and faults (tests/e2e/load.rs, alone: LOAD_SECONDS=${LOAD_SECONDS:-2} a phase; scripts/load.sh runs a minute)"
+LOAD_SECONDS="${LOAD_SECONDS:-2}" cargo test --locked --test e2e load:: -- --ignored --test-threads=1 --nocapture 2>&1 | tee -a "$test_log"
+
 step "template lint (cfn-lint, sam validate --lint), the mutual-TLS domain layout, the telemetry transports and Stage=local refused"
 cfn-lint template.yaml
 sam validate --lint --region eu-west-1

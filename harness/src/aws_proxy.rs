@@ -5,9 +5,11 @@
 //! condition-then-write, which DynamoDB itself makes atomic per request; serialising here gives
 //! moto the atomicity the real service has, so a race test fails only for races in our code.
 //! The record (`X-Amz-Target` and JSON body) lets tests assert how the store reads and writes:
-//! which operations, which keys, `ConsistentRead`.
+//! which operations, which keys, `ConsistentRead`. [`Fault`] slows or fails every call, for the
+//! load test.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
@@ -39,9 +41,22 @@ impl Call {
 #[derive(Default)]
 struct Shared {
     calls: Vec<Call>,
+    /// What every call meets from now on.
+    fault: Fault,
     /// Refuse the DynamoDB write with this number, counted from when it was set (1 = next).
     fail_write: Option<usize>,
     writes_seen: usize,
+}
+
+/// A fault the proxy applies to every call (the load test slows or breaks AWS in turn).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Fault {
+    #[default]
+    None,
+    /// Each call waits this long before it is forwarded (calls wait side by side).
+    Slow(Duration),
+    /// Each call is answered 500 `InternalServerError`, which the SDK retries.
+    Fail,
 }
 
 pub struct AwsProxy {
@@ -66,6 +81,19 @@ impl AwsProxy {
                     one_at_a_time.clone(),
                 );
                 async move {
+                    let fault = state.lock().unwrap().fault;
+                    match fault {
+                        Fault::None => {}
+                        Fault::Slow(delay) => tokio::time::sleep(delay).await,
+                        Fault::Fail => {
+                            return (
+                                StatusCode::INTERNAL_SERVER_ERROR,
+                                [("content-type", "application/x-amz-json-1.0")],
+                                r#"{"__type":"com.amazonaws.dynamodb.v20120810#InternalServerError","message":"failed by the test proxy"}"#,
+                            )
+                                .into_response();
+                        }
+                    }
                     let _turn = one_at_a_time.lock().await;
                     let call = Call {
                         target: headers
@@ -110,6 +138,11 @@ impl AwsProxy {
     /// Every call so far, and forgets them.
     pub fn take_calls(&self) -> Vec<Call> {
         std::mem::take(&mut self.shared.lock().unwrap().calls)
+    }
+
+    /// Applies `fault` to every call from now on.
+    pub fn set_fault(&self, fault: Fault) {
+        self.shared.lock().unwrap().fault = fault;
     }
 
     /// Refuses the `n`-th DynamoDB write from now (1 = the next one); `None` refuses nothing.

@@ -70,6 +70,10 @@ impl ReceivedSpan {
 #[derive(Clone, Default)]
 struct Shared {
     spans: Arc<Mutex<Vec<ReceivedSpan>>>,
+    /// Count spans without keeping them (a load test receives millions).
+    count_only: Arc<std::sync::atomic::AtomicBool>,
+    /// Spans received, and SERVER spans among them.
+    counted: Arc<[std::sync::atomic::AtomicUsize; 2]>,
     behaviour: Arc<AtomicU8>,
     requests: Arc<Mutex<Vec<Instant>>>,
 }
@@ -141,6 +145,16 @@ fn convert(span: Span, resource: &[(String, String)], at: Instant) -> ReceivedSp
 }
 
 impl Shared {
+    /// Counts `spans`, and keeps them unless counting only.
+    fn keep(&self, spans: Vec<ReceivedSpan>) {
+        let servers = spans.iter().filter(|s| s.kind == 2).count();
+        self.counted[0].fetch_add(spans.len(), Ordering::SeqCst);
+        self.counted[1].fetch_add(servers, Ordering::SeqCst);
+        if !self.count_only.load(Ordering::SeqCst) {
+            self.spans.lock().unwrap().extend(spans);
+        }
+    }
+
     /// Applies the behaviour; `true` when the export should be accepted.
     async fn gate(&self) -> bool {
         self.requests.lock().unwrap().push(Instant::now());
@@ -166,8 +180,8 @@ impl TraceService for Grpc {
         if !self.0.gate().await {
             return Err(tonic::Status::unavailable("told to fail"));
         }
-        let spans = flatten_request(request.into_inner(), Instant::now());
-        self.0.spans.lock().unwrap().extend(spans);
+        self.0
+            .keep(flatten_request(request.into_inner(), Instant::now()));
         Ok(tonic::Response::new(ExportTraceServiceResponse {
             partial_success: None,
         }))
@@ -188,8 +202,7 @@ impl OtlpReceiver {
                     }
                     match ExportTraceServiceRequest::decode(body) {
                         Ok(request) => {
-                            let spans = flatten_request(request, Instant::now());
-                            shared.spans.lock().unwrap().extend(spans);
+                            shared.keep(flatten_request(request, Instant::now()));
                             (
                                 StatusCode::OK,
                                 ExportTraceServiceResponse {
@@ -229,6 +242,19 @@ impl OtlpReceiver {
         self.shared
             .behaviour
             .store(behaviour as u8, Ordering::SeqCst);
+    }
+
+    /// From now on spans are counted ([`Self::counted`]) but not kept.
+    pub fn count_only(&self) {
+        self.shared.count_only.store(true, Ordering::SeqCst);
+    }
+
+    /// Spans received so far, and the SERVER spans among them.
+    pub fn counted(&self) -> (usize, usize) {
+        (
+            self.shared.counted[0].load(Ordering::SeqCst),
+            self.shared.counted[1].load(Ordering::SeqCst),
+        )
     }
 
     pub fn spans(&self) -> Vec<ReceivedSpan> {

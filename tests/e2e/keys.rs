@@ -83,7 +83,7 @@ async fn providers(api: &RuntimeApi, key: &str) -> u16 {
         .0
 }
 
-fn secrets_manager(endpoint: &str) -> aws_sdk_secretsmanager::Client {
+pub(crate) fn secrets_manager(endpoint: &str) -> aws_sdk_secretsmanager::Client {
     aws_sdk_secretsmanager::Client::from_conf(
         aws_sdk_secretsmanager::Config::builder()
             .behavior_version(BehaviorVersion::latest())

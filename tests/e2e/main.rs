@@ -55,6 +55,7 @@ mod device_aws;
 mod hardening;
 mod keys;
 mod lambda;
+mod load;
 mod log_queries;
 mod managed_instances;
 mod memory;
