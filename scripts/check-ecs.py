@@ -230,6 +230,8 @@ BACKEND_ENV = {
     "TRUSTED_CLIENT_CERT_HEADER": "X-Amzn-Mtls-Clientcert",
     # Behind the ALB: client.address is the X-Forwarded-For entry the ALB appended.
     "TRUSTED_PROXY_HOPS": "1",
+    # No API Gateway in front: the tasks limit each client themselves (issue 26 item 4).
+    "RATE_LIMIT_PER_MINUTE": "600",
     # Past the ALB's 60 s idle timeout: the task never closes a connection the ALB may reuse.
     "SERVER_HEADER_READ_TIMEOUT_SECS": "65",
     "LOG_FORMAT": "json",

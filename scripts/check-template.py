@@ -61,7 +61,8 @@ the service dimension.
 
 Throttling (issue 26): HttpApi's DefaultRouteSettings throttle with ThrottleRateLimit and
 ThrottleBurstLimit; every OAuth route and POST /device/enroll has RouteSettings with the
-Sensitive ones; every RouteSettings key is one of HttpApi's routes.
+Sensitive ones; every RouteSettings key is one of HttpApi's routes; the mutual-TLS DeviceApi's
+$default stage is throttled like HttpApi's default (ApiGatewayManagedOverrides).
 
 Keys (issue 26 item 2): no NoEcho parameter reaches the function's environment, and SECRET_KEY,
 SECRET_KEY_PREVIOUS and CONFIG_API_KEY are there only declared empty (for sam local);
@@ -692,6 +693,18 @@ def throttling_problems(template):
                 problems.append(f"no tighter throttling for {key} (SensitiveThrottleRateLimit, SensitiveThrottleBurstLimit)")
     for key in sorted(set(routes) - keys):
         problems.append(f"RouteSettings names {key}, which is no route of HttpApi")
+    # The mutual-TLS device API (quick create): its $default stage through managed overrides.
+    overrides = [
+        r.get("Properties", {})
+        for r in resources.values()
+        if r.get("Type") == "AWS::ApiGatewayV2::ApiGatewayManagedOverrides"
+        and ref_name(r.get("Properties", {}).get("ApiId")) == "DeviceApi"
+    ]
+    device_default = overrides[0].get("Stage", {}).get("DefaultRouteSettings", {}) if overrides else {}
+    if (device_default.get("ThrottlingRateLimit"), device_default.get("ThrottlingBurstLimit")) != (
+        {"Ref": "ThrottleRateLimit"}, {"Ref": "ThrottleBurstLimit"}
+    ):
+        problems.append("DeviceApi's $default stage is not throttled (ApiGatewayManagedOverrides with ThrottleRateLimit and ThrottleBurstLimit)")
     return problems
 
 
@@ -1047,7 +1060,7 @@ def main(source):
     ))
     report(f"{source} throttling", throttling, (
         f"{source}: the public API throttles every route, and the OAuth routes and POST "
-        "/device/enroll tighter; every RouteSettings key is a route"
+        "/device/enroll tighter; every RouteSettings key is a route; the device API is throttled"
     ))
     report(f"{source} single-use table", single_use, (
         f"{source}: SingleUseTable has key id and a time-to-live on expires_at; the function "
@@ -1187,6 +1200,9 @@ BREAKAGES = [
     ("a RouteSettings key that is no route",
      _replace('"POST /device/enroll":', '"POST /device/enrol":'),
      "RouteSettings names POST /device/enrol"),
+    ("the device API without throttling",
+     lambda text: re.sub(r"  DeviceApiThrottling:\n(    .*\n)*", "", text),
+     "DeviceApi's $default stage is not throttled"),
     ("the otlp-xray rule removed",
      lambda text: re.sub(r"  OtlpXrayNeedsTransactionSearch:\n(    .*\n)*", "", text),
      "TelemetryTransport=otlp-xray TransactionSearch=off is accepted"),

@@ -65,6 +65,8 @@ locals {
     ONEDRIVE_REDIRECT_URI              = var.onedrive_redirect_uri
     # The ALB appends the client's address to X-Forwarded-For: client.address is that entry.
     TRUSTED_PROXY_HOPS = "1"
+    # No API Gateway in front: each task limits each client itself (429 with Retry-After).
+    RATE_LIMIT_PER_MINUTE = var.rate_limit_per_minute == 0 ? "" : tostring(var.rate_limit_per_minute)
     # Longer than the ALB's idle timeout (60 s): the header-read timeout also closes idle
     # keep-alive connections, and the ALB must never reuse one the task is closing (a 502).
     # The ALB reads a request head whole before forwarding it, so slow clients stop there.

@@ -93,6 +93,17 @@ variable "collector_exporter" {
   }
 }
 
+variable "rate_limit_per_minute" {
+  description = "Requests a minute each client may make to one task (RATE_LIMIT_PER_MINUTE; the OAuth routes and POST /device/enroll get a tenth, at least 6), past which the task answers 429 rate_limited with Retry-After. The client is the address the ALB appended to X-Forwarded-For (TRUSTED_PROXY_HOPS = 1). Per task: with N tasks a client may get up to N times this. Health checks are never limited. 0 turns the limit off (for example behind API Gateway or a WAF rate-based rule that already throttles)."
+  type        = number
+  default     = 600
+
+  validation {
+    condition     = var.rate_limit_per_minute >= 0 && var.rate_limit_per_minute <= 1000000 && floor(var.rate_limit_per_minute) == var.rate_limit_per_minute
+    error_message = "rate_limit_per_minute: a whole number from 0 (off) to 1000000."
+  }
+}
+
 variable "trace_sampling_ratio" {
   description = "With telemetry_transport = \"otlp-xray\": the share of root requests traced (OTEL_TRACES_SAMPLER=parentbased_traceidratio). 1 records every request, as AWS suggests with Transaction Search (every span lands in aws/spans; transaction_search_indexing_percentage of them are indexed)."
   type        = number
