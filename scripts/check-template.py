@@ -60,8 +60,8 @@ set (AlarmActions and OKActions), missing data not breaching, the backend's metr
 the service dimension.
 
 Throttling (issue 26): HttpApi's DefaultRouteSettings throttle with ThrottleRateLimit and
-ThrottleBurstLimit; every OAuth route and POST /device/enroll has RouteSettings with the
-Sensitive ones; every RouteSettings key is one of HttpApi's routes; the mutual-TLS DeviceApi's
+ThrottleBurstLimit; every OAuth route, POST /device/enroll and POST /device/attest/challenge
+have RouteSettings with the Sensitive ones; every RouteSettings key is one of HttpApi's routes; the mutual-TLS DeviceApi's
 $default stage is throttled like HttpApi's default (ApiGatewayManagedOverrides).
 
 Keys (issue 26 item 2): no NoEcho parameter reaches the function's environment, and SECRET_KEY,
@@ -105,6 +105,7 @@ from cfnlint.decode import decode
 OPEN_ROUTES = [
     ("GET", "/health"),
     ("POST", "/device/enroll"),
+    ("POST", "/device/attest/challenge"),
     ("GET", "/device/ca-certificate"),
     ("POST", "/oauth/authorize/{provider}"),
     ("GET", "/oauth/callback/{provider}"),
@@ -665,11 +666,14 @@ def operations_problems(template, root):
 # --- Throttling (issue 26 item 4) -------------------------------------------------------------------
 
 SENSITIVE = ({"Ref": "SensitiveThrottleRateLimit"}, {"Ref": "SensitiveThrottleBurstLimit"})
+# Beside /oauth/*: each call issues a certificate or seals a token.
+SENSITIVE_ROUTES = ("POST /device/enroll", "POST /device/attest/challenge")
 
 
 def throttling_problems(template):
     """The public API throttles every route (ThrottleRateLimit/BurstLimit), and each OAuth route
-    and POST /device/enroll tighter (the Sensitive ones); every RouteSettings key is a route."""
+    POST /device/enroll and POST /device/attest/challenge tighter (the Sensitive ones); every
+    RouteSettings key is a route."""
     problems = []
     resources = template.get("Resources", {})
     api = resources.get("HttpApi", {}).get("Properties", {})
@@ -687,7 +691,7 @@ def throttling_problems(template):
     }
     for key in sorted(keys):
         path = key.split(" ", 1)[1]
-        if path.startswith("/oauth/") or key == "POST /device/enroll":
+        if path.startswith("/oauth/") or key in SENSITIVE_ROUTES:
             settings = routes.get(key, {})
             if (settings.get("ThrottlingRateLimit"), settings.get("ThrottlingBurstLimit")) != SENSITIVE:
                 problems.append(f"no tighter throttling for {key} (SensitiveThrottleRateLimit, SensitiveThrottleBurstLimit)")
@@ -1059,8 +1063,9 @@ def main(source):
         "span export failures notify AlarmTopicArn when set"
     ))
     report(f"{source} throttling", throttling, (
-        f"{source}: the public API throttles every route, and the OAuth routes and POST "
-        "/device/enroll tighter; every RouteSettings key is a route; the device API is throttled"
+        f"{source}: the public API throttles every route, and the OAuth routes, POST "
+        "/device/enroll and POST /device/attest/challenge tighter; every RouteSettings key is a "
+        "route; the device API is throttled"
     ))
     report(f"{source} single-use table", single_use, (
         f"{source}: SingleUseTable has key id and a time-to-live on expires_at; the function "

@@ -36,6 +36,7 @@ EXPECTED = {
     "http-api-device-ca-certificate-pin.json": (200, "algorithm", "SHA-256"),
     "http-api-device-ca-certificate.json": (200, "format", "PEM"),
     "http-api-device-enroll.json": (201, "serial", None),
+    "http-api-device-attest-challenge.json": (200, "platform", "android"),
     # The sample certificates were issued by another CA than the sandbox's development CA.
     "http-api-device-renew-mtls.json": (403, "error", "client_certificate_rejected"),
     "http-api-device-revoke-mtls.json": (403, "error", "client_certificate_rejected"),

@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 
 use thiserror::Error;
 
+use crate::attestation::settings::AttestationSettings;
 use crate::device::guard::TrustedHeader;
 use crate::device::settings::DeviceSettings;
 use crate::env::{Env, EnvError, Environment, under_lambda};
@@ -56,6 +57,7 @@ pub struct Config {
     pub rate_limit: RateLimitSettings,
     pub oauth: OAuthSettings,
     pub devices: DeviceSettings,
+    pub attestation: AttestationSettings,
     /// Warnings to log once logging is up (for example a generated local secret).
     pub warnings: Vec<String>,
 }
@@ -147,6 +149,7 @@ impl Config {
             }
         }
         let devices = DeviceSettings::from_env(env, &environment, &mut warnings)?;
+        let attestation = AttestationSettings::from_env(env, &mut warnings)?;
 
         Ok(Self {
             environment,
@@ -160,6 +163,7 @@ impl Config {
             rate_limit,
             oauth,
             devices,
+            attestation,
             warnings,
         })
     }

@@ -74,6 +74,26 @@ impl<'a> Env<'a> {
         }
     }
 
+    /// Whole seconds within `range`; `default` when unset.
+    pub fn seconds(
+        &self,
+        name: &'static str,
+        default: u64,
+        range: std::ops::RangeInclusive<u64>,
+    ) -> Result<u64, EnvError> {
+        match self.get(name) {
+            None => Ok(default),
+            Some(v) => v
+                .parse::<u64>()
+                .ok()
+                .filter(|n| range.contains(n))
+                .ok_or_else(|| {
+                    let reason = format!("expected {} to {} seconds", range.start(), range.end());
+                    EnvError::new(name, v, reason)
+                }),
+        }
+    }
+
     /// A comma-separated list ([`split_list`]); `default` when unset.
     pub fn list(&self, name: &str, default: &str) -> Vec<String> {
         split_list(self.get(name).as_deref().unwrap_or(default))

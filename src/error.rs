@@ -279,6 +279,15 @@ pub async fn render_problems(request: Request, next: Next) -> Response {
     Response::from_parts(parts, axum::body::Body::from(body))
 }
 
+/// An error's message as a problem `detail`: a sentence (first letter upper case, a full stop).
+pub fn sentence(message: &str) -> String {
+    let mut chars = message.chars();
+    chars
+        .next()
+        .map(|c| c.to_uppercase().chain(chars).collect::<String>() + ".")
+        .unwrap_or_default()
+}
+
 /// Router fallback for unknown paths.
 pub async fn not_found() -> ApiError {
     ApiError::NotFound

@@ -4,6 +4,7 @@
 //! [`run`] is the whole program: telemetry first (so start-up errors are logged like
 //! everything else), then configuration, then the router in the mode the environment asks for.
 
+pub mod attestation;
 pub mod aws;
 pub mod clock;
 pub mod config;

@@ -3,8 +3,9 @@
 //! client address and route class, answering `429 rate_limited` problem+json with
 //! `Retry-After` when a client's bucket is empty.
 //!
-//! Two classes: the sensitive routes (`/oauth/*` and `POST /device/enroll`: each call costs a
-//! provider round trip, a state, or a signature) with their own, tighter budget, and every
+//! Two classes: the sensitive routes (`/oauth/*`, `POST /device/enroll` and
+//! `POST /device/attest/challenge`: each call costs a provider round trip, a sealed token, or a
+//! signature) with their own, tighter budget, and every
 //! other route but the health checks (a load balancer polls those). Off unless
 //! `RATE_LIMIT_PER_MINUTE` is set: behind an ALB or API Gateway that limits already, a second
 //! limit per client would count the proxy's address.
@@ -58,7 +59,7 @@ pub struct RateLimitSettings {
     /// `RATE_LIMIT_PER_MINUTE`: every route but the health checks; `None` turns limiting off.
     pub general: Option<Rate>,
     /// `RATE_LIMIT_SENSITIVE_PER_MINUTE` (default: a tenth of the general one, at least 6):
-    /// `/oauth/*` and `POST /device/enroll`.
+    /// `/oauth/*`, `POST /device/enroll` and `POST /device/attest/challenge`.
     pub sensitive: Option<Rate>,
 }
 
@@ -194,7 +195,8 @@ fn class_of(method: &axum::http::Method, path: &str) -> Option<Class> {
         return None;
     }
     if path.starts_with("/oauth/")
-        || (method == axum::http::Method::POST && path == "/device/enroll")
+        || (method == axum::http::Method::POST
+            && (path == "/device/enroll" || path == "/device/attest/challenge"))
     {
         Some(Class::Sensitive)
     } else {
@@ -332,6 +334,10 @@ mod tests {
         );
         assert_eq!(
             class_of(&Method::POST, "/device/enroll"),
+            Some(Class::Sensitive)
+        );
+        assert_eq!(
+            class_of(&Method::POST, "/device/attest/challenge"),
             Some(Class::Sensitive)
         );
         assert_eq!(

@@ -2,8 +2,10 @@
 //! included by path): the function process, a Lambda Runtime API double, an OTLP receiver, OAuth
 //! provider doubles, a serialising AWS proxy in front of moto, moto itself, X-Ray (moto's API, a
 //! daemon double, a segment document checker and the rotel collector), a double of X-Ray's
-//! sampling API and the AWS Runtime Interface Emulator. Loopback only.
+//! sampling API, the AWS Runtime Interface Emulator, and an App Attest stand-in (a test root that
+//! attests keys as Apple's does). Loopback only.
 
+pub mod app_attest;
 pub mod aws_proxy;
 pub mod otlp;
 pub mod provider_double;
@@ -125,13 +127,27 @@ pub fn epoch_hex() -> String {
     format!("{secs:08x}")
 }
 
-/// How many output lines a [`Process`] keeps.
+/// How many output lines a [`Process`] keeps from the start of its output.
 pub const MAX_KEPT_LINES: usize = 100_000;
+
+/// Lines past [`MAX_KEPT_LINES`] that are kept anyway: metrics documents and panics, few
+/// however long the run, and what a long run's assertions read.
+const ALWAYS_KEPT: [&str; 2] = ["\"_aws\"", "panicked"];
+
+/// Needles counted over the whole output, kept or not ([`Process::count_all`]): the access
+/// log line and panics.
+pub const COUNTED: [&str; 2] = ["\"request completed\"", "panicked"];
+
+#[derive(Default)]
+struct Output {
+    lines: Vec<String>,
+    counts: [u64; COUNTED.len()],
+}
 
 /// A running process whose stdout and stderr lines are collected.
 pub struct Process {
     child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
+    output: Arc<Mutex<Output>>,
 }
 
 impl Process {
@@ -145,37 +161,53 @@ impl Process {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
-        let lines = Arc::new(Mutex::new(Vec::new()));
+        let output = Arc::new(Mutex::new(Output::default()));
         let stdout = child.stdout.take().unwrap();
         let stderr = child.stderr.take().unwrap();
         for reader in [
             Box::new(stdout) as Box<dyn std::io::Read + Send>,
             Box::new(stderr),
         ] {
-            let lines = lines.clone();
+            let output = output.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(reader).lines().map_while(Result::ok) {
-                    let mut lines = lines.lock().unwrap();
+                    let mut output = output.lock().unwrap();
+                    for (count, needle) in output.counts.iter_mut().zip(COUNTED) {
+                        *count += u64::from(line.contains(needle));
+                    }
                     // Read everything (a stopped reader would block the process), keep the
-                    // first lines: a benchmark writes millions.
-                    if lines.len() < MAX_KEPT_LINES {
-                        lines.push(line);
+                    // first lines and the few that matter: a benchmark writes millions.
+                    if output.lines.len() < MAX_KEPT_LINES
+                        || ALWAYS_KEPT.iter().any(|needle| line.contains(needle))
+                    {
+                        output.lines.push(line);
                     }
                 }
             });
         }
-        Self { child, lines }
+        Self { child, output }
     }
 
+    /// How many lines of the whole output contain `needle`, one of [`COUNTED`].
+    pub fn count_all(&self, needle: &str) -> u64 {
+        let index = COUNTED
+            .iter()
+            .position(|n| *n == needle)
+            .unwrap_or_else(|| panic!("{needle:?} is not counted (harness COUNTED)"));
+        self.output.lock().unwrap().counts[index]
+    }
+
+    /// The lines kept: the first [`MAX_KEPT_LINES`], and metrics documents and panics after.
     pub fn lines(&self) -> Vec<String> {
-        self.lines.lock().unwrap().clone()
+        self.output.lock().unwrap().lines.clone()
     }
 
     /// How many lines contain every one of `needles`.
     pub fn count_lines(&self, needles: &[&str]) -> usize {
-        self.lines
+        self.output
             .lock()
             .unwrap()
+            .lines
             .iter()
             .filter(|l| needles.iter().all(|n| l.contains(n)))
             .count()

@@ -2,7 +2,8 @@
 //! `SECRET_KEY_PREVIOUS` during a rotation) and the configuration API's bearer key
 //! (`CONFIG_API_KEY`).
 //!
-//! This module owns where they come from ([`KeySource`]), the rules every key passes (at least
+//! This module owns where they come from ([`KeySource`]), what is sealed with them
+//! ([`sealing`]: the OAuth state, the attestation challenge), the rules every key passes (at least
 //! [`MIN_SECRET_BYTES`], none of the values this repository publishes, the bearer key distinct
 //! from both state keys; relaxed only with `ENVIRONMENT=local`), and [`Keys`], which hands them
 //! to the OAuth broker and the configuration route.
@@ -19,6 +20,7 @@
 //! stream of Secrets Manager calls.
 
 pub mod published;
+pub mod sealing;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -193,17 +195,11 @@ impl KeySource {
             {
                 return Err(KeyError::TwoSources { name });
             }
-            let min_refresh = match env.get(MIN_REFRESH_VARIABLE) {
-                None => REFRESH_AFTER,
-                Some(v) => v
-                    .parse::<u64>()
-                    .ok()
-                    .filter(|s| (1..=3600).contains(s))
-                    .map(Duration::from_secs)
-                    .ok_or_else(|| {
-                        EnvError::new(MIN_REFRESH_VARIABLE, v, "expected 1 to 3600 seconds")
-                    })?,
-            };
+            let min_refresh = Duration::from_secs(env.seconds(
+                MIN_REFRESH_VARIABLE,
+                REFRESH_AFTER.as_secs(),
+                1..=3600,
+            )?);
             return Ok(Self::SecretsManager {
                 secret_id,
                 environment: environment.clone(),

@@ -8,7 +8,7 @@
 //! ([`crate::single_use`]). `refresh` and `revoke` pass
 //! through to the provider. Client secrets never leave the backend.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -16,7 +16,8 @@ use thiserror::Error;
 use url::Url;
 
 use crate::clock::now_secs;
-use crate::keys::{KeySet, Keys, KeysError};
+use crate::keys::sealing::{Sealers, SealingError};
+use crate::keys::{Keys, KeysError};
 use crate::single_use::{Purpose, SingleUse, SingleUseError};
 
 use super::client::{CallError, ClientBuildError, ProviderClient};
@@ -25,7 +26,7 @@ use super::pkce;
 use super::provider::{Endpoints, ProviderId};
 use super::redirect::with_query;
 use super::settings::OAuthSettings;
-use super::state::{STATE_TTL_SECONDS, StateClaims, StateError, StateSealer};
+use super::state::{self, STATE_TTL_SECONDS, StateClaims, StateError};
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum BrokerError {
@@ -53,6 +54,15 @@ pub enum BrokerError {
     Keys(#[from] KeysError),
     #[error(transparent)]
     Provider(#[from] CallError),
+}
+
+impl From<SealingError> for BrokerError {
+    fn from(error: SealingError) -> Self {
+        match error {
+            SealingError::Keys(e) => Self::Keys(e),
+            SealingError::Seal(e) => Self::State(e.into()),
+        }
+    }
 }
 
 impl BrokerError {
@@ -148,9 +158,8 @@ fn authorization_error_code(error: &str) -> &'static str {
 #[derive(Debug)]
 pub struct Broker {
     settings: OAuthSettings,
-    /// The state keys ([`crate::keys`]), and the sealer built from the last set used.
-    keys: Arc<Keys>,
-    sealer: Mutex<Option<(Arc<KeySet>, Arc<StateSealer>)>>,
+    /// Seals and opens states with the keys of the moment ([`crate::keys::sealing`]).
+    states: Sealers,
     credentials: CredentialStore,
     client: ProviderClient,
     /// Where exchanged states are recorded: a state is exchanged at most once, across every
@@ -167,46 +176,18 @@ impl Broker {
         let client = ProviderClient::new(settings.connect_timeout, settings.timeout)?;
         Ok(Self {
             credentials: CredentialStore::new(settings.credentials.clone()),
-            keys,
-            sealer: Mutex::new(None),
+            states: Sealers::new(&state::DOMAIN, keys),
             settings,
             client,
             single_use,
         })
     }
 
-    /// The sealer for `keys`, built once per key set (HKDF per request would be waste).
-    fn sealer_for(&self, keys: &Arc<KeySet>) -> Arc<StateSealer> {
-        let mut slot = self.sealer.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((held, sealer)) = slot.as_ref()
-            && Arc::ptr_eq(held, keys)
-        {
-            return sealer.clone();
-        }
-        let mut sealer = StateSealer::new(keys.state_key.expose().as_bytes());
-        if let Some(previous) = &keys.previous_state_key {
-            sealer = sealer.opening_also(previous.expose().as_bytes());
-        }
-        let sealer = Arc::new(sealer);
-        *slot = Some((keys.clone(), sealer.clone()));
-        sealer
-    }
-
-    /// Opens `state` with the keys of the moment. A well-formed state no key opens may be
-    /// sealed by a process that already has rotated keys: the keys are re-read (at most every
-    /// [`crate::keys::REFRESH_AFTER`]) and, if they changed, tried once more.
+    /// Opens `state` and checks its expiry; a state sealed with keys newer than this process
+    /// holds opens after one re-read of the keys ([`Sealers::open`]).
     async fn open(&self, state: &str) -> Result<StateClaims, BrokerError> {
-        let keys = self.keys.get().await?;
-        match self.sealer_for(&keys).open(state, now_secs()) {
-            Err(StateError::Unopened) => {
-                let fresh = self.keys.refresh(&keys).await;
-                if Arc::ptr_eq(&fresh, &keys) {
-                    return Err(StateError::Unopened.into());
-                }
-                Ok(self.sealer_for(&fresh).open(state, now_secs())?)
-            }
-            opened => Ok(opened?),
-        }
+        let plaintext = self.states.open(state).await?;
+        Ok(state::decode(&plaintext, now_secs())?)
     }
 
     /// Resolves a path segment to a usable provider and its credentials, the same way on
@@ -257,15 +238,17 @@ impl Broker {
         }
         let now = now_secs();
         let challenge = pkce::challenge(&request.code_verifier);
-        let keys = self.keys.get().await?;
-        let state = self.sealer_for(&keys).seal(&StateClaims {
-            provider,
-            redirect_uri: request.redirect_uri.clone(),
-            client_state: request.state.filter(|s| !s.is_empty()),
-            code_challenge: challenge.clone(),
-            issued_at: now,
-            expires_at: now + STATE_TTL_SECONDS,
-        })?;
+        let state = self
+            .states
+            .seal(&state::encode(&StateClaims {
+                provider,
+                redirect_uri: request.redirect_uri.clone(),
+                client_state: request.state.filter(|s| !s.is_empty()),
+                code_challenge: challenge.clone(),
+                issued_at: now,
+                expires_at: now + STATE_TTL_SECONDS,
+            })?)
+            .await?;
         let mut url = self.endpoints(provider)?.authorize.clone();
         {
             let mut query = url.query_pairs_mut();

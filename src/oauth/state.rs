@@ -1,23 +1,19 @@
 //! The sealed OAuth state: what `/authorize` hands out and `/callback` and `/token` accept.
 //!
-//! Format: `v1.` + base64url (no padding) of `nonce (24 bytes) ‖ XChaCha20-Poly1305 ciphertext`
-//! of the JSON [`StateClaims`], with `apuntador-oauth-state-v1` as associated data. The key is
-//! HKDF-SHA256 of `SECRET_KEY` (info `apuntador oauth state key v1`); during a rotation the key
-//! derived from `SECRET_KEY_PREVIOUS` opens too, but never seals. Nobody without the key can
+//! The JSON [`StateClaims`], sealed by [`crate::keys::sealing`] in the state's [`DOMAIN`]:
+//! `v1.` + base64url (no padding) of `nonce (24 bytes) ‖ XChaCha20-Poly1305 ciphertext`, with
+//! `apuntador-oauth-state-v1` as associated data and the key HKDF-SHA256 of `SECRET_KEY` (info
+//! `apuntador oauth state key v1`); during a rotation the key derived from
+//! `SECRET_KEY_PREVIOUS` opens too, but never seals. Nobody without the key can
 //! read it (the PKCE challenge and redirect URI inside stay private) or forge it; any change to
 //! a byte fails authentication. It expires 600 s after issue. The PKCE verifier is never inside:
 //! only its S256 challenge, against which `/token` checks the verifier the client sends.
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
-use hkdf::Hkdf;
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
 use thiserror::Error;
 
 use super::provider::ProviderId;
+use crate::keys::sealing::{Domain, SealError, Sealer};
 
 /// How long a state is accepted after it was issued.
 pub const STATE_TTL_SECONDS: u64 = 600;
@@ -48,9 +44,14 @@ pub fn encoded_len(value: &str) -> usize {
         .sum()
 }
 
-const PREFIX: &str = "v1.";
-const AAD: &[u8] = b"apuntador-oauth-state-v1";
-const NONCE_LEN: usize = 24;
+/// How states are sealed ([`crate::keys::sealing`]); unchanged since the first release, so
+/// states handed out before an upgrade still open after it.
+pub static DOMAIN: Domain = Domain {
+    prefix: "v1.",
+    aad: b"apuntador-oauth-state-v1",
+    key_info: b"apuntador oauth state key v1",
+    max_len: MAX_STATE_LEN,
+};
 
 /// What the state binds together.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,101 +92,65 @@ pub enum StateError {
     TooLarge,
 }
 
-/// Seals states with a key derived from `SECRET_KEY`, and opens them with it or with the one
-/// derived from `SECRET_KEY_PREVIOUS`.
-#[derive(Clone)]
-pub struct StateSealer {
-    cipher: XChaCha20Poly1305,
-    previous: Option<XChaCha20Poly1305>,
-}
-
-impl std::fmt::Debug for StateSealer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("StateSealer(<key>)")
+impl From<SealError> for StateError {
+    fn from(error: SealError) -> Self {
+        match error {
+            SealError::Invalid => Self::Invalid,
+            SealError::Unopened => Self::Unopened,
+            SealError::Entropy => Self::Entropy,
+            SealError::TooLarge => Self::TooLarge,
+        }
     }
 }
+
+/// The plaintext of a state: its claims as JSON.
+pub fn encode(claims: &StateClaims) -> Result<Vec<u8>, StateError> {
+    let plaintext = serde_json::to_vec(claims).map_err(|_| StateError::Invalid)?;
+    if plaintext.len() > MAX_STATE_LEN {
+        return Err(StateError::TooLarge);
+    }
+    Ok(plaintext)
+}
+
+/// The claims of an opened state, if it has not expired at `now` (Unix seconds).
+pub fn decode(plaintext: &[u8], now: u64) -> Result<StateClaims, StateError> {
+    let claims: StateClaims = serde_json::from_slice(plaintext).map_err(|_| StateError::Invalid)?;
+    if now > claims.expires_at || claims.issued_at > now + 60 {
+        return Err(StateError::Expired);
+    }
+    Ok(claims)
+}
+
+/// Seals states with a key derived from `SECRET_KEY` and opens them with it or with the one
+/// derived from `SECRET_KEY_PREVIOUS`: [`Sealer`] in the state's [`DOMAIN`], typed.
+#[derive(Clone, Debug)]
+pub struct StateSealer(Sealer);
 
 impl StateSealer {
     pub fn new(secret_key: &[u8]) -> Self {
-        Self {
-            cipher: cipher(secret_key),
-            previous: None,
-        }
+        Self(Sealer::new(&DOMAIN, secret_key))
     }
 
     /// Also opens states sealed with `previous_key` (the key before the last rotation).
-    pub fn opening_also(mut self, previous_key: &[u8]) -> Self {
-        self.previous = Some(cipher(previous_key));
-        self
+    pub fn opening_also(self, previous_key: &[u8]) -> Self {
+        Self(self.0.opening_also(previous_key))
     }
 
     pub fn seal(&self, claims: &StateClaims) -> Result<String, StateError> {
-        let mut nonce = [0u8; NONCE_LEN];
-        getrandom::fill(&mut nonce).map_err(|_| StateError::Entropy)?;
-        let plaintext = serde_json::to_vec(claims).map_err(|_| StateError::Invalid)?;
-        let ciphertext = self
-            .cipher
-            .encrypt(
-                XNonce::from_slice(&nonce),
-                Payload {
-                    msg: &plaintext,
-                    aad: AAD,
-                },
-            )
-            .map_err(|_| StateError::Invalid)?;
-        let mut bytes = Vec::with_capacity(NONCE_LEN + ciphertext.len());
-        bytes.extend_from_slice(&nonce);
-        bytes.extend_from_slice(&ciphertext);
-        let token = format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes));
-        if token.len() > MAX_STATE_LEN {
-            // Never handed out: it could not be opened again.
-            return Err(StateError::TooLarge);
-        }
-        Ok(token)
+        Ok(self.0.seal(&encode(claims)?)?)
     }
 
     /// Opens a state issued by [`seal`](Self::seal) and not yet expired at `now` (Unix seconds).
     pub fn open(&self, token: &str, now: u64) -> Result<StateClaims, StateError> {
-        if token.len() > MAX_STATE_LEN {
-            return Err(StateError::Invalid);
-        }
-        let encoded = token.strip_prefix(PREFIX).ok_or(StateError::Invalid)?;
-        let bytes = URL_SAFE_NO_PAD
-            .decode(encoded)
-            .map_err(|_| StateError::Invalid)?;
-        if bytes.len() <= NONCE_LEN {
-            return Err(StateError::Invalid);
-        }
-        let (nonce, ciphertext) = bytes.split_at(NONCE_LEN);
-        let payload = || Payload {
-            msg: ciphertext,
-            aad: AAD,
-        };
-        let nonce = XNonce::from_slice(nonce);
-        let plaintext = std::iter::once(&self.cipher)
-            .chain(self.previous.as_ref())
-            .find_map(|cipher| cipher.decrypt(nonce, payload()).ok())
-            .ok_or(StateError::Unopened)?;
-        let claims: StateClaims =
-            serde_json::from_slice(&plaintext).map_err(|_| StateError::Invalid)?;
-        if now > claims.expires_at || claims.issued_at > now + 60 {
-            return Err(StateError::Expired);
-        }
-        Ok(claims)
+        decode(&self.0.open(token)?, now)
     }
-}
-
-/// The cipher keyed by HKDF-SHA256 of `secret_key`.
-fn cipher(secret_key: &[u8]) -> XChaCha20Poly1305 {
-    let hkdf = Hkdf::<Sha256>::new(Some(b"apuntador-backend"), secret_key);
-    let mut key = [0u8; 32];
-    // 32 bytes is far below HKDF-SHA256's 8160-byte limit: expand cannot fail.
-    let _ = hkdf.expand(b"apuntador oauth state key v1", &mut key);
-    XChaCha20Poly1305::new(&key.into())
 }
 
 #[cfg(test)]
 mod tests {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
     use super::*;
 
     fn claims(now: u64) -> StateClaims {

@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::AppState;
-use super::docs::{BodyErrors, GuardErrors};
 use super::extract::{ApiJson, ApiPath, Authenticated, FieldChecks, FromJson};
+use super::responses::{BodyErrors, GuardErrors};
 use crate::device::id::{DeviceId, Platform, Serial};
 use crate::device::material::MaterialError;
 use crate::device::service::{DeviceError, Enrollment};
@@ -92,7 +92,7 @@ impl Authenticated {
 }
 
 /// Naive UTC ISO-8601 as the spec prints it: microseconds only when non-zero.
-fn naive(t: DateTime<Utc>) -> String {
+pub(crate) fn naive(t: DateTime<Utc>) -> String {
     if t.timestamp_subsec_micros() == 0 {
         t.format("%Y-%m-%dT%H:%M:%S").to_string()
     } else {

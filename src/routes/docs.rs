@@ -18,13 +18,11 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
-use utoipa::{IntoResponses, Modify, OpenApi};
+use utoipa::{Modify, OpenApi};
 
 use super::AppState;
+use super::health::DOCS_PATH;
 use crate::error::{ApiError, Problem};
-
-/// Where the documentation page is (the root route's `docs` field).
-pub const DOCS_PATH: &str = "/docs";
 
 /// The document: every route of the service, the shared error shape and the security schemes.
 #[derive(OpenApi)]
@@ -50,6 +48,7 @@ pub const DOCS_PATH: &str = "/docs";
         super::device::status,
         super::device::ca_certificate,
         super::device::ca_certificate_pin,
+        super::attestation::challenge,
     ),
     components(schemas(Problem, crate::error::FieldError, crate::oauth::provider::ProviderId)),
     modifiers(&SecuritySchemes, &RateLimited),
@@ -58,6 +57,7 @@ pub const DOCS_PATH: &str = "/docs";
         (name = "configuration", description = "What this deployment offers"),
         (name = "oauth", description = "The OAuth 2.0 broker (PKCE S256); the client secret never leaves the backend"),
         (name = "device", description = "The device certificate authority; guarded routes need the device's client certificate (mutual TLS on the device API's domain)"),
+        (name = "attestation", description = "Device attestation: single-use challenges, and the platform evidence that answers them"),
     )
 )]
 pub struct ApiDoc;
@@ -129,78 +129,6 @@ impl Modify for RateLimited {
             }
         }
     }
-}
-
-/// Failures of any route that reads a JSON body. (Each route lists its own 400 with all its
-/// causes: one status has one description, and a later group would overwrite an earlier one.)
-#[derive(IntoResponses)]
-#[allow(dead_code)]
-pub(crate) enum BodyErrors {
-    /// The body is larger than `MAX_BODY_BYTES`.
-    #[response(status = 413, content_type = "application/problem+json")]
-    TooLarge(Problem),
-    /// The body is not `application/json`.
-    #[response(status = 415, content_type = "application/problem+json")]
-    NotJson(Problem),
-    /// A field is missing, of the wrong type, or out of its limits (`errors` lists each).
-    #[response(status = 422, content_type = "application/problem+json")]
-    Invalid(Problem),
-    /// An unexpected error (details are logged, never sent).
-    #[response(status = 500, content_type = "application/problem+json")]
-    Internal(Problem),
-}
-
-/// Failures of the OAuth routes (`error` carries the code).
-#[derive(IntoResponses)]
-#[allow(dead_code)]
-pub(crate) enum OAuthErrors {
-    /// The provider is not enabled on this deployment.
-    #[response(status = 403, content_type = "application/problem+json")]
-    Disabled(Problem),
-    /// No such provider.
-    #[response(status = 404, content_type = "application/problem+json")]
-    Unknown(Problem),
-    /// The provider failed or could not be reached.
-    #[response(status = 502, content_type = "application/problem+json")]
-    Upstream(Problem),
-    /// The provider is not configured here (`provider_unavailable`), or a dependency cannot be
-    /// reached now: the provider's credentials (`provider_unavailable`), the key that seals
-    /// state (`keys_unavailable`), or on `/oauth/token` the store that makes a state single-use
-    /// (`state_store_unavailable`). A dependency's 503 carries `Retry-After`.
-    #[response(
-        status = 503,
-        content_type = "application/problem+json",
-        headers(("Retry-After" = u32, description = "Seconds to wait before trying again (5), when the cause passes by itself"))
-    )]
-    Unavailable(Problem),
-    /// The provider did not answer in time.
-    #[response(status = 504, content_type = "application/problem+json")]
-    Timeout(Problem),
-}
-
-/// Failures of the routes guarded by the client certificate, and of the CA behind them.
-#[derive(IntoResponses)]
-#[allow(dead_code)]
-pub(crate) enum GuardErrors {
-    /// No client certificate was presented.
-    #[response(
-        status = 401,
-        content_type = "application/problem+json",
-        headers(("WWW-Authenticate" = String, description = "`MutualTLS realm=\"apuntador-devices\"`"))
-    )]
-    Missing(Problem),
-    /// The certificate is not acceptable (expired, revoked, replaced, another CA), or belongs to
-    /// another device (`device_mismatch`).
-    #[response(status = 403, content_type = "application/problem+json")]
-    Refused(Problem),
-    /// The CA or the certificate store is unavailable (`ca_unavailable`,
-    /// `storage_unavailable`).
-    #[response(
-        status = 503,
-        content_type = "application/problem+json",
-        headers(("Retry-After" = u32, description = "Seconds to wait before trying again (5)"))
-    )]
-    Unavailable(Problem),
 }
 
 /// The document, built on first use; `None` if it could not be serialised (answered as a 500,

@@ -9,8 +9,10 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::AppState;
-use super::docs::DOCS_PATH;
 use crate::APP_VERSION;
+
+/// Where the documentation page is (the root route's `docs` field; [`super::docs`] serves it).
+pub const DOCS_PATH: &str = "/docs";
 
 pub fn router() -> Router<AppState> {
     Router::new()

@@ -7,12 +7,14 @@
 //! problem rendering → per-client rate limit ([`crate::rate_limit`], server mode, when
 //! `RATE_LIMIT_PER_MINUTE` is set) → panic catcher → body limit → routes.
 
+pub mod attestation;
 pub mod device;
 pub mod docs;
 pub mod extract;
 pub mod health;
 pub mod oauth;
 pub mod provider_config;
+pub mod responses;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +27,7 @@ use axum::{Extension, Router};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowMethods, AllowOrigin, CorsLayer};
 
+use crate::attestation::challenge::Challenges;
 use crate::config::{Config, CorsConfig};
 use crate::device::material::{CaProvider, CaSource};
 use crate::device::service::DeviceService;
@@ -49,6 +52,8 @@ pub struct AppState {
     pub keys: Arc<Keys>,
     pub oauth: Arc<Broker>,
     pub devices: Arc<DeviceService>,
+    /// Attestation challenges ([`crate::attestation::challenge`]).
+    pub challenges: Arc<Challenges>,
 }
 
 impl AppState {
@@ -93,6 +98,11 @@ impl AppState {
             }
         };
         let keys = Arc::new(Keys::new(config.keys.clone()));
+        let challenges = Challenges::new(
+            keys.clone(),
+            single_use.clone(),
+            config.attestation.challenge_ttl_seconds,
+        );
         let oauth = Broker::new(config.oauth.clone(), keys.clone(), single_use)?;
         let devices = DeviceService::new(CaProvider::new(ca_source), store);
         Ok(Self {
@@ -100,6 +110,7 @@ impl AppState {
             keys,
             oauth: Arc::new(oauth),
             devices: Arc::new(devices),
+            challenges: Arc::new(challenges),
         })
     }
 }
@@ -128,6 +139,7 @@ pub fn router_with(state: AppState, tracing: RequestTracing, extra: Router<AppSt
         .merge(health::router())
         .merge(oauth::router())
         .merge(device::router())
+        .merge(attestation::router())
         .merge(provider_config::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

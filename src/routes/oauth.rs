@@ -17,9 +17,9 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::AppState;
-use super::docs::{BodyErrors, OAuthErrors};
 use super::extract::{ApiJson, ApiPath, FieldChecks, FromJson};
-use crate::error::{ApiError, FieldError};
+use super::responses::{BodyErrors, OAuthErrors};
+use crate::error::{ApiError, FieldError, sentence};
 use crate::oauth::broker::{AuthorizeRequest, BrokerError, CallbackQuery};
 use crate::oauth::client::CallError;
 use crate::oauth::{pkce, state};
@@ -63,14 +63,7 @@ impl From<BrokerError> for ApiError {
             BrokerError::Credentials(_) => {
                 "OAuth client credentials cannot be loaded right now; try again shortly.".to_owned()
             }
-            other => {
-                let text = other.to_string();
-                let mut chars = text.chars();
-                chars
-                    .next()
-                    .map(|c| c.to_uppercase().chain(chars).collect::<String>() + ".")
-                    .unwrap_or_default()
-            }
+            other => sentence(&other.to_string()),
         };
         ApiError::Coded {
             status,

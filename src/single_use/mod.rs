@@ -1,6 +1,5 @@
 //! Single use of short-lived tokens, across every process that serves the API: an OAuth state
-//! may be exchanged for tokens once (and, with issue 27, an attestation challenge answered
-//! once), however many Lambda sandboxes or server tasks see it.
+//! may be exchanged for tokens once, and an attestation challenge answered once, however many Lambda sandboxes or server tasks see it.
 //!
 //! A use is a **claim** of the token's SHA-256 digest, which either records it (the first
 //! claim) or finds it recorded (every later one), in one atomic step of the store: a check
@@ -32,12 +31,15 @@ pub const RETENTION_MARGIN_SECS: u64 = 300;
 pub enum Purpose {
     /// A sealed OAuth state, at `/oauth/token`.
     OAuthState,
+    /// An attestation challenge ([`crate::attestation::challenge`]).
+    AttestationChallenge,
 }
 
 impl Purpose {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::OAuthState => "oauth-state",
+            Self::AttestationChallenge => "attestation-challenge",
         }
     }
 }

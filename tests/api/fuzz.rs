@@ -1,5 +1,6 @@
 //! Property-based tests over the parsers of attacker input (issue 26 item 5): the X-Ray trace
-//! header, the sealed OAuth state, the redirect allowlist, CSRs, and whole requests through the
+//! header, the sealed OAuth state (the sealing the attestation challenge shares), the redirect
+//! allowlist, CSRs, App Attest objects (issue 27), and whole requests through the
 //! production router (hostile paths, methods, media types, JSON bodies, certificate headers
 //! URL-encoded and as XFCC, trace headers). Nothing panics, nothing answers with more than it
 //! was given, and every rejection of a request is a clean 4xx problem, never a 5xx. (The Lambda
@@ -64,9 +65,14 @@ fn hostile_text(max: usize) -> impl Strategy<Value = String> {
 
 /// A string with bytes of `base` replaced, removed or repeated.
 fn mutated(base: String) -> impl Strategy<Value = String> {
+    mutated_bytes(base.into_bytes()).prop_map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// Bytes of `base` replaced, removed or repeated.
+fn mutated_bytes(base: Vec<u8>) -> impl Strategy<Value = Vec<u8>> {
     let len = base.len().max(1);
     proptest::collection::vec((0..len, any::<u8>(), 0u8..3), 1..8).prop_map(move |edits| {
-        let mut bytes = base.clone().into_bytes();
+        let mut bytes = base.clone();
         for (at, byte, kind) in edits {
             let at = at.min(bytes.len().saturating_sub(1));
             match (kind, bytes.is_empty()) {
@@ -81,7 +87,7 @@ fn mutated(base: String) -> impl Strategy<Value = String> {
                 }
             }
         }
-        String::from_utf8_lossy(&bytes).into_owned()
+        bytes
     })
 }
 
@@ -425,4 +431,62 @@ fn hostile_requests_get_a_clean_answer_never_a_5xx() {
             assert!(seen.contains_key(&status), "no {status} among {seen:?}");
         }
     }
+}
+
+/// Issue 27: App Attest objects, random or a genuine attestation and assertion mutated. Nothing
+/// panics; a mutated assertion never verifies, and a mutated attestation verifies only as the
+/// same key (a change inside the receipt, which is not read).
+#[test]
+fn app_attest_objects_are_refused_unless_genuine() {
+    use apuntador_backend::attestation::app_attest::{
+        APPLE_ROOT_PEM, AppAttestEnvironment, AppAttestVerifier,
+    };
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use sha2::{Digest, Sha256};
+
+    let fixture: serde_json::Value =
+        serde_json::from_str(include_str!("../fixtures/app-attest/ios-14.4.json")).unwrap();
+    let b64 = |v: &serde_json::Value| STANDARD.decode(v.as_str().unwrap()).unwrap();
+    let attestation = b64(&fixture["attestation"]["attestationBase64"]);
+    let assertion = b64(&fixture["assertion"]["assertionBase64"]);
+    let key_id = b64(&fixture["attestation"]["keyIdBase64"]);
+    let hash: [u8; 32] = Sha256::digest(b"wurzelpfropf").into();
+    // When the genuine attestation was made (its leaf certificate expired days later).
+    let at = 1_611_404_013;
+    let verifier = AppAttestVerifier::new(
+        "6MURL8TA57",
+        "de.vincent-haupert.apple-appattest-poc",
+        AppAttestEnvironment::Development,
+        APPLE_ROOT_PEM,
+    )
+    .unwrap();
+    let key = verifier
+        .attestation(&attestation, &key_id, &hash, at)
+        .expect("the genuine attestation verifies");
+    check(
+        "App Attest attestation",
+        prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..2048),
+            mutated_bytes(attestation.clone())
+        ],
+        |object| {
+            if let Ok(attested) = verifier.attestation(&object, &key_id, &hash, at) {
+                prop_assert_eq!(&attested, &key);
+            }
+            prop_assert!(object == assertion || verifier.assertion(&object, &key, &hash).is_err());
+            Ok(())
+        },
+    );
+    check(
+        "App Attest assertion",
+        mutated_bytes(assertion.clone()),
+        |object| {
+            prop_assert!(
+                object == assertion || verifier.assertion(&object, &key, &hash).is_err(),
+                "a mutated assertion verified"
+            );
+            Ok(())
+        },
+    );
 }

@@ -14,6 +14,7 @@ use apuntador_harness as support;
 
 mod helpers;
 
+mod attestation;
 mod device;
 mod fuzz;
 mod oauth;

@@ -713,3 +713,34 @@ async fn a_path_that_cannot_be_read_is_a_problem_and_the_callback_still_redirect
         callback.headers
     );
 }
+
+/// Issue 27: one key seals OAuth states and attestation challenges, each in its own domain, so
+/// a challenge anyone can ask for is never accepted as a state.
+#[tokio::test]
+async fn an_attestation_challenge_is_not_a_state() {
+    let double = ProviderDouble::start().await;
+    let app = app(&double, &[]).await;
+    let (url, _) = authorize(&app, "googledrive").await;
+    let code = double.consent(&url);
+    let challenge = post(
+        &app,
+        "/device/attest/challenge",
+        json!({"device_id": "phone-0001", "platform": "ios"}),
+    )
+    .await;
+    let challenge = challenge.body["challenge"].as_str().unwrap().to_owned();
+    let as_state = format!("v1.{}", challenge.trim_start_matches("ch1."));
+    for state in [challenge, as_state] {
+        let answer = post(
+            &app,
+            "/oauth/token/googledrive",
+            json!({"code": code, "code_verifier": VERIFIER, "state": state}),
+        )
+        .await;
+        assert_eq!(
+            (answer.status, answer.body["error"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("invalid_state")),
+            "{state}"
+        );
+    }
+}

@@ -59,6 +59,10 @@ fn expectations() -> BTreeMap<&'static str, Expect> {
         // from another CA, so the guard refuses it (403), and without one it asks for it (401).
         ("http-api-device-enroll.json", e(201, "serial", "", true)),
         (
+            "http-api-device-attest-challenge.json",
+            e(200, "platform", "android", true),
+        ),
+        (
             "http-api-device-renew-mtls.json",
             e(403, "error", "client_certificate_rejected", true),
         ),

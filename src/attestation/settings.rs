@@ -1,0 +1,232 @@
+//! The attestation settings, read once at start-up through [`crate::env`]: the challenges'
+//! lifetime, and App Attest's app, environment and trusted root.
+
+use super::app_attest::{APPLE_ROOT_PEM, AppAttestEnvironment, AppAttestVerifier};
+use crate::env::{Env, EnvError};
+
+/// How long a challenge is accepted after it was issued, unless
+/// `ATTESTATION_CHALLENGE_TTL_SECONDS` (30 to 3600) says otherwise: long enough for an app to
+/// ask Google or Apple for a token, short enough that a leaked challenge is soon worthless.
+pub const DEFAULT_CHALLENGE_TTL_SECONDS: u64 = 300;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttestationSettings {
+    pub challenge_ttl_seconds: u64,
+    /// App Attest, when `APP_ATTEST_TEAM_ID` and `APP_ATTEST_BUNDLE_ID` are set; `None`
+    /// answers iOS attestations 501 (spec §2.15, `unsupported`).
+    pub app_attest: Option<AppAttestVerifier>,
+}
+
+impl AttestationSettings {
+    /// Settings from `env`; what is worth saying at start-up goes to `warnings`.
+    pub fn from_env(env: Env<'_>, warnings: &mut Vec<String>) -> Result<Self, EnvError> {
+        Ok(Self {
+            challenge_ttl_seconds: env.seconds(
+                "ATTESTATION_CHALLENGE_TTL_SECONDS",
+                DEFAULT_CHALLENGE_TTL_SECONDS,
+                30..=3600,
+            )?,
+            app_attest: app_attest(env, warnings)?,
+        })
+    }
+}
+
+/// `APP_ATTEST_TEAM_ID` (ten upper-case letters or digits), `APP_ATTEST_BUNDLE_ID`,
+/// `APP_ATTEST_ENVIRONMENT` (`production`, the default, or `development`) and
+/// `APP_ATTEST_ROOT_CA_PEM`, a root to trust instead of Apple's: accepted with the
+/// development environment only, so a production deployment trusts Apple alone.
+fn app_attest(
+    env: Env<'_>,
+    warnings: &mut Vec<String>,
+) -> Result<Option<AppAttestVerifier>, EnvError> {
+    let (team, bundle) = match (
+        env.get("APP_ATTEST_TEAM_ID"),
+        env.get("APP_ATTEST_BUNDLE_ID"),
+    ) {
+        (None, None) => return Ok(None),
+        (Some(team), Some(bundle)) => (team, bundle),
+        (Some(_), None) => {
+            return Err(EnvError::new(
+                "APP_ATTEST_BUNDLE_ID",
+                "",
+                "App Attest needs the bundle id beside APP_ATTEST_TEAM_ID",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(EnvError::new(
+                "APP_ATTEST_TEAM_ID",
+                "",
+                "App Attest needs the team id beside APP_ATTEST_BUNDLE_ID",
+            ));
+        }
+    };
+    if team.len() != 10
+        || !team
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+    {
+        return Err(EnvError::new(
+            "APP_ATTEST_TEAM_ID",
+            team,
+            "expected the ten-character Apple team id (A-Z, 0-9)",
+        ));
+    }
+    if bundle.len() > 255
+        || !bundle
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+    {
+        return Err(EnvError::new(
+            "APP_ATTEST_BUNDLE_ID",
+            bundle,
+            "expected a bundle id (A-Z, a-z, 0-9, '.', '-')",
+        ));
+    }
+    let environment = match env.get("APP_ATTEST_ENVIRONMENT").as_deref() {
+        None | Some("production") => AppAttestEnvironment::Production,
+        Some("development") => AppAttestEnvironment::Development,
+        Some(other) => {
+            return Err(EnvError::new(
+                "APP_ATTEST_ENVIRONMENT",
+                other,
+                "expected production or development",
+            ));
+        }
+    };
+    let roots = match env.get("APP_ATTEST_ROOT_CA_PEM") {
+        None => APPLE_ROOT_PEM.to_owned(),
+        Some(_) if environment == AppAttestEnvironment::Production => {
+            return Err(EnvError::new(
+                "APP_ATTEST_ROOT_CA_PEM",
+                "<PEM>",
+                "a root other than Apple's is accepted only with APP_ATTEST_ENVIRONMENT=development",
+            ));
+        }
+        Some(pem) => {
+            warnings.push(
+                "APP_ATTEST_ROOT_CA_PEM: App Attest trusts a configured root instead of Apple's (development)"
+                    .to_owned(),
+            );
+            pem
+        }
+    };
+    AppAttestVerifier::new(&team, &bundle, environment, &roots)
+        .map(Some)
+        .ok_or_else(|| {
+            EnvError::new(
+                "APP_ATTEST_ROOT_CA_PEM",
+                "<PEM>",
+                "expected one or more PEM certificates",
+            )
+        })
+}
+
+impl Default for AttestationSettings {
+    fn default() -> Self {
+        Self {
+            challenge_ttl_seconds: DEFAULT_CHALLENGE_TTL_SECONDS,
+            app_attest: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(vars: &[(&str, &str)]) -> Result<AttestationSettings, EnvError> {
+        let lookup = |name: &str| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (*v).to_owned())
+        };
+        AttestationSettings::from_env(Env::new(&lookup), &mut Vec::new())
+    }
+
+    #[test]
+    fn the_challenge_lifetime_defaults_and_is_bounded() {
+        assert_eq!(settings(&[]).unwrap(), AttestationSettings::default());
+        let ttl = |v| settings(&[("ATTESTATION_CHALLENGE_TTL_SECONDS", v)]);
+        assert_eq!(ttl("60").unwrap().challenge_ttl_seconds, 60);
+        for bad in ["0", "29", "3601", "five", "-1"] {
+            let error = ttl(bad).unwrap_err().to_string();
+            assert!(error.contains("30 to 3600 seconds"), "{bad}: {error}");
+        }
+    }
+
+    #[test]
+    fn app_attest_is_off_until_both_ids_are_set_and_trusts_apple_in_production() {
+        assert_eq!(settings(&[]).unwrap().app_attest, None);
+        let team = ("APP_ATTEST_TEAM_ID", "ABCDE12345");
+        let bundle = ("APP_ATTEST_BUNDLE_ID", "com.apuntador.app");
+        assert!(
+            settings(&[team])
+                .unwrap_err()
+                .to_string()
+                .contains("bundle id")
+        );
+        assert!(
+            settings(&[bundle])
+                .unwrap_err()
+                .to_string()
+                .contains("team id")
+        );
+        let on = settings(&[team, bundle]).unwrap().app_attest.unwrap();
+        let apple = AppAttestVerifier::new(
+            "ABCDE12345",
+            "com.apuntador.app",
+            AppAttestEnvironment::Production,
+            APPLE_ROOT_PEM,
+        );
+        assert_eq!(Some(on), apple);
+        for (name, value) in [
+            ("APP_ATTEST_TEAM_ID", "abcde12345"),
+            ("APP_ATTEST_TEAM_ID", "SHORT"),
+            ("APP_ATTEST_BUNDLE_ID", "com.app/evil"),
+            ("APP_ATTEST_ENVIRONMENT", "staging"),
+        ] {
+            let mut vars = vec![team, bundle];
+            vars.retain(|(k, _)| *k != name);
+            vars.push((name, value));
+            assert!(settings(&vars).is_err(), "{name}={value}");
+        }
+    }
+
+    /// A test root replaces Apple's only for development builds.
+    #[test]
+    fn a_configured_root_is_for_development_only() {
+        let root = rcgen::CertificateParams::new(Vec::<String>::new())
+            .unwrap()
+            .self_signed(&rcgen::KeyPair::generate().unwrap())
+            .unwrap()
+            .pem();
+        let base = [
+            ("APP_ATTEST_TEAM_ID", "ABCDE12345"),
+            ("APP_ATTEST_BUNDLE_ID", "com.apuntador.app"),
+            ("APP_ATTEST_ROOT_CA_PEM", root.as_str()),
+        ];
+        let error = settings(&base).unwrap_err().to_string();
+        assert!(
+            error.contains("only with APP_ATTEST_ENVIRONMENT=development"),
+            "{error}"
+        );
+        assert!(!error.contains("BEGIN"), "the PEM is not echoed: {error}");
+        let mut development = base.to_vec();
+        development.push(("APP_ATTEST_ENVIRONMENT", "development"));
+        let mut warnings = Vec::new();
+        let lookup = |name: &str| {
+            development
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (*v).to_owned())
+        };
+        let configured = AttestationSettings::from_env(Env::new(&lookup), &mut warnings).unwrap();
+        assert!(configured.app_attest.is_some());
+        assert_eq!(warnings.len(), 1);
+        development.pop();
+        development.pop();
+        development.push(("APP_ATTEST_ROOT_CA_PEM", "not a certificate"));
+        development.push(("APP_ATTEST_ENVIRONMENT", "development"));
+        assert!(settings(&development).is_err());
+    }
+}
