@@ -218,7 +218,7 @@ async fn an_invocation_past_its_deadline_is_abandoned() {
 /// longer than one at a time (tests/e2e/memory.rs): eight workers on the runtime's threads take
 /// about 6,000 invocations for the allocator's per-thread arenas and the span batches to reach
 /// their working size (measured: +1.3 MB between 1,000 and 6,000, then +0.2 MB over the next
-/// 25,000).
+/// 25,000, though one arena may still take a step of about half a megabyte later).
 #[tokio::test(flavor = "multi_thread")]
 async fn resident_memory_stays_flat_under_concurrency() {
     const WARM_UP: usize = 6_000;
@@ -237,15 +237,23 @@ async fn resident_memory_stays_flat_under_concurrency() {
         }
     };
     run(0, WARM_UP).await;
-    let before = rss();
-    run(WARM_UP, MEASURED).await;
-    let after = rss();
-    let growth = after.saturating_sub(before);
-    eprintln!("VmRSS {before} -> {after} KiB over {MEASURED} invocations at concurrency 8");
-    assert!(
-        growth <= BUDGET_KIB,
-        "resident memory grew by {growth} KiB ({before} -> {after} KiB) over {MEASURED} \
-         invocations; budget {BUDGET_KIB} KiB"
+    // A leak grows in every window; an arena reaching its working size late is one step (seen:
+    // 116, 140 and 544 KiB over the same first window). So a window over budget is measured
+    // again, and memory is flat when one of two consecutive windows is within it.
+    let mut windows = Vec::new();
+    for window in 0..2 {
+        let before = rss();
+        run(WARM_UP + window * MEASURED, MEASURED).await;
+        let after = rss();
+        eprintln!("VmRSS {before} -> {after} KiB over {MEASURED} invocations at concurrency 8");
+        windows.push((before, after));
+        if after.saturating_sub(before) <= BUDGET_KIB {
+            return;
+        }
+    }
+    panic!(
+        "resident memory grew by more than {BUDGET_KIB} KiB in each of two windows of \
+         {MEASURED} invocations: {windows:?} (VmRSS before, after, KiB)"
     );
 }
 
