@@ -25,7 +25,7 @@ use thiserror::Error;
 use super::Platform;
 use crate::clock::now_secs;
 use crate::device::id::DeviceId;
-use crate::keys::sealing::{Domain, SealError, Sealers, SealingError};
+use crate::keys::sealing::{Domain, SealError, Sealers, SealingError, within_lifetime};
 use crate::keys::{Keys, KeysError};
 use crate::single_use::{Purpose, SingleUse, SingleUseError};
 
@@ -158,7 +158,7 @@ impl Challenges {
         let claims: ChallengeClaims =
             serde_json::from_slice(&plaintext).map_err(|_| ChallengeError::Invalid)?;
         let now = now_secs();
-        if now > claims.expires_at || claims.issued_at > now + 60 {
+        if !within_lifetime(claims.issued_at, claims.expires_at, now) {
             return Err(ChallengeError::Expired);
         }
         if &claims.device_id != device || claims.platform != platform {

@@ -141,6 +141,15 @@ impl Sealer {
     }
 }
 
+/// How far in the future a token's issue time may be (clock skew between processes).
+pub const ISSUE_SKEW_SECS: u64 = 60;
+
+/// Whether a token issued at `issued_at` and expiring at `expires_at` (Unix seconds) is
+/// accepted at `now`: not expired, and not issued further ahead than [`ISSUE_SKEW_SECS`].
+pub fn within_lifetime(issued_at: u64, expires_at: u64, now: u64) -> bool {
+    now <= expires_at && issued_at <= now.saturating_add(ISSUE_SKEW_SECS)
+}
+
 /// The cipher keyed by HKDF-SHA256 of `secret_key` for `domain`.
 fn cipher(domain: &Domain, secret_key: &[u8]) -> XChaCha20Poly1305 {
     let hkdf = Hkdf::<Sha256>::new(Some(b"apuntador-backend"), secret_key);

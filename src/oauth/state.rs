@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use super::provider::ProviderId;
-use crate::keys::sealing::{Domain, SealError, Sealer};
+use crate::keys::sealing::{Domain, SealError, Sealer, within_lifetime};
 
 /// How long a state is accepted after it was issued.
 pub const STATE_TTL_SECONDS: u64 = 600;
@@ -115,7 +115,7 @@ pub fn encode(claims: &StateClaims) -> Result<Vec<u8>, StateError> {
 /// The claims of an opened state, if it has not expired at `now` (Unix seconds).
 pub fn decode(plaintext: &[u8], now: u64) -> Result<StateClaims, StateError> {
     let claims: StateClaims = serde_json::from_slice(plaintext).map_err(|_| StateError::Invalid)?;
-    if now > claims.expires_at || claims.issued_at > now + 60 {
+    if !within_lifetime(claims.issued_at, claims.expires_at, now) {
         return Err(StateError::Expired);
     }
     Ok(claims)
