@@ -238,7 +238,13 @@ BACKEND_ENV = {
     # Metrics as Embedded Metric Format lines, which the awslogs driver carries (issue 25).
     "POWERTOOLS_METRICS_NAMESPACE": "Apuntador",
 }
-BACKEND_ENV_NAMED = ["OTEL_SERVICE_NAME", "AWS_DYNAMODB_TABLE", "AWS_SINGLE_USE_TABLE", "AWS_SECRETS_PREFIX"]
+BACKEND_ENV_NAMED = [
+    "OTEL_SERVICE_NAME",
+    "AWS_DYNAMODB_TABLE",
+    "AWS_SINGLE_USE_TABLE",
+    "AWS_ATTESTATION_TABLE",
+    "AWS_SECRETS_PREFIX",
+]
 HEALTH_TIMING = {"interval": 10, "timeout": 5, "retries": 3, "startPeriod": 10}
 
 
@@ -847,8 +853,11 @@ def check_iam(tf, report):
                     if resource == "${aws_dynamodb_table.single_use.arn}":
                         if set(actions) != {"dynamodb:PutItem"}:
                             problems.append(f"{sorted(actions)} on the single-use table, not dynamodb:PutItem alone")
+                    elif resource == "${aws_dynamodb_table.attestation.arn}":
+                        if set(actions) != {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"}:
+                            problems.append(f"{sorted(actions)} on the attestation table, not GetItem, PutItem and UpdateItem")
                     elif not re.fullmatch(r"\$\{aws_dynamodb_table\.certificates\.arn\}(/index/\*)?", resource):
-                        problems.append(f"DynamoDB on {resource}, not the certificate or single-use table")
+                        problems.append(f"DynamoDB on {resource}, not the certificate, single-use or attestation table")
             if any(a.startswith("secretsmanager:") for a in actions):
                 if any(not a.startswith("secretsmanager:") for a in actions):
                     problems.append("Secrets Manager mixed with other services")
@@ -1037,11 +1046,11 @@ def check_terraform_resources(tf, report, template_table):
     check_table(tf, report, template_table)
 
 
-def check_single_use_table(tf, report, template_table):
-    """The single-use table mirrors template.yaml's SingleUseTable: key, time-to-live, billing,
-    point-in-time recovery and encryption."""
-    table = tf.resource("aws_dynamodb_table", "single_use")
-    if not report.check(table, "Terraform: aws_dynamodb_table.single_use"):
+def check_id_table(tf, report, template_table, name, label, actions):
+    """A table keyed by `id` mirrors template.yaml's: key, time-to-live, billing, point-in-time
+    recovery and encryption; the task role may do exactly `actions` on it."""
+    table = tf.resource("aws_dynamodb_table", name)
+    if not report.check(table, f"Terraform: aws_dynamodb_table.{name}"):
         return
     props = template_table["Properties"]
     ttl = block(table, "ttl")
@@ -1055,18 +1064,18 @@ def check_single_use_table(tf, report, template_table):
         and table.get("billing_mode") == props["BillingMode"]
         and block(table, "point_in_time_recovery").get("enabled") is True
         and block(table, "server_side_encryption").get("enabled") is True,
-        "single-use table: key, attributes and time-to-live as in template.yaml; PAY_PER_REQUEST, point-in-time recovery, encryption",
+        f"{label} table: key, attributes and time-to-live as in template.yaml; PAY_PER_REQUEST, point-in-time recovery, encryption",
         json.dumps(table, default=str)[:300],
     )
     document = role_document(tf, "task")
     granted = [
         s
         for s in (document or {}).get("statement", [])
-        if "${aws_dynamodb_table.single_use.arn}" in (s.get("resources") or [])
+        if f"${{aws_dynamodb_table.{name}.arn}}" in (s.get("resources") or [])
     ]
     report.check(
-        len(granted) == 1 and granted[0].get("actions") == ["dynamodb:PutItem"],
-        "task role: dynamodb:PutItem alone on the single-use table",
+        len(granted) == 1 and granted[0].get("actions") == actions,
+        f"task role: {', '.join(actions)} on the {label} table, nothing else",
         json.dumps(granted),
     )
 
@@ -1898,7 +1907,11 @@ def run(root, skip):
     check_roles_by_transport(tf, report)
     check_collector_exporter(tf, report)
     check_terraform_resources(tf, report, template["Resources"]["CertificateTable"])
-    check_single_use_table(tf, report, template["Resources"]["SingleUseTable"])
+    check_id_table(tf, report, template["Resources"]["SingleUseTable"], "single_use", "single-use", ["dynamodb:PutItem"])
+    check_id_table(
+        tf, report, template["Resources"]["AttestationTable"], "attestation", "attestation",
+        ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"],
+    )
     tasks = check_task_definition(tf, ecs, report)
     check_collector_image_variable(tf, report)
     check_task_security_groups(tf, report)
@@ -1955,6 +1968,10 @@ BREAKAGES = [
     ("the single-use table without its time-to-live", "terraform/main.tf",
      _replace('  ttl {\n    attribute_name = "expires_at"\n    enabled        = true\n  }\n', ""),
      "single-use table: key, attributes and time-to-live"),
+    ("the attestation table scannable by the task", "terraform/iam.tf",
+     _replace('"dynamodb:UpdateItem"]\n    resources = [aws_dynamodb_table.attestation.arn]',
+              '"dynamodb:UpdateItem", "dynamodb:Scan"]\n    resources = [aws_dynamodb_table.attestation.arn]'),
+     "on the attestation table, not GetItem, PutItem and UpdateItem"),
     ("dynamodb:Scan added", "terraform/iam.tf",
      _replace('"dynamodb:UpdateItem"]', '"dynamodb:UpdateItem", "dynamodb:Scan"]'), "dynamodb:Scan"),
     ("the backend's health check removed from task-definition.json", "task-definition.json",

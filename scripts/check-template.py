@@ -666,8 +666,12 @@ def operations_problems(template, root):
 # --- Throttling (issue 26 item 4) -------------------------------------------------------------------
 
 SENSITIVE = ({"Ref": "SensitiveThrottleRateLimit"}, {"Ref": "SensitiveThrottleBurstLimit"})
-# Beside /oauth/*: each call issues a certificate or seals a token.
-SENSITIVE_ROUTES = ("POST /device/enroll", "POST /device/attest/challenge")
+# Beside /oauth/*: each call issues a certificate or seals a token, or checks the operator's key.
+SENSITIVE_ROUTES = (
+    "POST /device/enroll",
+    "POST /device/attest/challenge",
+    "POST /device/attest/clear-cache",
+)
 
 
 def throttling_problems(template):
@@ -712,23 +716,24 @@ def throttling_problems(template):
     return problems
 
 
-def single_use_problems(template):
-    """The single-use table (src/single_use): key `id`, time-to-live on `expires_at`, named to the
-    function by AWS_SINGLE_USE_TABLE, and the function may only PutItem on it."""
+def id_table_problems(template, name, variable, actions, lost):
+    """A table keyed by `id` alone with a time-to-live on `expires_at` (`lost` says what would
+    stay for ever without it), named to the function by `variable`, on which the function may
+    do exactly `actions`."""
     problems = []
     resources = template.get("Resources", {})
-    table = resources.get("SingleUseTable", {}).get("Properties")
+    table = resources.get(name, {}).get("Properties")
     if table is None:
-        return ["no SingleUseTable"]
+        return [f"no {name}"]
     if table.get("KeySchema") != [{"AttributeName": "id", "KeyType": "HASH"}]:
-        problems.append("SingleUseTable's key is not `id` alone")
+        problems.append(f"{name}'s key is not `id` alone")
     ttl = table.get("TimeToLiveSpecification", {})
     if ttl.get("AttributeName") != "expires_at" or ttl.get("Enabled") is not True:
-        problems.append("SingleUseTable has no time-to-live on expires_at: used states would stay for ever")
+        problems.append(f"{name} has no time-to-live on expires_at: {lost} would stay for ever")
     function = resources.get("BackendFunction", {}).get("Properties", {})
     variables = function.get("Environment", {}).get("Variables", {})
-    if ref_name(variables.get("AWS_SINGLE_USE_TABLE")) != "SingleUseTable":
-        problems.append("AWS_SINGLE_USE_TABLE does not name SingleUseTable")
+    if ref_name(variables.get(variable)) != name:
+        problems.append(f"{variable} does not name {name}")
     granted = []
     for policy in function.get("Policies", []):
         if not isinstance(policy, dict):
@@ -736,12 +741,25 @@ def single_use_problems(template):
         for statement in policy.get("Statement", []):
             resource = statement.get("Resource")
             names = resource if isinstance(resource, list) else [resource]
-            if any(isinstance(r, dict) and r.get("Fn::GetAtt", [None])[0] == "SingleUseTable" for r in names):
-                actions = statement.get("Action")
-                granted += actions if isinstance(actions, list) else [actions]
-    if sorted(granted) != ["dynamodb:PutItem"]:
-        problems.append(f"the function's actions on SingleUseTable are {sorted(granted)}, not dynamodb:PutItem alone")
+            if any(isinstance(r, dict) and r.get("Fn::GetAtt", [None])[0] == name for r in names):
+                found = statement.get("Action")
+                granted += found if isinstance(found, list) else [found]
+    if sorted(granted) != sorted(actions):
+        problems.append(f"the function's actions on {name} are {sorted(granted)}, not {', '.join(sorted(actions))}")
     return problems
+
+
+def single_use_problems(template):
+    """The single-use table (src/single_use): key `id`, time-to-live on `expires_at`, named to the
+    function by AWS_SINGLE_USE_TABLE, and the function may only PutItem on it; the attestation
+    table (src/attestation/store): the same key and time-to-live (desktop attempt counters),
+    AWS_ATTESTATION_TABLE, and GetItem, PutItem and UpdateItem only (no query, scan or delete)."""
+    return id_table_problems(
+        template, "SingleUseTable", "AWS_SINGLE_USE_TABLE", ["dynamodb:PutItem"], "used states"
+    ) + id_table_problems(
+        template, "AttestationTable", "AWS_ATTESTATION_TABLE",
+        ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"], "attempt counters"
+    )
 
 
 KEY_VARIABLES = ["SECRET_KEY", "SECRET_KEY_PREVIOUS", "CONFIG_API_KEY"]
@@ -1064,12 +1082,13 @@ def main(source):
     ))
     report(f"{source} throttling", throttling, (
         f"{source}: the public API throttles every route, and the OAuth routes, POST "
-        "/device/enroll and POST /device/attest/challenge tighter; every RouteSettings key is a "
-        "route; the device API is throttled"
+        "/device/enroll, POST /device/attest/challenge and POST /device/attest/clear-cache "
+        "tighter; every RouteSettings key is a route; the device API is throttled"
     ))
-    report(f"{source} single-use table", single_use, (
-        f"{source}: SingleUseTable has key id and a time-to-live on expires_at; the function "
-        "may only PutItem on it"
+    report(f"{source} single-use and attestation tables", single_use, (
+        f"{source}: SingleUseTable and AttestationTable have key id and a time-to-live on "
+        "expires_at; the function may only PutItem on the first, GetItem, PutItem and UpdateItem "
+        "on the second"
     ))
     report(f"{source} keys", keys, (
         f"{source}: no key in the function's environment; APP_KEYS_SECRET names KeysSecret "
@@ -1142,11 +1161,29 @@ BREAKAGES = [
         AttributeName: expires_at
         Enabled: true
 """, ""),
-     "no time-to-live on expires_at"),
+     "SingleUseTable has no time-to-live on expires_at"),
     ("the function allowed to delete single-use records",
      _replace("              Action: dynamodb:PutItem\n              Resource: !GetAtt SingleUseTable.Arn",
               "              Action: [dynamodb:PutItem, dynamodb:DeleteItem]\n              Resource: !GetAtt SingleUseTable.Arn"),
-     "not dynamodb:PutItem alone"),
+     "actions on SingleUseTable are ['dynamodb:DeleteItem', 'dynamodb:PutItem']"),
+    ("the attestation table without its time-to-live (attempt counters kept for ever)",
+     lambda text: re.sub(
+         r"(  AttestationTable:\n(?:(?:    .*)?\n)*?)      TimeToLiveSpecification:\n.*\n.*\n",
+         r"\1", text, count=1),
+     "AttestationTable has no time-to-live on expires_at"),
+    ("the function allowed to scan the attestation table",
+     _replace("                - dynamodb:UpdateItem\n              Resource: !GetAtt AttestationTable.Arn",
+              "                - dynamodb:UpdateItem\n                - dynamodb:Scan\n              Resource: !GetAtt AttestationTable.Arn"),
+     "actions on AttestationTable are ['dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:Scan', 'dynamodb:UpdateItem']"),
+    ("the function not told the attestation table",
+     _replace("          AWS_ATTESTATION_TABLE: !Ref AttestationTable\n", ""),
+     "AWS_ATTESTATION_TABLE does not name AttestationTable"),
+    ("clear-cache throttled like any route",
+     _replace("""        "POST /device/attest/clear-cache":
+          ThrottlingRateLimit: !Ref SensitiveThrottleRateLimit
+          ThrottlingBurstLimit: !Ref SensitiveThrottleBurstLimit
+""", ""),
+     "no tighter throttling for POST /device/attest/clear-cache"),
     ("SECRET_KEY copied into the function's environment again",
      _replace('          SECRET_KEY: ""\n', "          SECRET_KEY: !Ref KeysSecretArn\n"),
      "SECRET_KEY is in the function's environment"),

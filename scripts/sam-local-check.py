@@ -37,7 +37,11 @@ EXPECTED = {
     "http-api-device-ca-certificate.json": (200, "format", "PEM"),
     "http-api-device-enroll.json": (201, "serial", None),
     "http-api-device-attest-challenge.json": (200, "platform", "android"),
+    "http-api-device-attest-clear-cache.json": (204, None, None),
     # The sample certificates were issued by another CA than the sandbox's development CA.
+    "http-api-device-attest-android-mtls.json": (403, "error", "client_certificate_rejected"),
+    "http-api-device-attest-ios-mtls.json": (403, "error", "client_certificate_rejected"),
+    "http-api-device-attest-desktop-mtls.json": (403, "error", "client_certificate_rejected"),
     "http-api-device-renew-mtls.json": (403, "error", "client_certificate_rejected"),
     "http-api-device-revoke-mtls.json": (403, "error", "client_certificate_rejected"),
     "http-api-device-status-mtls.json": (403, "error", "client_certificate_rejected"),

@@ -135,3 +135,33 @@ impl AutoCreate {
             .map(|_| ())
     }
 }
+
+/// The `CreateTable` request of a table keyed by one string attribute `id`, billed on demand:
+/// the single-use and attestation tables, as [`AutoCreate`] makes them in development.
+pub fn id_keyed_table(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+) -> Result<aws_sdk_dynamodb::operation::create_table::builders::CreateTableFluentBuilder, String> {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+    };
+    let text = |e: aws_sdk_dynamodb::error::BuildError| aws_error_text(&e);
+    Ok(client
+        .create_table()
+        .table_name(table)
+        .billing_mode(BillingMode::PayPerRequest)
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("id")
+                .key_type(KeyType::Hash)
+                .build()
+                .map_err(text)?,
+        )
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("id")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .map_err(text)?,
+        ))
+}

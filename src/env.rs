@@ -81,6 +81,17 @@ impl<'a> Env<'a> {
         default: u64,
         range: std::ops::RangeInclusive<u64>,
     ) -> Result<u64, EnvError> {
+        self.number(name, default, range, "seconds")
+    }
+
+    /// A whole number of `unit` within `range`; `default` when unset.
+    pub fn number(
+        &self,
+        name: &'static str,
+        default: u64,
+        range: std::ops::RangeInclusive<u64>,
+        unit: &str,
+    ) -> Result<u64, EnvError> {
         match self.get(name) {
             None => Ok(default),
             Some(v) => v
@@ -88,7 +99,7 @@ impl<'a> Env<'a> {
                 .ok()
                 .filter(|n| range.contains(n))
                 .ok_or_else(|| {
-                    let reason = format!("expected {} to {} seconds", range.start(), range.end());
+                    let reason = format!("expected {} to {} {unit}", range.start(), range.end());
                     EnvError::new(name, v, reason)
                 }),
         }

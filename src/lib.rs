@@ -12,6 +12,7 @@ pub mod device;
 pub mod env;
 pub mod error;
 pub mod healthcheck;
+pub mod json_file;
 pub mod keys;
 pub mod lambda;
 pub mod load_once;

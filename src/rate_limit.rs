@@ -3,9 +3,9 @@
 //! client address and route class, answering `429 rate_limited` problem+json with
 //! `Retry-After` when a client's bucket is empty.
 //!
-//! Two classes: the sensitive routes (`/oauth/*`, `POST /device/enroll` and
-//! `POST /device/attest/challenge`: each call costs a provider round trip, a sealed token, or a
-//! signature) with their own, tighter budget, and every
+//! Two classes: the sensitive routes (`/oauth/*` and [`SENSITIVE_POSTS`]: each call costs a
+//! provider round trip, a sealed token or a signature, or tries the operator's key) with their
+//! own, tighter budget, and every
 //! other route but the health checks (a load balancer polls those). Off unless
 //! `RATE_LIMIT_PER_MINUTE` is set: behind an ALB or API Gateway that limits already, a second
 //! limit per client would count the proxy's address.
@@ -59,7 +59,7 @@ pub struct RateLimitSettings {
     /// `RATE_LIMIT_PER_MINUTE`: every route but the health checks; `None` turns limiting off.
     pub general: Option<Rate>,
     /// `RATE_LIMIT_SENSITIVE_PER_MINUTE` (default: a tenth of the general one, at least 6):
-    /// `/oauth/*`, `POST /device/enroll` and `POST /device/attest/challenge`.
+    /// `/oauth/*` and [`SENSITIVE_POSTS`].
     pub sensitive: Option<Rate>,
 }
 
@@ -190,13 +190,19 @@ fn refilled(bucket: Bucket, rate: Rate, now: Instant) -> f64 {
     (bucket.tokens + elapsed * rate.per_second()).min(rate.capacity())
 }
 
+/// The sensitive routes beside `/oauth/*`, all `POST`.
+pub const SENSITIVE_POSTS: [&str; 3] = [
+    "/device/enroll",
+    "/device/attest/challenge",
+    "/device/attest/clear-cache",
+];
+
 fn class_of(method: &axum::http::Method, path: &str) -> Option<Class> {
     if HEALTH_PATHS.contains(&path) {
         return None;
     }
     if path.starts_with("/oauth/")
-        || (method == axum::http::Method::POST
-            && (path == "/device/enroll" || path == "/device/attest/challenge"))
+        || (method == axum::http::Method::POST && SENSITIVE_POSTS.contains(&path))
     {
         Some(Class::Sensitive)
     } else {
@@ -339,6 +345,14 @@ mod tests {
         assert_eq!(
             class_of(&Method::POST, "/device/attest/challenge"),
             Some(Class::Sensitive)
+        );
+        assert_eq!(
+            class_of(&Method::POST, "/device/attest/clear-cache"),
+            Some(Class::Sensitive)
+        );
+        assert_eq!(
+            class_of(&Method::POST, "/device/attest/ios"),
+            Some(Class::General)
         );
         assert_eq!(
             class_of(&Method::GET, "/device/status/x"),

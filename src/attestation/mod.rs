@@ -2,14 +2,20 @@
 //! build of the app on a genuine device, and the enrollment it guards.
 //!
 //! This module owns the attestation domain: the platforms that can attest ([`Platform`]), the
-//! single-use challenges an attestation must commit to ([`challenge`]), and the settings
-//! ([`settings`]). A client-chosen nonce proves nothing (it can be replayed), so every
+//! single-use challenges an attestation must commit to ([`challenge`]), each platform's
+//! verification ([`app_attest`], [`desktop`]), the verdicts ([`verdict`]) and what is
+//! remembered of them ([`store`]), the service the routes call ([`service`]), and the
+//! settings ([`settings`]). A client-chosen nonce proves nothing (it can be replayed), so every
 //! attestation answers a challenge this backend sealed for that device and platform, used at
 //! most once across every process ([`crate::single_use`]).
 
 pub mod app_attest;
 pub mod challenge;
+pub mod desktop;
+pub mod service;
 pub mod settings;
+pub mod store;
+pub mod verdict;
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;

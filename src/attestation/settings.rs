@@ -1,7 +1,9 @@
 //! The attestation settings, read once at start-up through [`crate::env`]: the challenges'
-//! lifetime, and App Attest's app, environment and trusted root.
+//! lifetime, the verdict cache's, the desktop rate, and App Attest's app, environment and
+//! trusted root.
 
 use super::app_attest::{APPLE_ROOT_PEM, AppAttestEnvironment, AppAttestVerifier};
+use super::desktop::{DEFAULT_PER_HOUR, DesktopLimits};
 use crate::env::{Env, EnvError};
 
 /// How long a challenge is accepted after it was issued, unless
@@ -9,9 +11,16 @@ use crate::env::{Env, EnvError};
 /// ask Google or Apple for a token, short enough that a leaked challenge is soon worthless.
 pub const DEFAULT_CHALLENGE_TTL_SECONDS: u64 = 300;
 
+/// How long a `valid` verdict answers later attestations of the device on its platform
+/// without new evidence, unless `ATTESTATION_CACHE_TTL_SECONDS` (0, which turns the cache off,
+/// to 86400) says otherwise.
+pub const DEFAULT_CACHE_TTL_SECONDS: u64 = 3600;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttestationSettings {
     pub challenge_ttl_seconds: u64,
+    pub cache_ttl_seconds: u64,
+    pub desktop: DesktopLimits,
     /// App Attest, when `APP_ATTEST_TEAM_ID` and `APP_ATTEST_BUNDLE_ID` are set; `None`
     /// answers iOS attestations 501 (spec §2.15, `unsupported`).
     pub app_attest: Option<AppAttestVerifier>,
@@ -26,6 +35,12 @@ impl AttestationSettings {
                 DEFAULT_CHALLENGE_TTL_SECONDS,
                 30..=3600,
             )?,
+            cache_ttl_seconds: env.seconds(
+                "ATTESTATION_CACHE_TTL_SECONDS",
+                DEFAULT_CACHE_TTL_SECONDS,
+                0..=86_400,
+            )?,
+            desktop: DesktopLimits::from_env(env)?,
             app_attest: app_attest(env, warnings)?,
         })
     }
@@ -125,6 +140,10 @@ impl Default for AttestationSettings {
     fn default() -> Self {
         Self {
             challenge_ttl_seconds: DEFAULT_CHALLENGE_TTL_SECONDS,
+            cache_ttl_seconds: DEFAULT_CACHE_TTL_SECONDS,
+            desktop: DesktopLimits {
+                per_hour: DEFAULT_PER_HOUR,
+            },
             app_attest: None,
         }
     }

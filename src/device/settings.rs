@@ -13,12 +13,15 @@ pub enum Infrastructure {
     /// Files under `INFRASTRUCTURE_BASE_DIR`.
     Local { base_dir: PathBuf },
     /// Secrets Manager (`AWS_SECRETS_PREFIX`) and DynamoDB (`AWS_DYNAMODB_TABLE`); single-use
-    /// claims ([`crate::single_use`]) in `AWS_SINGLE_USE_TABLE`.
+    /// claims ([`crate::single_use`]) in `AWS_SINGLE_USE_TABLE`; attestation state in
+    /// `AWS_ATTESTATION_TABLE`.
     Aws {
         table: String,
         secrets_prefix: String,
         auto_create: bool,
         single_use_table: String,
+        /// Attestation state ([`crate::attestation::store`]), `AWS_ATTESTATION_TABLE`.
+        attestation_table: String,
     },
 }
 
@@ -62,6 +65,9 @@ impl DeviceSettings {
                 single_use_table: env
                     .get("AWS_SINGLE_USE_TABLE")
                     .unwrap_or_else(|| "apuntador-single-use".to_owned()),
+                attestation_table: env
+                    .get("AWS_ATTESTATION_TABLE")
+                    .unwrap_or_else(|| "apuntador-attestation".to_owned()),
             },
             Some(other) => {
                 return Err(EnvError::new(

@@ -12,6 +12,7 @@ use utoipa::ToSchema;
 use super::AppState;
 use super::extract::{ApiJson, ApiPath, Authenticated, FieldChecks, FromJson};
 use super::responses::{BodyErrors, GuardErrors};
+use crate::attestation::verdict::Status;
 use crate::device::id::{DeviceId, Platform, Serial};
 use crate::device::material::MaterialError;
 use crate::device::service::{DeviceError, Enrollment};
@@ -65,7 +66,7 @@ impl From<DeviceError> for ApiError {
 
 impl Authenticated {
     /// The certificate must belong to the device the request acts on.
-    fn acting_on(&self, device: &DeviceId) -> Result<(), ApiError> {
+    pub(crate) fn acting_on(&self, device: &DeviceId) -> Result<(), ApiError> {
         if &self.0.device_id == device {
             Ok(())
         } else {
@@ -374,6 +375,20 @@ pub(crate) struct StatusAnswer {
     expires_at: String,
     revoked: bool,
     days_until_expiry: i64,
+    /// The device's latest attestation on its platform (`null` if it never attested, or its
+    /// platform has none).
+    attestation: Option<LatestAttestation>,
+}
+
+/// A device's latest attestation verdict.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct LatestAttestation {
+    platform: crate::attestation::Platform,
+    status: Status,
+    /// When the evidence was evaluated: UTC, ISO 8601 without offset.
+    timestamp: String,
+    /// What failed, when the status is not `valid`.
+    error: Option<String>,
 }
 
 /// The certificate presented, as the CA records it.
@@ -382,12 +397,13 @@ pub(crate) struct StatusAnswer {
         min_length = 5, max_length = 128, pattern = "^[A-Za-z0-9_-]{5,128}$")),
     security(("device_certificate" = [])),
     responses(
-        (status = 200, description = "The certificate's record", body = StatusAnswer),
+        (status = 200, description = "The certificate's record, and the device's latest attestation", body = StatusAnswer),
         (status = 400, description = "The path is not valid UTF-8, or the proxy header named more than one certificate (`ambiguous_client_certificate`)", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 422, description = "`device_id` is not a device id", body = crate::error::Problem, content_type = "application/problem+json"),
         GuardErrors,
     ))]
 pub(crate) async fn status(
+    State(state): State<AppState>,
     caller: Authenticated,
     ApiPath(device_id): ApiPath<String>,
 ) -> Result<Json<StatusAnswer>, ApiError> {
@@ -400,6 +416,10 @@ pub(crate) async fn status(
     })?;
     caller.acting_on(&device)?;
     let record = caller.0;
+    let attestation = match crate::attestation::Platform::parse(record.platform.as_str()) {
+        Ok(platform) => state.attestation.latest(&device, platform).await?,
+        Err(_) => None,
+    };
     let days_until_expiry = (record.expires_at - Utc::now())
         .num_seconds()
         .div_euclid(86_400);
@@ -411,6 +431,12 @@ pub(crate) async fn status(
         expires_at: naive(record.expires_at),
         revoked: record.revoked,
         days_until_expiry,
+        attestation: attestation.map(|verdict| LatestAttestation {
+            platform: verdict.platform,
+            status: verdict.status,
+            timestamp: naive(verdict.at),
+            error: verdict.error,
+        }),
     }))
 }
 

@@ -4,21 +4,25 @@
 //! JSON of the wrong shape or failing a rule 422 with one entry per field; bodies become typed
 //! values ([`FromJson`]). [`Authenticated`]: the caller's verified device certificate
 //! ([`crate::device::guard`]), 401 when absent, 400 when the proxy header is ambiguous, 403 when
-//! not acceptable.
+//! not acceptable. [`Operator`]: the caller holds the operator's API key (`CONFIG_API_KEY`).
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, FailedToBufferBody};
 use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::StatusCode;
-use axum::http::header;
+use std::sync::Arc;
+
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
 use serde::de::DeserializeOwned;
 use serde_json::error::Category;
+use subtle::ConstantTimeEq;
 
 use super::AppState;
 use crate::device::guard::{GuardError, presented_pem, verify};
 use crate::device::store::CertificateRecord;
+use crate::env::Secret;
 use crate::error::{ApiError, FieldError};
+use crate::keys::KeysError;
 
 /// A request body as a handler gets it: parsed once from the JSON the client sent
 /// ([`FromJson::Raw`]) into typed values, so no handler validates a field again.
@@ -282,6 +286,73 @@ impl FromRequestParts<AppState> for Authenticated {
             tracing::warn!(reason = %e, "client certificate refused");
             e.into()
         })
+    }
+}
+
+/// The deployment's operator: the caller sent `Authorization: Bearer <CONFIG_API_KEY>`
+/// (compared in constant time). 401 with a wrong or missing key, 503 when no key is configured
+/// or it cannot be read now. Guards `/config/providers` and the attestation cache's clearing.
+pub struct Operator;
+
+impl FromRequestParts<AppState> for Operator {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let keys = state.keys.get().await.map_err(unavailable)?;
+        if let Err(refused) = authorize(&parts.headers, keys.config_api_key.as_ref()) {
+            // A key this process does not know may be one a rotation just put in the secret.
+            let fresh = state.keys.refresh(&keys).await;
+            if Arc::ptr_eq(&fresh, &keys) || !matches!(refused, ApiError::Unauthorized { .. }) {
+                return Err(refused);
+            }
+            authorize(&parts.headers, fresh.config_api_key.as_ref())?;
+        }
+        Ok(Operator)
+    }
+}
+
+/// The keys secret cannot be read: a 503 that comes back by itself (`Retry-After`).
+fn unavailable(error: KeysError) -> ApiError {
+    tracing::warn!(error = %error, "operator route: no key to check against");
+    ApiError::coded(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "keys_unavailable",
+        "The configuration API's key cannot be read right now; try again shortly.",
+    )
+}
+
+/// Checks `Authorization: Bearer <key>` against the configured key.
+fn authorize(headers: &HeaderMap, expected: Option<&Secret>) -> Result<(), ApiError> {
+    let unauthorized = |detail| ApiError::Unauthorized {
+        challenge: r#"Bearer realm="apuntador""#,
+        code: None,
+        detail,
+    };
+    let expected = expected.ok_or_else(|| {
+        ApiError::ServiceUnavailable(
+            "The configuration API is disabled on this deployment (CONFIG_API_KEY is not set)."
+                .to_owned(),
+        )
+    })?;
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .ok_or(unauthorized("Missing Authorization header"))?;
+    let mut parts = value.split_whitespace();
+    let token = match (parts.next(), parts.next(), parts.next()) {
+        (Some(scheme), Some(token), None) if scheme.eq_ignore_ascii_case("bearer") => token,
+        _ => {
+            return Err(unauthorized(
+                "Invalid Authorization header format. Expected: Bearer <token>",
+            ));
+        }
+    };
+    if bool::from(token.as_bytes().ct_eq(expected.expose().as_bytes())) {
+        Ok(())
+    } else {
+        Err(unauthorized("Invalid API key"))
     }
 }
 

@@ -28,10 +28,14 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowMethods, AllowOrigin, CorsLayer};
 
 use crate::attestation::challenge::Challenges;
+use crate::attestation::service::Attestor;
+use crate::attestation::store::AttestationStore;
+use crate::attestation::store::dynamo::DynamoAttestations;
+use crate::attestation::store::local::LocalAttestations;
 use crate::config::{Config, CorsConfig};
 use crate::device::material::{CaProvider, CaSource};
 use crate::device::service::DeviceService;
-use crate::device::settings::Infrastructure;
+use crate::device::settings::{DeviceSettings, Infrastructure};
 use crate::device::store::CertificateStore;
 use crate::device::store::dynamo::DynamoStore;
 use crate::device::store::local::LocalStore;
@@ -54,64 +58,93 @@ pub struct AppState {
     pub devices: Arc<DeviceService>,
     /// Attestation challenges ([`crate::attestation::challenge`]).
     pub challenges: Arc<Challenges>,
+    /// Attestations and their verdicts ([`crate::attestation::service`]).
+    pub attestation: Arc<Attestor>,
 }
 
 impl AppState {
     /// Builds the shared clients once per process (cold start). AWS clients are configured here
     /// only when the AWS backend is chosen; nothing is fetched until a request needs it.
     pub async fn new(config: Arc<Config>) -> Result<Self, ClientBuildError> {
-        let (ca_source, store, single_use): (
-            CaSource,
-            Arc<dyn CertificateStore>,
-            Arc<dyn SingleUse>,
-        ) = match &config.devices.infrastructure {
-            Infrastructure::Local { base_dir } => (
-                CaSource::Files {
-                    dir: base_dir.clone(),
-                    create_if_missing: config.devices.create_dev_ca,
-                },
-                Arc::new(LocalStore::new(base_dir.clone())),
-                Arc::new(InProcess::new()),
-            ),
-            Infrastructure::Aws {
-                table,
-                secrets_prefix,
-                auto_create,
-                single_use_table,
-            } => {
-                let client = crate::aws::dynamodb().await;
-                (
-                    CaSource::SecretsManager {
-                        prefix: secrets_prefix.clone(),
-                    },
-                    Arc::new(DynamoStore::new(
-                        client.clone(),
-                        table.clone(),
-                        *auto_create,
-                    )),
-                    Arc::new(DynamoSingleUse::new(
-                        client,
-                        single_use_table.clone(),
-                        *auto_create,
-                    )),
-                )
-            }
-        };
+        let backends = Backends::new(&config.devices).await;
         let keys = Arc::new(Keys::new(config.keys.clone()));
-        let challenges = Challenges::new(
+        let challenges = Arc::new(Challenges::new(
             keys.clone(),
-            single_use.clone(),
+            backends.single_use.clone(),
             config.attestation.challenge_ttl_seconds,
+        ));
+        let settings = &config.attestation;
+        let attestation = Attestor::new(
+            challenges.clone(),
+            backends.attestations,
+            settings.app_attest.clone(),
+            settings.cache_ttl_seconds,
+            settings.desktop,
         );
-        let oauth = Broker::new(config.oauth.clone(), keys.clone(), single_use)?;
-        let devices = DeviceService::new(CaProvider::new(ca_source), store);
+        let oauth = Broker::new(config.oauth.clone(), keys.clone(), backends.single_use)?;
+        let devices = DeviceService::new(CaProvider::new(backends.ca), backends.certificates);
         Ok(Self {
             config,
             keys,
             oauth: Arc::new(oauth),
             devices: Arc::new(devices),
-            challenges: Arc::new(challenges),
+            challenges,
+            attestation: Arc::new(attestation),
         })
+    }
+}
+
+/// Where the device CA, the certificate records, single-use claims and attestation state live:
+/// local files and memory, or Secrets Manager and DynamoDB (`INFRASTRUCTURE_PROVIDER`).
+struct Backends {
+    ca: CaSource,
+    certificates: Arc<dyn CertificateStore>,
+    single_use: Arc<dyn SingleUse>,
+    attestations: Arc<dyn AttestationStore>,
+}
+
+impl Backends {
+    async fn new(devices: &DeviceSettings) -> Self {
+        match &devices.infrastructure {
+            Infrastructure::Local { base_dir } => Self {
+                ca: CaSource::Files {
+                    dir: base_dir.clone(),
+                    create_if_missing: devices.create_dev_ca,
+                },
+                certificates: Arc::new(LocalStore::new(base_dir.clone())),
+                single_use: Arc::new(InProcess::new()),
+                attestations: Arc::new(LocalAttestations::new(base_dir.clone())),
+            },
+            Infrastructure::Aws {
+                table,
+                secrets_prefix,
+                auto_create,
+                single_use_table,
+                attestation_table,
+            } => {
+                let client = crate::aws::dynamodb().await;
+                Self {
+                    ca: CaSource::SecretsManager {
+                        prefix: secrets_prefix.clone(),
+                    },
+                    certificates: Arc::new(DynamoStore::new(
+                        client.clone(),
+                        table.clone(),
+                        *auto_create,
+                    )),
+                    single_use: Arc::new(DynamoSingleUse::new(
+                        client.clone(),
+                        single_use_table.clone(),
+                        *auto_create,
+                    )),
+                    attestations: Arc::new(DynamoAttestations::new(
+                        client,
+                        attestation_table.clone(),
+                        *auto_create,
+                    )),
+                }
+            }
+        }
     }
 }
 

@@ -1,21 +1,16 @@
 //! `GET /config/providers` (spec §2.8): which cloud providers this deployment offers, behind
-//! its own API key (`CONFIG_API_KEY`, `Authorization: Bearer …`, compared in constant time).
+//! the operator's API key ([`Operator`]: `CONFIG_API_KEY`, `Authorization: Bearer …`).
 
 use axum::extract::State;
-use std::sync::Arc;
-
-use axum::http::{HeaderMap, StatusCode, header};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
-use subtle::ConstantTimeEq;
 use utoipa::ToSchema;
 
 use super::AppState;
+use super::extract::Operator;
 use crate::APP_VERSION;
-use crate::env::Secret;
 use crate::error::{ApiError, Problem};
-use crate::keys::KeysError;
 use crate::oauth::provider::ProviderId;
 
 /// How long clients may cache the answer, in seconds.
@@ -60,17 +55,8 @@ pub(crate) struct ProvidersResponse {
     ))]
 pub(crate) async fn providers(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    _operator: Operator,
 ) -> Result<Json<ProvidersResponse>, ApiError> {
-    let keys = state.keys.get().await.map_err(unavailable)?;
-    if let Err(refused) = authorize(&headers, keys.config_api_key.as_ref()) {
-        // A key this process does not know may be one a rotation just put in the secret.
-        let fresh = state.keys.refresh(&keys).await;
-        if Arc::ptr_eq(&fresh, &keys) || !matches!(refused, ApiError::Unauthorized { .. }) {
-            return Err(refused);
-        }
-        authorize(&headers, fresh.config_api_key.as_ref())?;
-    }
     let status = |provider| ProviderStatus {
         enabled: state.config.oauth.enabled.contains(&provider),
         requires_mtls: true,
@@ -84,49 +70,4 @@ pub(crate) async fn providers(
         version: APP_VERSION,
         cache_ttl: CACHE_TTL_SECONDS,
     }))
-}
-
-/// The keys secret cannot be read: a 503 that comes back by itself (`Retry-After`).
-fn unavailable(error: KeysError) -> ApiError {
-    tracing::warn!(error = %error, "GET /config/providers: no key to check against");
-    ApiError::coded(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "keys_unavailable",
-        "The configuration API's key cannot be read right now; try again shortly.",
-    )
-}
-
-/// Checks `Authorization: Bearer <key>` against the configured key.
-fn authorize(headers: &HeaderMap, expected: Option<&Secret>) -> Result<(), ApiError> {
-    let unauthorized = |detail| ApiError::Unauthorized {
-        challenge: r#"Bearer realm="apuntador""#,
-        code: None,
-        detail,
-    };
-    let expected = expected.ok_or_else(|| {
-        ApiError::ServiceUnavailable(
-            "The configuration API is disabled on this deployment (CONFIG_API_KEY is not set)."
-                .to_owned(),
-        )
-    })?;
-    let value = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
-        .ok_or(unauthorized("Missing Authorization header"))?;
-    let mut parts = value.split_whitespace();
-    let token = match (parts.next(), parts.next(), parts.next()) {
-        (Some(scheme), Some(token), None) if scheme.eq_ignore_ascii_case("bearer") => token,
-        _ => {
-            return Err(unauthorized(
-                "Invalid Authorization header format. Expected: Bearer <token>",
-            ));
-        }
-    };
-    if bool::from(token.as_bytes().ct_eq(expected.expose().as_bytes())) {
-        Ok(())
-    } else {
-        Err(unauthorized("Invalid API key"))
-    }
 }

@@ -1,6 +1,6 @@
 //! The response groups the handlers' OpenAPI annotations share: the failures common to every
-//! route that reads a JSON body, to the OAuth routes and to the routes behind the client
-//! certificate. A module of its own so that the handlers (which name these groups) and the
+//! route that reads a JSON body, to the OAuth routes, to the routes behind the client
+//! certificate and to the attestation routes. A module of its own so that the handlers (which name these groups) and the
 //! documentation module (which lists the handlers) do not import each other.
 //!
 //! The variants are never built: each describes one status of the contract, with the shared
@@ -73,7 +73,52 @@ pub(crate) enum GuardErrors {
     #[response(status = 403, content_type = "application/problem+json")]
     Refused(Problem),
     /// The CA or the certificate store is unavailable (`ca_unavailable`,
-    /// `storage_unavailable`).
+    /// `storage_unavailable`), or on `/device/status` the attestation store
+    /// (`attestation_store_unavailable`).
+    #[response(
+        status = 503,
+        content_type = "application/problem+json",
+        headers(("Retry-After" = u32, description = "Seconds to wait before trying again (5)"))
+    )]
+    Unavailable(Problem),
+}
+
+/// Failures of the attestation routes (`/device/attest/{android,ios,desktop}`), beside the
+/// 400 each lists and [`BodyErrors`].
+#[derive(IntoResponses)]
+#[allow(dead_code)]
+pub(crate) enum AttestationErrors {
+    /// No client certificate was presented.
+    #[response(
+        status = 401,
+        content_type = "application/problem+json",
+        headers(("WWW-Authenticate" = String, description = "`MutualTLS realm=\"apuntador-devices\"`"))
+    )]
+    Missing(Problem),
+    /// The certificate is not acceptable (expired, revoked, replaced, another CA), belongs to
+    /// another device (`device_mismatch`) or was issued for another platform
+    /// (`platform_mismatch`).
+    #[response(status = 403, content_type = "application/problem+json")]
+    Refused(Problem),
+    /// The challenge was already used (`challenge_used`): ask for a new one.
+    #[response(status = 409, content_type = "application/problem+json")]
+    Used(Problem),
+    /// Desktop: the device attested more often than `ATTESTATION_DESKTOP_PER_HOUR` this hour
+    /// (`attestation_rate_limited`).
+    #[response(
+        status = 429,
+        content_type = "application/problem+json",
+        headers(("Retry-After" = u32, description = "Seconds until the next hour's allowance"))
+    )]
+    RateLimited(Problem),
+    /// The platform's verification is not configured on this deployment
+    /// (`attestation_unsupported`; the spec's `unsupported`).
+    #[response(status = 501, content_type = "application/problem+json")]
+    Unsupported(Problem),
+    /// A dependency cannot be reached now: the CA or certificate store (`ca_unavailable`,
+    /// `storage_unavailable`), the key that seals challenges (`keys_unavailable`), the
+    /// single-use store (`challenge_store_unavailable`) or the attestation store
+    /// (`attestation_store_unavailable`).
     #[response(
         status = 503,
         content_type = "application/problem+json",

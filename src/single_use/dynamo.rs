@@ -13,14 +13,10 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::operation::create_table::builders::CreateTableFluentBuilder;
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
-    ScalarAttributeType,
-};
+use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::{ClaimFuture, Purpose, RETENTION_MARGIN_SECS, SingleUse, SingleUseError};
-use crate::aws::AutoCreate;
+use crate::aws::{AutoCreate, id_keyed_table};
 use crate::telemetry::aws::{aws_error_text, traced};
 
 #[derive(Debug)]
@@ -54,29 +50,6 @@ impl DynamoSingleUse {
         }
     }
 
-    fn create_request(&self) -> Result<CreateTableFluentBuilder, String> {
-        let text = |e: aws_sdk_dynamodb::error::BuildError| aws_error_text(&e);
-        Ok(self
-            .client
-            .create_table()
-            .table_name(&self.table)
-            .billing_mode(BillingMode::PayPerRequest)
-            .key_schema(
-                KeySchemaElement::builder()
-                    .attribute_name("id")
-                    .key_type(KeyType::Hash)
-                    .build()
-                    .map_err(text)?,
-            )
-            .attribute_definitions(
-                AttributeDefinition::builder()
-                    .attribute_name("id")
-                    .attribute_type(ScalarAttributeType::S)
-                    .build()
-                    .map_err(text)?,
-            ))
-    }
-
     async fn put(
         &self,
         purpose: Purpose,
@@ -85,7 +58,7 @@ impl DynamoSingleUse {
     ) -> Result<bool, SingleUseError> {
         self.auto_create
             .ensure(&self.client, &self.table, "single-use", || {
-                self.create_request()
+                id_keyed_table(&self.client, &self.table)
             })
             .await
             .map_err(SingleUseError::Backend)?;

@@ -29,18 +29,22 @@ pub const COLD_START: &str = "cold_start";
 pub const OAUTH_PROVIDER: &str = "oauth_provider";
 /// `android`, `ios`, `desktop` or `web`, on device routes once the platform is known.
 pub const DEVICE_PLATFORM: &str = "device_platform";
+/// `valid`, `invalid`, `failed` or `unsupported`, on the attestation routes once there is a
+/// verdict.
+pub const ATTESTATION_VERDICT: &str = "attestation_verdict";
 /// The problem's machine-readable code (`invalid_grant`, `validation_error`, …) on 4xx and 5xx.
 pub const ERROR_TYPE: &str = "error_type";
 /// This build's version (`service.version`), to compare releases.
 pub const SERVICE_VERSION: &str = "service_version";
 
 /// Every annotation key, in the order they are documented (docs/tracing.md).
-pub const KEYS: [&str; 7] = [
+pub const KEYS: [&str; 8] = [
     HTTP_ROUTE,
     HTTP_STATUS_CODE,
     COLD_START,
     OAUTH_PROVIDER,
     DEVICE_PLATFORM,
+    ATTESTATION_VERDICT,
     ERROR_TYPE,
     SERVICE_VERSION,
 ];
@@ -66,6 +70,11 @@ pub fn annotation_keys_attribute() -> KeyValue {
 /// the enrolment body or the client certificate was read).
 pub fn device_platform(platform: &'static str) {
     tracing::Span::current().set_attribute(DEVICE_PLATFORM, platform);
+}
+
+/// Records an attestation's verdict on the current request span.
+pub fn attestation_verdict(verdict: &'static str) {
+    tracing::Span::current().set_attribute(ATTESTATION_VERDICT, verdict);
 }
 
 #[cfg(test)]

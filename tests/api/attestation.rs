@@ -81,3 +81,636 @@ async fn a_challenge_for_an_unknown_platform_or_a_bad_device_id_is_422() {
     let missing = helpers::post(&app, "/device/attest/challenge", &json!({}), &[]).await;
     assert_eq!(missing.status, StatusCode::UNPROCESSABLE_ENTITY);
 }
+
+#[tokio::test]
+async fn desktop_takes_no_challenge() {
+    let app = app().await;
+    let answer = helpers::post(
+        &app,
+        "/device/attest/challenge",
+        &json!({"device_id": "desk-0001", "platform": "desktop"}),
+        &[],
+    )
+    .await;
+    assert_eq!(
+        answer.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        answer.text
+    );
+    assert_eq!(answer.error_locations(), vec![json!(["body", "platform"])]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The attestation routes, behind the device's client certificate (a trusted proxy header here),
+// with App Attest trusting the double's root (development), the local backend in a fresh
+// directory, and the operator's key for clear-cache.
+
+use apuntador_harness::app_attest::{AppAttestDouble, DeviceKey};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use sha2::{Digest, Sha256};
+
+use crate::helpers::Answer;
+
+const TEAM: &str = "TEAM123456";
+const BUNDLE: &str = "app.apuntador.ios";
+const OPERATOR_KEY: &str = "operator-key-for-attestation-tests-0123456789";
+
+struct Fixture {
+    app: Router,
+    apple: AppAttestDouble,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The router with App Attest configured (or not), the verdict cache's lifetime, and
+/// `extra` settings.
+async fn fixture(app_attest: bool, cache_ttl: &str, extra: &[(&str, &str)]) -> Fixture {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).unwrap();
+    let dir = std::env::temp_dir().join(format!("apuntador-attest-{}", u64::from_le_bytes(bytes)));
+    let apple = AppAttestDouble::new(TEAM, BUNDLE, true);
+    let root = apple.root_pem();
+    let state_key = apuntador_backend::keys::random_secret().unwrap();
+    let mut vars = vec![
+        ("ENVIRONMENT", "local"),
+        ("SECRET_KEY", state_key.as_str()),
+        ("CONFIG_API_KEY", OPERATOR_KEY),
+        ("INFRASTRUCTURE_BASE_DIR", dir.to_str().unwrap()),
+        ("TRUSTED_CLIENT_CERT_HEADER", "X-Client-Cert"),
+        ("ATTESTATION_CACHE_TTL_SECONDS", cache_ttl),
+    ];
+    if app_attest {
+        vars.extend([
+            ("APP_ATTEST_TEAM_ID", TEAM),
+            ("APP_ATTEST_BUNDLE_ID", BUNDLE),
+            ("APP_ATTEST_ENVIRONMENT", "development"),
+            ("APP_ATTEST_ROOT_CA_PEM", root.as_str()),
+        ]);
+    }
+    vars.extend_from_slice(extra);
+    let app = helpers::app(helpers::config(&vars, &[])).await;
+    Fixture { app, apple, dir }
+}
+
+fn cert_header(pem: &str) -> Vec<(&'static str, String)> {
+    let encoded =
+        percent_encoding::utf8_percent_encode(pem, percent_encoding::NON_ALPHANUMERIC).to_string();
+    vec![("x-client-cert", encoded)]
+}
+
+/// Enrolls `device` on `platform`; its certificate (PEM).
+async fn enrolled(f: &Fixture, device: &str, platform: &str) -> String {
+    let csr = apuntador_harness::csr::p256();
+    let answer = helpers::post(
+        &f.app,
+        "/device/enroll",
+        &json!({"csr": csr.pem, "device_id": device, "platform": platform}),
+        &[],
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.text);
+    answer.body["certificate"].as_str().unwrap().to_owned()
+}
+
+async fn challenge(f: &Fixture, device: &str, platform: &str) -> String {
+    let answer = helpers::post(
+        &f.app,
+        "/device/attest/challenge",
+        &json!({"device_id": device, "platform": platform}),
+        &[],
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    answer.body["challenge"].as_str().unwrap().to_owned()
+}
+
+/// What App Attest signs for a challenge: SHA-256 of its bytes.
+fn client_data_hash(challenge: &str) -> [u8; 32] {
+    Sha256::digest(challenge.as_bytes()).into()
+}
+
+async fn ios(
+    f: &Fixture,
+    cert: &str,
+    device: &str,
+    challenge: &str,
+    object: &[u8],
+    key: Option<&DeviceKey>,
+) -> Answer {
+    let mut body = json!({
+        "device_token": STANDARD.encode(object),
+        "device_id": device,
+        "challenge": challenge,
+    });
+    if let Some(key) = key {
+        body["key_id"] = json!(STANDARD.encode(key.key_id));
+    }
+    helpers::post(&f.app, "/device/attest/ios", &body, &cert_header(cert)).await
+}
+
+fn code(answer: &Answer) -> (StatusCode, &str) {
+    (answer.status, answer.body["error"].as_str().unwrap_or(""))
+}
+
+async fn status(f: &Fixture, cert: &str, device: &str) -> serde_json::Value {
+    let answer = helpers::get(
+        &f.app,
+        &format!("/device/status/{device}"),
+        &cert_header(cert),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    answer.body
+}
+
+#[tokio::test]
+async fn an_ios_key_is_attested_once_then_proves_possession_with_rising_counters() {
+    let f = fixture(true, "0", &[]).await;
+    let device = "iphone-0001";
+    let cert = enrolled(&f, device, "ios").await;
+    assert_eq!(
+        status(&f, &cert, device).await["attestation"],
+        serde_json::Value::Null
+    );
+
+    // An assertion before any attestation has no key to check against.
+    let key = f.apple.generate_key();
+    let c = challenge(&f, device, "ios").await;
+    let early = ios(
+        &f,
+        &cert,
+        device,
+        &c,
+        &f.apple.assert(&key, 1, &client_data_hash(&c)),
+        None,
+    )
+    .await;
+    assert_eq!(
+        code(&early),
+        (StatusCode::BAD_REQUEST, "no_attested_key"),
+        "{}",
+        early.text
+    );
+
+    let c = challenge(&f, device, "ios").await;
+    let attested = ios(
+        &f,
+        &cert,
+        device,
+        &c,
+        &f.apple.attest(&key, &client_data_hash(&c)),
+        Some(&key),
+    )
+    .await;
+    assert_eq!(attested.status, StatusCode::OK, "{}", attested.text);
+    let keys: Vec<&str> = attested
+        .body
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "status",
+            "device_id",
+            "timestamp",
+            "integrity_verified",
+            "error_message"
+        ],
+        "the spec's order"
+    );
+    assert_eq!(attested.body["status"], "valid");
+    assert_eq!(attested.body["integrity_verified"], true);
+    assert_eq!(attested.body["error_message"], serde_json::Value::Null);
+
+    // The same challenge again: used, whatever the evidence.
+    let replay = ios(
+        &f,
+        &cert,
+        device,
+        &c,
+        &f.apple.attest(&key, &client_data_hash(&c)),
+        Some(&key),
+    )
+    .await;
+    assert_eq!(code(&replay), (StatusCode::CONFLICT, "challenge_used"));
+
+    // Assertions: the counter must rise, the signature must be the key's.
+    let c = challenge(&f, device, "ios").await;
+    let first = ios(
+        &f,
+        &cert,
+        device,
+        &c,
+        &f.apple.assert(&key, 1, &client_data_hash(&c)),
+        None,
+    )
+    .await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.text);
+    let c = challenge(&f, device, "ios").await;
+    let stale = ios(
+        &f,
+        &cert,
+        device,
+        &c,
+        &f.apple.assert(&key, 1, &client_data_hash(&c)),
+        None,
+    )
+    .await;
+    assert_eq!(
+        code(&stale),
+        (StatusCode::BAD_REQUEST, "attestation_counter"),
+        "{}",
+        stale.text
+    );
+    assert!(
+        stale.body["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("Device failed integrity check: "),
+        "{}",
+        stale.text
+    );
+    let c = challenge(&f, device, "ios").await;
+    let other = f.apple.generate_key();
+    let forged = ios(
+        &f,
+        &cert,
+        device,
+        &c,
+        &f.apple.assert(&other, 5, &client_data_hash(&c)),
+        None,
+    )
+    .await;
+    assert_eq!(
+        code(&forged),
+        (StatusCode::BAD_REQUEST, "assertion_signature")
+    );
+    let c = challenge(&f, device, "ios").await;
+    let wrong_challenge = ios(
+        &f,
+        &cert,
+        device,
+        &c,
+        &f.apple.assert(&key, 9, &client_data_hash("another")),
+        None,
+    )
+    .await;
+    assert_eq!(
+        code(&wrong_challenge),
+        (StatusCode::BAD_REQUEST, "assertion_signature")
+    );
+    let c = challenge(&f, device, "ios").await;
+    let next = ios(
+        &f,
+        &cert,
+        device,
+        &c,
+        &f.apple.assert(&key, 2, &client_data_hash(&c)),
+        None,
+    )
+    .await;
+    assert_eq!(next.status, StatusCode::OK, "{}", next.text);
+
+    let latest = &status(&f, &cert, device).await["attestation"];
+    assert_eq!(latest["platform"], "ios");
+    assert_eq!(latest["status"], "valid");
+    assert_eq!(latest["timestamp"], next.body["timestamp"]);
+}
+
+#[tokio::test]
+async fn an_attestation_must_answer_a_challenge_for_its_device_and_platform() {
+    let f = fixture(true, "3600", &[]).await;
+    let cert = enrolled(&f, "iphone-0002", "ios").await;
+    let key = f.apple.generate_key();
+    for (c, expected) in [
+        (
+            challenge(&f, "iphone-9999", "ios").await,
+            "challenge_mismatch",
+        ),
+        (
+            challenge(&f, "iphone-0002", "android").await,
+            "challenge_mismatch",
+        ),
+        (
+            "ch1.not-a-challenge-this-backend-sealed".to_owned(),
+            "challenge_invalid",
+        ),
+    ] {
+        let answer = ios(
+            &f,
+            &cert,
+            "iphone-0002",
+            &c,
+            &f.apple.attest(&key, &client_data_hash(&c)),
+            Some(&key),
+        )
+        .await;
+        assert_eq!(
+            code(&answer),
+            (StatusCode::BAD_REQUEST, expected),
+            "{}",
+            answer.text
+        );
+    }
+    // An attestation over another challenge than the one sent.
+    let c = challenge(&f, "iphone-0002", "ios").await;
+    let answer = ios(
+        &f,
+        &cert,
+        "iphone-0002",
+        &c,
+        &f.apple.attest(&key, &client_data_hash("other")),
+        Some(&key),
+    )
+    .await;
+    assert_eq!(
+        code(&answer),
+        (StatusCode::BAD_REQUEST, "attestation_challenge_mismatch")
+    );
+    assert!(
+        answer.body["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("App Attest verification failed: "),
+        "{}",
+        answer.text
+    );
+    assert_eq!(
+        status(&f, &cert, "iphone-0002").await["attestation"]["status"],
+        "failed"
+    );
+}
+
+#[tokio::test]
+async fn a_cached_verdict_answers_only_a_fresh_challenge_until_the_operator_clears_it() {
+    let f = fixture(true, "3600", &[]).await;
+    let device = "iphone-0003";
+    let cert = enrolled(&f, device, "ios").await;
+    let key = f.apple.generate_key();
+    let c = challenge(&f, device, "ios").await;
+    let attested = ios(
+        &f,
+        &cert,
+        device,
+        &c,
+        &f.apple.attest(&key, &client_data_hash(&c)),
+        Some(&key),
+    )
+    .await;
+    assert_eq!(attested.status, StatusCode::OK, "{}", attested.text);
+
+    // Within the cache's lifetime a fresh challenge gets the cached verdict, evidence unread.
+    let garbage = vec![0xA5; 120];
+    let c = challenge(&f, device, "ios").await;
+    let cached = ios(&f, &cert, device, &c, &garbage, None).await;
+    assert_eq!(cached.status, StatusCode::OK, "{}", cached.text);
+    assert_eq!(
+        cached.body["timestamp"], attested.body["timestamp"],
+        "the cached verdict's time"
+    );
+    // ... but never without a challenge check.
+    let reused = ios(&f, &cert, device, &c, &garbage, None).await;
+    assert_eq!(code(&reused), (StatusCode::CONFLICT, "challenge_used"));
+    let foreign = challenge(&f, "iphone-0004", "ios").await;
+    let mismatched = ios(&f, &cert, device, &foreign, &garbage, None).await;
+    assert_eq!(
+        code(&mismatched),
+        (StatusCode::BAD_REQUEST, "challenge_mismatch")
+    );
+
+    // Clearing is the operator's.
+    let anyone = helpers::post(
+        &f.app,
+        "/device/attest/clear-cache",
+        &json!({}),
+        &cert_header(&cert),
+    )
+    .await;
+    assert_eq!(anyone.status, StatusCode::UNAUTHORIZED, "{}", anyone.text);
+    let wrong = helpers::post(
+        &f.app,
+        "/device/attest/clear-cache",
+        &json!({}),
+        &[("authorization", "Bearer not-the-key".to_owned())],
+    )
+    .await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    let cleared = helpers::post(
+        &f.app,
+        "/device/attest/clear-cache",
+        &json!({}),
+        &[("authorization", format!("Bearer {OPERATOR_KEY}"))],
+    )
+    .await;
+    assert_eq!(cleared.status, StatusCode::NO_CONTENT, "{}", cleared.text);
+    assert!(cleared.text.is_empty());
+
+    let c = challenge(&f, device, "ios").await;
+    let verified = ios(&f, &cert, device, &c, &garbage, None).await;
+    assert_eq!(
+        code(&verified),
+        (StatusCode::BAD_REQUEST, "attestation_malformed"),
+        "{}",
+        verified.text
+    );
+    let c = challenge(&f, device, "ios").await;
+    let asserted = ios(
+        &f,
+        &cert,
+        device,
+        &c,
+        &f.apple.assert(&key, 1, &client_data_hash(&c)),
+        None,
+    )
+    .await;
+    assert_eq!(asserted.status, StatusCode::OK, "{}", asserted.text);
+    assert_ne!(
+        asserted.body["timestamp"], attested.body["timestamp"],
+        "verified anew"
+    );
+}
+
+#[tokio::test]
+async fn attestation_routes_need_the_devices_own_certificate_for_the_platform() {
+    let f = fixture(true, "3600", &[]).await;
+    let phone = enrolled(&f, "iphone-0005", "ios").await;
+    let android = enrolled(&f, "pixel-00005", "android").await;
+    let key = f.apple.generate_key();
+    let c = challenge(&f, "iphone-0005", "ios").await;
+    let object = f.apple.attest(&key, &client_data_hash(&c));
+    let body = json!({"device_token": STANDARD.encode(&object), "device_id": "iphone-0005", "challenge": c, "key_id": STANDARD.encode(key.key_id)});
+    let none = helpers::post(&f.app, "/device/attest/ios", &body, &[]).await;
+    assert_eq!(none.status, StatusCode::UNAUTHORIZED);
+    let other_device =
+        helpers::post(&f.app, "/device/attest/ios", &body, &cert_header(&android)).await;
+    assert_eq!(
+        code(&other_device),
+        (StatusCode::FORBIDDEN, "device_mismatch")
+    );
+    let mut as_android = body.clone();
+    as_android["device_id"] = json!("pixel-00005");
+    let other_platform = helpers::post(
+        &f.app,
+        "/device/attest/ios",
+        &as_android,
+        &cert_header(&android),
+    )
+    .await;
+    assert_eq!(
+        code(&other_platform),
+        (StatusCode::FORBIDDEN, "platform_mismatch")
+    );
+    // None of those used the challenge.
+    let answer = helpers::post(&f.app, "/device/attest/ios", &body, &cert_header(&phone)).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+
+    let bad = helpers::post(
+        &f.app,
+        "/device/attest/ios",
+        &json!({"device_token": "short", "device_id": "x", "challenge": "c", "key_id": "!!"}),
+        &cert_header(&phone),
+    )
+    .await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        bad.error_locations(),
+        vec![
+            json!(["body", "device_token"]),
+            json!(["body", "device_id"]),
+            json!(["body", "challenge"]),
+            json!(["body", "key_id"])
+        ]
+    );
+}
+
+#[tokio::test]
+async fn unconfigured_platforms_answer_501_and_keep_the_challenge() {
+    let f = fixture(false, "3600", &[]).await;
+    let phone = enrolled(&f, "iphone-0006", "ios").await;
+    let c = challenge(&f, "iphone-0006", "ios").await;
+    let body = json!({"device_token": STANDARD.encode([1u8; 120]), "device_id": "iphone-0006", "challenge": c});
+    let answer = helpers::post(&f.app, "/device/attest/ios", &body, &cert_header(&phone)).await;
+    assert_eq!(
+        code(&answer),
+        (StatusCode::NOT_IMPLEMENTED, "attestation_unsupported"),
+        "{}",
+        answer.text
+    );
+    assert_eq!(
+        answer.body["detail"],
+        "App Attest verification is not configured on this deployment."
+    );
+    let pixel = enrolled(&f, "pixel-00006", "android").await;
+    let c = challenge(&f, "pixel-00006", "android").await;
+    let body = json!({"jws_token": "e".repeat(120), "device_id": "pixel-00006", "nonce": c});
+    let answer = helpers::post(
+        &f.app,
+        "/device/attest/android",
+        &body,
+        &cert_header(&pixel),
+    )
+    .await;
+    assert_eq!(
+        code(&answer),
+        (StatusCode::NOT_IMPLEMENTED, "attestation_unsupported"),
+        "{}",
+        answer.text
+    );
+}
+
+async fn desktop(f: &Fixture, cert: &str, device: &str, fingerprint: &str) -> Answer {
+    let body = json!({"device_id": device, "fingerprint": fingerprint, "platform_details": {"os": "linux"}});
+    helpers::post(&f.app, "/device/attest/desktop", &body, &cert_header(cert)).await
+}
+
+#[tokio::test]
+async fn a_desktop_fingerprint_is_bound_at_first_attestation_and_attempts_are_limited() {
+    // The allowance is per clock hour: start clear of the hour's end.
+    let into_hour = apuntador_backend::clock::now_secs() % 3600;
+    if into_hour > 3590 {
+        tokio::time::sleep(std::time::Duration::from_secs(3601 - into_hour)).await;
+    }
+    let f = fixture(true, "3600", &[("ATTESTATION_DESKTOP_PER_HOUR", "3")]).await;
+    let device = "desk-00007";
+    let cert = enrolled(&f, device, "desktop").await;
+    let mine = "ab".repeat(32);
+    let first = desktop(&f, &cert, device, &mine).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.text);
+    let keys: Vec<&str> = first
+        .body
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "status",
+            "device_id",
+            "timestamp",
+            "fingerprint_match",
+            "rate_limit_ok",
+            "error_message"
+        ]
+    );
+    assert_eq!(first.body["fingerprint_match"], true);
+    assert_eq!(first.body["rate_limit_ok"], true);
+
+    let moved = desktop(&f, &cert, device, &"cd".repeat(32)).await;
+    assert_eq!(
+        code(&moved),
+        (StatusCode::BAD_REQUEST, "fingerprint_mismatch"),
+        "{}",
+        moved.text
+    );
+    assert!(
+        moved.body["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("Device verification failed: ")
+    );
+    assert_eq!(
+        status(&f, &cert, device).await["attestation"]["status"],
+        "invalid"
+    );
+
+    let again = desktop(&f, &cert, device, &mine).await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.text);
+    let over = desktop(&f, &cert, device, &mine).await;
+    assert_eq!(
+        code(&over),
+        (StatusCode::TOO_MANY_REQUESTS, "attestation_rate_limited"),
+        "{}",
+        over.text
+    );
+    let retry: u64 = over.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=3600).contains(&retry), "{retry}");
+    // Another device has its own allowance.
+    let other = enrolled(&f, "desk-00008", "desktop").await;
+    assert_eq!(
+        desktop(&f, &other, "desk-00008", &mine).await.status,
+        StatusCode::OK
+    );
+
+    let upper = desktop(&f, &cert, device, &"AB".repeat(32)).await;
+    assert_eq!(upper.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let no_details = helpers::post(
+        &f.app,
+        "/device/attest/desktop",
+        &json!({"device_id": device, "fingerprint": mine}),
+        &cert_header(&cert),
+    )
+    .await;
+    assert_eq!(no_details.status, StatusCode::UNPROCESSABLE_ENTITY);
+}

@@ -27,7 +27,7 @@ const DOCS_ROUTES: [&str; 6] = [
 /// Bounded and seeded: the same seed generates the same requests, so a failure reproduces.
 /// The API's operations: the spec's fifteen routes (health, configuration, OAuth, device CA)
 /// and the attestation challenge (issue 27).
-const OPERATIONS: usize = 16;
+const OPERATIONS: usize = 20;
 const EXAMPLES_PER_OPERATION: &str = "40";
 const SEED: &str = "20261201";
 
@@ -327,7 +327,7 @@ async fn enrolled_certificate(url: &str) -> String {
         .unwrap();
     let answer: Value = reqwest::Client::new()
         .post(format!("{url}/device/enroll"))
-        .json(&json!({"csr": csr, "device_id": "contract-device", "platform": "android"}))
+        .json(&json!({"csr": csr, "device_id": "contract-device", "platform": "ios"}))
         .send()
         .await
         .unwrap()
@@ -350,6 +350,15 @@ async fn schemathesis_finds_no_server_error_no_contract_breach_and_no_hang() {
     let mut env = double.env();
     env.push(("INFRASTRUCTURE_BASE_DIR".into(), dir.display().to_string()));
     env.push(("TRUSTED_CLIENT_CERT_HEADER".into(), "X-Client-Cert".into()));
+    // An iOS device with App Attest configured: the attestation routes answer what the guard,
+    // the challenge and the evidence decide. (An unconfigured platform answers 501, which
+    // schemathesis counts as a server error: Android, until Play Integrity is configured here,
+    // is reached only by this iOS device's certificate, refused as another platform's.)
+    env.push(("APP_ATTEST_TEAM_ID".into(), "ABCDE12345".into()));
+    env.push((
+        "APP_ATTEST_BUNDLE_ID".into(),
+        "app.apuntador.contract".into(),
+    ));
     let (server, url) = server(&env);
     let certificate = enrolled_certificate(&url).await;
     let encoded =

@@ -197,6 +197,16 @@ async fn enrollment_guard_renewal_and_revocation_on_dynamodb_and_secrets_manager
 
     let (_, status, _) = invoke(&api, "GET", "/device/status/aws-device-1", None, None).await;
     assert_eq!(status, 401, "no certificate in the mutual-TLS context");
+    // The first status creates the attestation table (AUTO_CREATE_RESOURCES); the next is measured.
+    let (_, status, _) = invoke(
+        &api,
+        "GET",
+        "/device/status/aws-device-1",
+        None,
+        Some(&cert),
+    )
+    .await;
+    assert_eq!(status, 200);
     let (status_call, status, body) = invoke(
         &api,
         "GET",
@@ -209,15 +219,31 @@ async fn enrollment_guard_renewal_and_revocation_on_dynamodb_and_secrets_manager
     assert_eq!(body["serial"], serial.as_str());
     assert_eq!(body["platform"], "ios");
     assert_eq!(body["days_until_expiry"], 29);
-    let spans = receiver.wait_for_spans(10, Duration::from_secs(5)).await;
+    // Until the status call's span is in (spans leave after each invocation).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let spans = loop {
+        let spans = receiver.wait_for_spans(1, Duration::from_secs(1)).await;
+        let arrived = spans
+            .iter()
+            .any(|s| s.attr("faas.invocation_id") == Some(status_call.request_id.as_str()));
+        if arrived || std::time::Instant::now() > deadline {
+            break spans;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     let lookups: Vec<&str> = children(&spans, &status_call)
         .iter()
         .filter_map(|s| s.attr("rpc.method"))
         .collect();
     assert_eq!(
+        body["attestation"],
+        serde_json::Value::Null,
+        "never attested"
+    );
+    assert_eq!(
         lookups,
-        ["GetItem"],
-        "the guard reads the current record by its key, and status answers from that read"
+        ["GetItem", "GetItem"],
+        "the guard reads the current record by its key, and status answers from that read and the latest attestation's, read by its key"
     );
 
     let (status, renewed) = renew_on(&api, "aws-device-1", &serial, &cert).await;
@@ -591,6 +617,8 @@ async fn device_requests_read_known_keys_consistently_whatever_the_history() {
             cert = body["certificate"].as_str().unwrap().to_owned();
             serial = body["serial"].as_str().unwrap().to_owned();
         }
+        // Once, so the attestation table exists (AUTO_CREATE_RESOURCES) before calls are counted.
+        assert_eq!(status_on(&sandbox.api, device, &cert).await, 200);
         proxy.take_calls();
         let mut cost = Vec::new();
         assert_eq!(status_on(&sandbox.api, device, &cert).await, 200);

@@ -16,6 +16,7 @@
 //! - [`oauth_lambda`]: the OAuth flows per provider as Lambda runs them, credentials from
 //!   Secrets Manager on moto;
 //! - [`device_aws`]: the device CA on DynamoDB and Secrets Manager (moto), several sandboxes racing;
+//! - [`attestation_aws`]: the attestation store on DynamoDB (moto), several sandboxes racing;
 //! - [`memory`]: resident memory stays flat over thousands of invocations;
 //! - [`log_queries`]: every field the saved Logs Insights queries over the log lines read is
 //!   in the lines, with its type; Lambda lines carry the Powertools logger's keys;
@@ -50,6 +51,7 @@ mod support {
     }
 }
 
+mod attestation_aws;
 mod contract;
 mod device_aws;
 mod hardening;

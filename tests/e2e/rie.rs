@@ -62,6 +62,23 @@ fn expectations() -> BTreeMap<&'static str, Expect> {
             "http-api-device-attest-challenge.json",
             e(200, "platform", "android", true),
         ),
+        // The attestation samples carry placeholder evidence; their certificate is refused first.
+        (
+            "http-api-device-attest-android-mtls.json",
+            e(403, "error", "client_certificate_rejected", true),
+        ),
+        (
+            "http-api-device-attest-ios-mtls.json",
+            e(403, "error", "client_certificate_rejected", true),
+        ),
+        (
+            "http-api-device-attest-desktop-mtls.json",
+            e(403, "error", "client_certificate_rejected", true),
+        ),
+        (
+            "http-api-device-attest-clear-cache.json",
+            e(204, "", "", true),
+        ),
         (
             "http-api-device-renew-mtls.json",
             e(403, "error", "client_certificate_rejected", true),

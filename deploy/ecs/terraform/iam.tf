@@ -196,6 +196,15 @@ data "aws_iam_policy_document" "task" {
     resources = [aws_dynamodb_table.single_use.arn]
   }
 
+  # Attestation state (src/attestation/store/dynamo.rs): reads, puts and conditional updates
+  # of known keys; no query, scan or delete. As template.yaml grants the function.
+  statement {
+    sid       = "AttestationKnownKeys"
+    effect    = "Allow"
+    actions   = ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"]
+    resources = [aws_dynamodb_table.attestation.arn]
+  }
+
   # The CA (src/device/material.rs): <prefix>/ca-private-key and <prefix>/ca-certificate only;
   # -?????? matches the 6 characters Secrets Manager appends to a secret's name in its ARN.
   statement {

@@ -55,6 +55,7 @@ locals {
     INFRASTRUCTURE_PROVIDER            = "aws"
     AWS_DYNAMODB_TABLE                 = aws_dynamodb_table.certificates.name
     AWS_SINGLE_USE_TABLE               = aws_dynamodb_table.single_use.name
+    AWS_ATTESTATION_TABLE              = aws_dynamodb_table.attestation.name
     AWS_SECRETS_PREFIX                 = var.secrets_prefix
     TRUSTED_CLIENT_CERT_HEADER         = var.trusted_client_cert_header
     ENABLED_CLOUD_PROVIDERS            = var.enabled_cloud_providers
@@ -182,6 +183,36 @@ resource "aws_dynamodb_table" "certificates" {
 resource "aws_dynamodb_table" "single_use" {
   #checkov:skip=CKV_AWS_119:Encrypted at rest with the AWS managed key (server_side_encryption below); nothing in it outlives ten minutes.
   name         = "${var.name}-single-use"
+  billing_mode = "PAY_PER_REQUEST"
+  hash_key     = "id"
+
+  attribute {
+    name = "id"
+    type = "S"
+  }
+
+  ttl {
+    attribute_name = "expires_at"
+    enabled        = true
+  }
+
+  point_in_time_recovery {
+    enabled = true
+  }
+
+  server_side_encryption {
+    enabled = true
+  }
+}
+
+# --- attestation state (mirrors template.yaml's AttestationTable) ---------------------------
+
+# Per device its App Attest key and counter, desktop fingerprint binding and latest verdicts,
+# the clear-cache mark, and hourly desktop attempt counters that time-to-live deletes
+# (src/attestation/store/dynamo.rs). Every task sees what any other wrote.
+resource "aws_dynamodb_table" "attestation" {
+  #checkov:skip=CKV_AWS_119:Encrypted at rest with the AWS managed key (server_side_encryption below); keys and verdicts only, no secret.
+  name         = "${var.name}-attestation"
   billing_mode = "PAY_PER_REQUEST"
   hash_key     = "id"
 

@@ -57,3 +57,8 @@ output "single_use_table_name" {
   description = "DynamoDB table of used OAuth states (AWS_SINGLE_USE_TABLE)"
   value       = aws_dynamodb_table.single_use.name
 }
+
+output "attestation_table_name" {
+  description = "DynamoDB table of attestation state (AWS_ATTESTATION_TABLE)"
+  value       = aws_dynamodb_table.attestation.name
+}

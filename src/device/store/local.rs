@@ -3,7 +3,7 @@
 //! history, one record per certificate, kept until deleted). Names come only from [`DeviceId`]
 //! and [`Serial`], whose character sets cannot form a path. Every write goes to a temporary file
 //! that is then renamed over the target, so a reader never sees half a file. Changes are
-//! compare-and-set under one lock, which makes them atomic within the process: one process per
+//! compare-and-set under one lock ([`crate::json_file`] writes), which makes them atomic within the process: one process per
 //! directory (local development, `sam local`).
 //!
 //! An install writes the new history record first, then the current record (the commit
@@ -25,10 +25,6 @@ pub struct LocalStore {
     writes: Mutex<()>,
 }
 
-fn backend(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(e.to_string())
-}
-
 impl LocalStore {
     pub fn new(root: impl Into<PathBuf>) -> Self {
         Self {
@@ -48,24 +44,15 @@ impl LocalStore {
     }
 
     async fn read<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, StoreError> {
-        match tokio::fs::read(path).await {
-            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(backend),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(backend(e)),
-        }
+        crate::json_file::read(path)
+            .await
+            .map_err(StoreError::Backend)
     }
 
     async fn write<T: Serialize>(path: &Path, value: &T) -> Result<(), StoreError> {
-        let dir = path
-            .parent()
-            .ok_or_else(|| backend("no parent directory"))?;
-        tokio::fs::create_dir_all(dir).await.map_err(backend)?;
-        let mut suffix = [0u8; 8];
-        getrandom::fill(&mut suffix).map_err(backend)?;
-        let tmp = path.with_extension(format!("tmp-{}", u64::from_le_bytes(suffix)));
-        let bytes = serde_json::to_vec_pretty(value).map_err(backend)?;
-        tokio::fs::write(&tmp, bytes).await.map_err(backend)?;
-        tokio::fs::rename(&tmp, path).await.map_err(backend)
+        crate::json_file::write(path, value)
+            .await
+            .map_err(StoreError::Backend)
     }
 
     /// Updates a history record after the current record was written (the commit point): a

@@ -1,0 +1,324 @@
+//! The attestation service: what the `/device/attest/*` routes ask, in the domain's words. Each
+//! attestation redeems its challenge first (always: a cached verdict never skips it), then
+//! answers from the cache when the device's latest verdict on the platform is a recent `valid`
+//! one, else verifies the evidence, records the verdict as the device's latest, and answers it.
+//!
+//! Each attestation is a span `attestation.verify` with `attestation.platform`,
+//! `attestation.verdict` and `attestation.cached`; the request span carries the verdict as the
+//! X-Ray annotation `attestation_verdict`. No token, key or attestation object is logged or put
+//! on a span: only platform names, verdicts and this service's error codes.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use thiserror::Error;
+use tracing::Instrument;
+use tracing::field::Empty;
+
+use super::Platform;
+use super::app_attest::{AppAttestError, AppAttestVerifier, AttestedKey};
+use super::challenge::{ChallengeError, Challenges, client_data_hash};
+use super::desktop::{DesktopLimits, Fingerprint, window};
+use super::store::{AttestationStore, StoreError};
+use super::verdict::{Checks, Status, Verdict};
+use crate::device::id::{DeviceId, Serial};
+
+/// Why an attestation got no verdict, or a verdict that is not `valid`.
+#[derive(Debug, Error)]
+pub enum AttestError {
+    #[error(transparent)]
+    Challenge(#[from] ChallengeError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The platform's verification is not configured here (the spec's `unsupported`, 501).
+    #[error("{} attestation is not configured on this deployment", .0.as_str())]
+    Unsupported(Platform),
+    /// The device attested more often than its hourly allowance (desktop).
+    #[error("the device attested {limit} times this hour already; try again in {retry_after} s")]
+    RateLimited { limit: u64, retry_after: u64 },
+    /// The evidence was evaluated and did not pass: `verdict` says how, `message` why.
+    #[error("{message}")]
+    Refused { verdict: Verdict, message: String },
+}
+
+/// An App Attest request: an attestation of a new key (`key_id` given) or an assertion by the
+/// device's stored key.
+#[derive(Debug)]
+pub struct IosEvidence<'a> {
+    pub object: &'a [u8],
+    pub key_id: Option<&'a [u8]>,
+}
+
+/// The App Attest outcome that is not a verification error.
+#[derive(Debug)]
+enum IosProof {
+    Attested(AttestedKey),
+    Asserted { key_id: [u8; 32], counter: u32 },
+}
+
+#[derive(Debug)]
+pub struct Attestor {
+    challenges: Arc<Challenges>,
+    store: Arc<dyn AttestationStore>,
+    app_attest: Option<AppAttestVerifier>,
+    cache_ttl_seconds: u64,
+    desktop: DesktopLimits,
+}
+
+impl Attestor {
+    pub fn new(
+        challenges: Arc<Challenges>,
+        store: Arc<dyn AttestationStore>,
+        app_attest: Option<AppAttestVerifier>,
+        cache_ttl_seconds: u64,
+        desktop: DesktopLimits,
+    ) -> Self {
+        Self {
+            challenges,
+            store,
+            app_attest,
+            cache_ttl_seconds,
+            desktop,
+        }
+    }
+
+    /// Runs `attest` in the span of one attestation on `platform`, recording its verdict.
+    async fn traced<F>(&self, platform: Platform, attest: F) -> Result<Verdict, AttestError>
+    where
+        F: Future<Output = Result<(Verdict, bool), AttestError>>,
+    {
+        let span = tracing::info_span!(
+            "attestation.verify",
+            otel.kind = "internal",
+            attestation.platform = platform.as_str(),
+            attestation.verdict = Empty,
+            attestation.cached = Empty,
+            otel.status_code = Empty,
+        );
+        let outcome = attest.instrument(span.clone()).await;
+        let verdict = match &outcome {
+            Ok((verdict, cached)) => {
+                span.record("attestation.cached", cached);
+                Some(verdict.status)
+            }
+            Err(AttestError::Refused { verdict, .. }) => Some(verdict.status),
+            Err(AttestError::Unsupported(_)) => Some(Status::Unsupported),
+            Err(_) => None,
+        };
+        if let Some(status) = verdict {
+            span.record("attestation.verdict", status.as_str());
+            crate::telemetry::annotations::attestation_verdict(status.as_str());
+        }
+        if outcome.is_err() {
+            span.record("otel.status_code", "error");
+        }
+        outcome.map(|(verdict, _)| verdict)
+    }
+
+    /// The device's latest verdict on `platform` if it may answer now without new evidence.
+    async fn cached(
+        &self,
+        device: &DeviceId,
+        platform: Platform,
+    ) -> Result<Option<Verdict>, StoreError> {
+        if self.cache_ttl_seconds == 0 {
+            return Ok(None);
+        }
+        let Some(verdict) = self.store.verdict(device, platform).await? else {
+            return Ok(None);
+        };
+        if verdict.status != Status::Valid {
+            return Ok(None);
+        }
+        let cleared = self.store.cleared_at().await?;
+        Ok(verdict
+            .answers(Utc::now(), self.cache_ttl_seconds, cleared)
+            .then_some(verdict))
+    }
+
+    /// Records `verdict` as the device's latest, then answers it: `Ok` when valid.
+    async fn conclude(
+        &self,
+        device: &DeviceId,
+        verdict: Verdict,
+        message: impl FnOnce() -> String,
+    ) -> Result<(Verdict, bool), AttestError> {
+        if let Err(error) = self.store.put_verdict(device, &verdict).await {
+            // The verdict stands; only its record (the cache, `/device/status`) is missing.
+            tracing::warn!(error = %error, "attestation verdict not recorded");
+        }
+        if verdict.status == Status::Valid {
+            Ok((verdict, false))
+        } else {
+            Err(AttestError::Refused {
+                verdict,
+                message: message(),
+            })
+        }
+    }
+
+    /// An iOS attestation or assertion answering `challenge` (App Attest).
+    pub async fn ios(
+        &self,
+        device: &DeviceId,
+        challenge: &str,
+        evidence: IosEvidence<'_>,
+    ) -> Result<Verdict, AttestError> {
+        self.traced(Platform::Ios, async {
+            let verifier = self
+                .app_attest
+                .as_ref()
+                .ok_or(AttestError::Unsupported(Platform::Ios))?;
+            self.challenges
+                .redeem(challenge, device, Platform::Ios)
+                .await?;
+            if let Some(verdict) = self.cached(device, Platform::Ios).await? {
+                return Ok((verdict, true));
+            }
+            let hash = client_data_hash(challenge, None);
+            let proof = match evidence.key_id {
+                Some(key_id) => verifier
+                    .attestation(evidence.object, key_id, &hash, Utc::now().timestamp())
+                    .map(IosProof::Attested),
+                None => {
+                    let Some(key) = self.store.key(device).await? else {
+                        let verdict = ios_verdict(Status::Failed, Some(false))
+                            .with_error(NO_ATTESTED_KEY);
+                        return self
+                            .conclude(device, verdict, || {
+                                "no App Attest key is attested for this device yet: send an attestation with its key_id first".to_owned()
+                            })
+                            .await;
+                    };
+                    verifier
+                        .assertion(evidence.object, &key, &hash)
+                        .map(|counter| IosProof::Asserted {
+                            key_id: key.key_id,
+                            counter,
+                        })
+                }
+            };
+            let replayed = || AppAttestError::Counter;
+            let outcome = match proof {
+                Ok(IosProof::Attested(key)) => {
+                    self.store.put_key(device, &key).await?;
+                    Ok(())
+                }
+                Ok(IosProof::Asserted { key_id, counter }) => {
+                    // Atomic across sandboxes: of two assertions with one counter, one passes.
+                    if self.store.advance_counter(device, &key_id, counter).await? {
+                        Ok(())
+                    } else {
+                        Err(replayed())
+                    }
+                }
+                Err(error) => Err(error),
+            };
+            match outcome {
+                Ok(()) => {
+                    self.conclude(device, ios_verdict(Status::Valid, Some(true)), String::new)
+                        .await
+                }
+                Err(error) => {
+                    let status = match error {
+                        AppAttestError::Malformed(_)
+                        | AppAttestError::Format
+                        | AppAttestError::Nonce
+                        | AppAttestError::KeyId => Status::Failed,
+                        _ => Status::Invalid,
+                    };
+                    let verdict = ios_verdict(status, Some(false)).with_error(error.code());
+                    self.conclude(device, verdict, || error.to_string()).await
+                }
+            }
+        })
+        .await
+    }
+
+    /// A desktop attestation: the rate, then the fingerprint against the one bound to the
+    /// certificate `serial` (bound now if none is).
+    pub async fn desktop(
+        &self,
+        device: &DeviceId,
+        serial: &Serial,
+        fingerprint: &Fingerprint,
+    ) -> Result<Verdict, AttestError> {
+        self.traced(Platform::Desktop, async {
+            let now = crate::clock::now_secs();
+            let (index, ends) = window(now);
+            let attempts = self.store.count_attempt(device, index, ends).await?;
+            if attempts > self.desktop.per_hour {
+                return Err(AttestError::RateLimited {
+                    limit: self.desktop.per_hour,
+                    retry_after: ends.saturating_sub(now).max(1),
+                });
+            }
+            let bound = self
+                .store
+                .bind_fingerprint(device, serial, fingerprint)
+                .await?;
+            let matched = &bound == fingerprint;
+            let checks = Checks {
+                fingerprint_match: Some(matched),
+                rate_limit_ok: Some(true),
+                ..Checks::default()
+            };
+            let verdict = if matched {
+                Verdict::new(Platform::Desktop, Status::Valid, checks)
+            } else {
+                Verdict::new(Platform::Desktop, Status::Invalid, checks)
+                    .with_error(FINGERPRINT_MISMATCH)
+            };
+            self.conclude(device, verdict, || {
+                "the fingerprint is not the one bound to this device's certificate".to_owned()
+            })
+            .await
+        })
+        .await
+    }
+
+    /// An Android attestation (Play Integrity): not configured on this deployment yet.
+    pub async fn android(
+        &self,
+        _device: &DeviceId,
+        _challenge: &str,
+        _token: &str,
+    ) -> Result<Verdict, AttestError> {
+        self.traced(Platform::Android, async {
+            Err(AttestError::Unsupported(Platform::Android))
+        })
+        .await
+    }
+
+    /// Forgets every cached verdict, in every process: none reached before now answers again.
+    pub async fn clear_cache(&self) -> Result<(), StoreError> {
+        self.store.clear(Utc::now()).await
+    }
+
+    /// The device's latest verdict on `platform` (`/device/status`).
+    pub async fn latest(
+        &self,
+        device: &DeviceId,
+        platform: Platform,
+    ) -> Result<Option<Verdict>, StoreError> {
+        self.store.verdict(device, platform).await
+    }
+
+    /// When the cache was last cleared.
+    pub async fn cleared_at(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        self.store.cleared_at().await
+    }
+}
+
+/// The code of an assertion from a device with no attested key.
+pub const NO_ATTESTED_KEY: &str = "no_attested_key";
+/// The code of a desktop fingerprint other than the bound one.
+pub const FINGERPRINT_MISMATCH: &str = "fingerprint_mismatch";
+
+fn ios_verdict(status: Status, verified: Option<bool>) -> Verdict {
+    let checks = Checks {
+        integrity_verified: verified,
+        ..Checks::default()
+    };
+    Verdict::new(Platform::Ios, status, checks)
+}
