@@ -3,12 +3,14 @@
 //! provider doubles, a serialising AWS proxy in front of moto, moto itself, X-Ray (moto's API, a
 //! daemon double, a segment document checker and the rotel collector), a double of X-Ray's
 //! sampling API, the AWS Runtime Interface Emulator, and an App Attest stand-in (a test root that
-//! attests keys as Apple's does) and P-256 CSRs. Loopback only.
+//! attests keys as Apple's does), a Play Integrity stand-in (the app's keys, tokens as Google makes
+//! them) and P-256 CSRs. Loopback only.
 
 pub mod app_attest;
 pub mod aws_proxy;
 pub mod csr;
 pub mod otlp;
+pub mod play_integrity;
 pub mod provider_double;
 pub mod runtime_api;
 pub mod sampling;

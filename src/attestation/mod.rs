@@ -3,7 +3,7 @@
 //!
 //! This module owns the attestation domain: the platforms that can attest ([`Platform`]), the
 //! single-use challenges an attestation must commit to ([`challenge`]), each platform's
-//! verification ([`app_attest`], [`desktop`]), the verdicts ([`verdict`]) and what is
+//! verification ([`play_integrity`], [`app_attest`], [`desktop`]), the verdicts ([`verdict`]) and what is
 //! remembered of them ([`store`]), the service the routes call ([`service`]), and the
 //! settings ([`settings`]). A client-chosen nonce proves nothing (it can be replayed), so every
 //! attestation answers a challenge this backend sealed for that device and platform, used at
@@ -12,6 +12,7 @@
 pub mod app_attest;
 pub mod challenge;
 pub mod desktop;
+pub mod play_integrity;
 pub mod service;
 pub mod settings;
 pub mod store;

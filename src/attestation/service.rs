@@ -19,6 +19,9 @@ use super::Platform;
 use super::app_attest::{AppAttestError, AppAttestVerifier, AttestedKey};
 use super::challenge::{ChallengeError, Challenges, client_data_hash};
 use super::desktop::{DesktopLimits, Fingerprint, window};
+use super::play_integrity::{
+    PlayIntegrity, PlayIntegrityError, PlayIntegritySettings, PlayVerdict,
+};
 use super::store::{AttestationStore, StoreError};
 use super::verdict::{Checks, Status, Verdict};
 use crate::device::id::{DeviceId, Serial};
@@ -30,6 +33,9 @@ pub enum AttestError {
     Challenge(#[from] ChallengeError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Play Integrity's keys cannot be read now (503); the challenge is not used.
+    #[error(transparent)]
+    PlayIntegrityKeys(PlayIntegrityError),
     /// The platform's verification is not configured here (the spec's `unsupported`, 501).
     #[error("{} attestation is not configured on this deployment", .0.as_str())]
     Unsupported(Platform),
@@ -61,24 +67,33 @@ pub struct Attestor {
     challenges: Arc<Challenges>,
     store: Arc<dyn AttestationStore>,
     app_attest: Option<AppAttestVerifier>,
+    play_integrity: Option<PlayIntegrity>,
     cache_ttl_seconds: u64,
     desktop: DesktopLimits,
+}
+
+/// What [`Attestor`] verifies with, from the settings.
+#[derive(Debug, Clone)]
+pub struct Verifiers {
+    pub app_attest: Option<AppAttestVerifier>,
+    pub play_integrity: Option<PlayIntegritySettings>,
+    pub cache_ttl_seconds: u64,
+    pub desktop: DesktopLimits,
 }
 
 impl Attestor {
     pub fn new(
         challenges: Arc<Challenges>,
         store: Arc<dyn AttestationStore>,
-        app_attest: Option<AppAttestVerifier>,
-        cache_ttl_seconds: u64,
-        desktop: DesktopLimits,
+        verifiers: Verifiers,
     ) -> Self {
         Self {
             challenges,
             store,
-            app_attest,
-            cache_ttl_seconds,
-            desktop,
+            app_attest: verifiers.app_attest,
+            play_integrity: verifiers.play_integrity.map(PlayIntegrity::new),
+            cache_ttl_seconds: verifiers.cache_ttl_seconds,
+            desktop: verifiers.desktop,
         }
     }
 
@@ -277,15 +292,62 @@ impl Attestor {
         .await
     }
 
-    /// An Android attestation (Play Integrity): not configured on this deployment yet.
+    /// An Android attestation: a Play Integrity token whose request hash answers `challenge`.
     pub async fn android(
         &self,
-        _device: &DeviceId,
-        _challenge: &str,
-        _token: &str,
+        device: &DeviceId,
+        challenge: &str,
+        token: &str,
     ) -> Result<Verdict, AttestError> {
         self.traced(Platform::Android, async {
-            Err(AttestError::Unsupported(Platform::Android))
+            let play = self
+                .play_integrity
+                .as_ref()
+                .ok_or(AttestError::Unsupported(Platform::Android))?;
+            // Before the challenge is used: a key outage must not cost the device its challenge.
+            let keys = play.keys().await.map_err(AttestError::PlayIntegrityKeys)?;
+            self.challenges
+                .redeem(challenge, device, Platform::Android)
+                .await?;
+            if let Some(verdict) = self.cached(device, Platform::Android).await? {
+                return Ok((verdict, true));
+            }
+            let hash = client_data_hash(challenge, None);
+            let now_ms = Utc::now().timestamp_millis();
+            let (verdict, message) = match play.verify(keys, token, &hash, now_ms) {
+                Ok(PlayVerdict { checks, device }) => {
+                    let checks = Checks {
+                        cts_profile_match: Some(checks.device),
+                        basic_integrity: Some(checks.basic),
+                        ..Checks::default()
+                    };
+                    match device {
+                        Ok(()) => (Verdict::new(Platform::Android, Status::Valid, checks), None),
+                        Err(error) => {
+                            let mut verdict =
+                                Verdict::new(Platform::Android, Status::Invalid, checks)
+                                    .with_error(error.code());
+                            verdict.advice = Some(format!(
+                                "{}: Play's integrity remediation dialog (GET_INTEGRITY) can help the user fix it",
+                                crate::error::sentence(&error.to_string()).trim_end_matches('.')
+                            ));
+                            (verdict, Some(error.to_string()))
+                        }
+                    }
+                }
+                Err(error) => {
+                    let status = if error.is_unverifiable() {
+                        Status::Failed
+                    } else {
+                        Status::Invalid
+                    };
+                    let verdict = Verdict::new(Platform::Android, status, Checks::default())
+                        .with_error(error.code());
+                    (verdict, Some(error.to_string()))
+                }
+            };
+            self.conclude(device, verdict, || message.unwrap_or_default())
+                .await
         })
         .await
     }

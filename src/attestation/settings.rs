@@ -1,9 +1,12 @@
 //! The attestation settings, read once at start-up through [`crate::env`]: the challenges'
-//! lifetime, the verdict cache's, the desktop rate, and App Attest's app, environment and
-//! trusted root.
+//! lifetime, the verdict cache's, the desktop rate, App Attest's app, environment and trusted
+//! root, and Play Integrity's app, keys and policy.
 
 use super::app_attest::{APPLE_ROOT_PEM, AppAttestEnvironment, AppAttestVerifier};
 use super::desktop::{DEFAULT_PER_HOUR, DesktopLimits};
+use super::play_integrity::{
+    DeviceLevel, KeySource, PlayIntegrityKeys, PlayIntegrityPolicy, PlayIntegritySettings,
+};
 use crate::env::{Env, EnvError};
 
 /// How long a challenge is accepted after it was issued, unless
@@ -24,17 +27,21 @@ pub struct AttestationSettings {
     /// App Attest, when `APP_ATTEST_TEAM_ID` and `APP_ATTEST_BUNDLE_ID` are set; `None`
     /// answers iOS attestations 501 (spec §2.15, `unsupported`).
     pub app_attest: Option<AppAttestVerifier>,
+    /// Play Integrity, when `PLAY_INTEGRITY_PACKAGE_NAME` is set; `None` answers Android
+    /// attestations 501.
+    pub play_integrity: Option<PlayIntegritySettings>,
 }
 
 impl AttestationSettings {
     /// Settings from `env`; what is worth saying at start-up goes to `warnings`.
     pub fn from_env(env: Env<'_>, warnings: &mut Vec<String>) -> Result<Self, EnvError> {
+        let challenge_ttl_seconds = env.seconds(
+            "ATTESTATION_CHALLENGE_TTL_SECONDS",
+            DEFAULT_CHALLENGE_TTL_SECONDS,
+            30..=3600,
+        )?;
         Ok(Self {
-            challenge_ttl_seconds: env.seconds(
-                "ATTESTATION_CHALLENGE_TTL_SECONDS",
-                DEFAULT_CHALLENGE_TTL_SECONDS,
-                30..=3600,
-            )?,
+            challenge_ttl_seconds,
             cache_ttl_seconds: env.seconds(
                 "ATTESTATION_CACHE_TTL_SECONDS",
                 DEFAULT_CACHE_TTL_SECONDS,
@@ -42,6 +49,7 @@ impl AttestationSettings {
             )?,
             desktop: DesktopLimits::from_env(env)?,
             app_attest: app_attest(env, warnings)?,
+            play_integrity: play_integrity(env, challenge_ttl_seconds, warnings)?,
         })
     }
 }
@@ -136,6 +144,112 @@ fn app_attest(
         })
 }
 
+/// `PLAY_INTEGRITY_PACKAGE_NAME` (turns it on), `PLAY_INTEGRITY_CERT_DIGESTS` (required: the
+/// signing certificates' SHA-256, base64url as Play reports them, comma-separated),
+/// `PLAY_INTEGRITY_MIN_DEVICE_INTEGRITY` (`basic`, `device`, the default, or `strong`),
+/// `PLAY_INTEGRITY_REQUIRE_LICENSED` (default false), and the keys: either
+/// `PLAY_INTEGRITY_KEYS_SECRET` (a Secrets Manager secret with `decryption_key` and
+/// `verification_key`) or `PLAY_INTEGRITY_DECRYPTION_KEY` and `PLAY_INTEGRITY_VERIFICATION_KEY`.
+/// A verdict may be as old as a challenge's lifetime plus a minute.
+fn play_integrity(
+    env: Env<'_>,
+    challenge_ttl_seconds: u64,
+    warnings: &mut Vec<String>,
+) -> Result<Option<PlayIntegritySettings>, EnvError> {
+    let named = [
+        "PLAY_INTEGRITY_CERT_DIGESTS",
+        "PLAY_INTEGRITY_KEYS_SECRET",
+        "PLAY_INTEGRITY_DECRYPTION_KEY",
+        "PLAY_INTEGRITY_VERIFICATION_KEY",
+    ];
+    let Some(package) = env.get("PLAY_INTEGRITY_PACKAGE_NAME") else {
+        if let Some(name) = named.into_iter().find(|name| env.get(name).is_some()) {
+            return Err(EnvError::new(
+                name,
+                "",
+                "Play Integrity needs PLAY_INTEGRITY_PACKAGE_NAME beside it",
+            ));
+        }
+        return Ok(None);
+    };
+    if package.len() > 255
+        || !package
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_')
+    {
+        return Err(EnvError::new(
+            "PLAY_INTEGRITY_PACKAGE_NAME",
+            package,
+            "expected an Android package name (A-Z, a-z, 0-9, '.', '_')",
+        ));
+    }
+    let certificate_digests: Vec<String> = env
+        .list("PLAY_INTEGRITY_CERT_DIGESTS", "")
+        .into_iter()
+        .map(|d| d.trim_end_matches('=').to_owned())
+        .collect();
+    if certificate_digests.is_empty()
+        || certificate_digests.iter().any(|d| {
+            d.len() != 43
+                || !d
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+    {
+        return Err(EnvError::new(
+            "PLAY_INTEGRITY_CERT_DIGESTS",
+            env.get("PLAY_INTEGRITY_CERT_DIGESTS").unwrap_or_default(),
+            "expected the app's signing certificate SHA-256 digests, base64url as Play reports them, comma-separated",
+        ));
+    }
+    let min_device = match env.get("PLAY_INTEGRITY_MIN_DEVICE_INTEGRITY") {
+        None => DeviceLevel::Device,
+        Some(raw) => DeviceLevel::parse(&raw).ok_or_else(|| {
+            EnvError::new(
+                "PLAY_INTEGRITY_MIN_DEVICE_INTEGRITY",
+                raw,
+                "expected basic, device or strong",
+            )
+        })?,
+    };
+    if min_device == DeviceLevel::Basic {
+        warnings.push(
+            "PLAY_INTEGRITY_MIN_DEVICE_INTEGRITY=basic: rooted and uncertified Android devices pass"
+                .to_owned(),
+        );
+    }
+    let source = match (
+        env.get("PLAY_INTEGRITY_KEYS_SECRET"),
+        env.get("PLAY_INTEGRITY_DECRYPTION_KEY"),
+        env.get("PLAY_INTEGRITY_VERIFICATION_KEY"),
+    ) {
+        (Some(secret_id), None, None) => KeySource::SecretsManager { secret_id },
+        (None, Some(decryption), Some(verification)) => KeySource::Environment(
+            PlayIntegrityKeys::from_base64(&decryption, &verification).map_err(|reason| {
+                EnvError::new("PLAY_INTEGRITY_DECRYPTION_KEY", "<key>", reason)
+            })?,
+        ),
+        _ => {
+            return Err(EnvError::new(
+                "PLAY_INTEGRITY_KEYS_SECRET",
+                "",
+                "Play Integrity needs its keys: PLAY_INTEGRITY_KEYS_SECRET, or both PLAY_INTEGRITY_DECRYPTION_KEY and PLAY_INTEGRITY_VERIFICATION_KEY (not both ways)",
+            ));
+        }
+    };
+    let max_age_seconds = i64::try_from(challenge_ttl_seconds).unwrap_or(3600) + 60;
+    Ok(Some(PlayIntegritySettings {
+        policy: PlayIntegrityPolicy {
+            package,
+            certificate_digests,
+            min_device,
+            require_licensed: env.flag("PLAY_INTEGRITY_REQUIRE_LICENSED", false)?,
+            max_age_ms: max_age_seconds * 1000,
+        },
+        source,
+    }))
+}
+
 impl Default for AttestationSettings {
     fn default() -> Self {
         Self {
@@ -145,6 +259,7 @@ impl Default for AttestationSettings {
                 per_hour: DEFAULT_PER_HOUR,
             },
             app_attest: None,
+            play_integrity: None,
         }
     }
 }

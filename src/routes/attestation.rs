@@ -229,6 +229,14 @@ impl From<AttestError> for Refusal {
         let problem = match error {
             AttestError::Challenge(e) => e.into(),
             AttestError::Store(e) => e.into(),
+            AttestError::PlayIntegrityKeys(e) => {
+                tracing::warn!(error = %e, "Play Integrity keys unavailable");
+                ApiError::coded(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    e.code(),
+                    "The Play Integrity keys cannot be read right now; try again shortly.",
+                )
+            }
             AttestError::Unsupported(platform) => ApiError::coded(
                 StatusCode::NOT_IMPLEMENTED,
                 "attestation_unsupported",

@@ -28,7 +28,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowMethods, AllowOrigin, CorsLayer};
 
 use crate::attestation::challenge::Challenges;
-use crate::attestation::service::Attestor;
+use crate::attestation::service::{Attestor, Verifiers};
 use crate::attestation::store::AttestationStore;
 use crate::attestation::store::dynamo::DynamoAttestations;
 use crate::attestation::store::local::LocalAttestations;
@@ -77,9 +77,12 @@ impl AppState {
         let attestation = Attestor::new(
             challenges.clone(),
             backends.attestations,
-            settings.app_attest.clone(),
-            settings.cache_ttl_seconds,
-            settings.desktop,
+            Verifiers {
+                app_attest: settings.app_attest.clone(),
+                play_integrity: settings.play_integrity.clone(),
+                cache_ttl_seconds: settings.cache_ttl_seconds,
+                desktop: settings.desktop,
+            },
         );
         let oauth = Broker::new(config.oauth.clone(), keys.clone(), backends.single_use)?;
         let devices = DeviceService::new(CaProvider::new(backends.ca), backends.certificates);

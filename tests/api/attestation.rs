@@ -107,6 +107,7 @@ async fn desktop_takes_no_challenge() {
 // directory, and the operator's key for clear-cache.
 
 use apuntador_harness::app_attest::{AppAttestDouble, DeviceKey};
+use apuntador_harness::play_integrity::PlayIntegrityDouble;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use sha2::{Digest, Sha256};
@@ -132,6 +133,16 @@ impl Drop for Fixture {
 /// The router with App Attest configured (or not), the verdict cache's lifetime, and
 /// `extra` settings.
 async fn fixture(app_attest: bool, cache_ttl: &str, extra: &[(&str, &str)]) -> Fixture {
+    fixture_with(app_attest, None, cache_ttl, extra).await
+}
+
+/// [`fixture`], with Play Integrity for `google`'s app when given.
+async fn fixture_with(
+    app_attest: bool,
+    google: Option<&PlayIntegrityDouble>,
+    cache_ttl: &str,
+    extra: &[(&str, &str)],
+) -> Fixture {
     let mut bytes = [0u8; 8];
     getrandom::fill(&mut bytes).unwrap();
     let dir = std::env::temp_dir().join(format!("apuntador-attest-{}", u64::from_le_bytes(bytes)));
@@ -152,6 +163,18 @@ async fn fixture(app_attest: bool, cache_ttl: &str, extra: &[(&str, &str)]) -> F
             ("APP_ATTEST_BUNDLE_ID", BUNDLE),
             ("APP_ATTEST_ENVIRONMENT", "development"),
             ("APP_ATTEST_ROOT_CA_PEM", root.as_str()),
+        ]);
+    }
+    let play_keys = google.map(|g| (g.decryption_key(), g.verification_key()));
+    if let (Some(google), Some((decryption, verification))) = (google, &play_keys) {
+        vars.extend([
+            ("PLAY_INTEGRITY_PACKAGE_NAME", google.package.as_str()),
+            (
+                "PLAY_INTEGRITY_CERT_DIGESTS",
+                google.certificate_digest.as_str(),
+            ),
+            ("PLAY_INTEGRITY_DECRYPTION_KEY", decryption.as_str()),
+            ("PLAY_INTEGRITY_VERIFICATION_KEY", verification.as_str()),
         ]);
     }
     vars.extend_from_slice(extra);
@@ -713,4 +736,266 @@ async fn a_desktop_fingerprint_is_bound_at_first_attestation_and_attempts_are_li
     )
     .await;
     assert_eq!(no_details.status, StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+/// The request hash a Play Integrity token must carry for `challenge`: base64url (no padding)
+/// of SHA-256 of the challenge.
+fn request_hash(challenge: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(client_data_hash(challenge))
+}
+
+async fn android(f: &Fixture, cert: &str, device: &str, challenge: &str, token: &str) -> Answer {
+    let body = json!({"jws_token": token, "device_id": device, "nonce": challenge});
+    helpers::post(&f.app, "/device/attest/android", &body, &cert_header(cert)).await
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+#[tokio::test]
+async fn a_play_integrity_verdict_for_the_challenge_the_app_and_a_genuine_device_is_valid() {
+    let google = PlayIntegrityDouble::new("app.apuntador.android");
+    let f = fixture_with(false, Some(&google), "0", &[]).await;
+    let device = "pixel-00010";
+    let cert = enrolled(&f, device, "android").await;
+    let c = challenge(&f, device, "android").await;
+    let token = google.token(&google.verdict(&request_hash(&c), now_ms()));
+    let answer = android(&f, &cert, device, &c, &token).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    let keys: Vec<&str> = answer
+        .body
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "status",
+            "device_id",
+            "timestamp",
+            "cts_profile_match",
+            "basic_integrity",
+            "advice",
+            "error_message"
+        ],
+        "the spec's order"
+    );
+    assert_eq!(answer.body["status"], "valid");
+    assert_eq!(answer.body["cts_profile_match"], true);
+    assert_eq!(answer.body["basic_integrity"], true);
+    assert_eq!(answer.body["advice"], serde_json::Value::Null);
+    let replay = android(&f, &cert, device, &c, &token).await;
+    assert_eq!(code(&replay), (StatusCode::CONFLICT, "challenge_used"));
+
+    // A classic request carries the hash as its nonce.
+    let c = challenge(&f, device, "android").await;
+    let mut verdict = google.verdict("", now_ms());
+    verdict["requestDetails"]
+        .as_object_mut()
+        .unwrap()
+        .remove("requestHash");
+    verdict["requestDetails"]["nonce"] = json!(request_hash(&c));
+    let classic = android(&f, &cert, device, &c, &google.token(&verdict)).await;
+    assert_eq!(classic.status, StatusCode::OK, "{}", classic.text);
+    assert_eq!(
+        status(&f, &cert, device).await["attestation"]["status"],
+        "valid"
+    );
+}
+
+#[tokio::test]
+async fn a_play_integrity_verdict_is_refused_for_each_thing_it_gets_wrong() {
+    let google = PlayIntegrityDouble::new("app.apuntador.android");
+    let f = fixture_with(false, Some(&google), "0", &[]).await;
+    let device = "pixel-00011";
+    let cert = enrolled(&f, device, "android").await;
+    type Edit = Box<dyn Fn(&mut serde_json::Value)>;
+    let cases: Vec<(&str, Edit, &str)> = vec![
+        (
+            "another challenge's hash",
+            Box::new(|v| v["requestDetails"]["requestHash"] = json!(request_hash("another"))),
+            "attestation_challenge_mismatch",
+        ),
+        (
+            "no hash at all",
+            Box::new(|v| {
+                v["requestDetails"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("requestHash");
+            }),
+            "attestation_challenge_mismatch",
+        ),
+        (
+            "made an hour ago",
+            Box::new(|v| {
+                v["requestDetails"]["timestampMillis"] = json!((now_ms() - 3_600_000).to_string())
+            }),
+            "token_stale",
+        ),
+        (
+            "made in ten minutes",
+            Box::new(|v| {
+                v["requestDetails"]["timestampMillis"] = json!((now_ms() + 600_000).to_string())
+            }),
+            "token_stale",
+        ),
+        (
+            "requested by another app",
+            Box::new(|v| v["requestDetails"]["requestPackageName"] = json!("com.example.other")),
+            "attestation_app_mismatch",
+        ),
+        (
+            "a version Play does not know",
+            Box::new(|v| {
+                v["appIntegrity"]["appRecognitionVerdict"] = json!("UNRECOGNIZED_VERSION")
+            }),
+            "app_not_recognized",
+        ),
+        (
+            "another package",
+            Box::new(|v| v["appIntegrity"]["packageName"] = json!("com.example.other")),
+            "attestation_app_mismatch",
+        ),
+        (
+            "signed by another certificate",
+            Box::new(|v| {
+                v["appIntegrity"]["certificateSha256Digest"] =
+                    json!(["AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"])
+            }),
+            "app_certificate_mismatch",
+        ),
+        (
+            "a rooted device",
+            Box::new(|v| {
+                v["deviceIntegrity"]["deviceRecognitionVerdict"] = json!(["MEETS_BASIC_INTEGRITY"])
+            }),
+            "device_integrity",
+        ),
+        (
+            "an emulator",
+            Box::new(|v| v["deviceIntegrity"] = json!({})),
+            "device_integrity",
+        ),
+    ];
+    for (what, edit, expected) in cases {
+        let c = challenge(&f, device, "android").await;
+        let mut verdict = google.verdict(&request_hash(&c), now_ms());
+        edit(&mut verdict);
+        let answer = android(&f, &cert, device, &c, &google.token(&verdict)).await;
+        assert_eq!(
+            code(&answer),
+            (StatusCode::BAD_REQUEST, expected),
+            "{what}: {}",
+            answer.text
+        );
+    }
+    // The device's verdict is reported: basic integrity only.
+    let latest = status(&f, &cert, device).await;
+    assert_eq!(latest["attestation"]["status"], "invalid");
+    assert_eq!(latest["attestation"]["error"], "device_integrity");
+    let c = challenge(&f, device, "android").await;
+    let mut verdict = google.verdict(&request_hash(&c), now_ms());
+    verdict["deviceIntegrity"]["deviceRecognitionVerdict"] = json!(["MEETS_BASIC_INTEGRITY"]);
+    let rooted = android(&f, &cert, device, &c, &google.token(&verdict)).await;
+    assert!(
+        rooted.body["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("Device failed integrity check: "),
+        "{}",
+        rooted.text
+    );
+
+    // Tokens this app's keys did not make.
+    let forger = PlayIntegrityDouble::new("app.apuntador.android");
+    let c = challenge(&f, device, "android").await;
+    let verdict = google.verdict(&request_hash(&c), now_ms());
+    let foreign = android(&f, &cert, device, &c, &forger.token(&verdict)).await;
+    assert_eq!(
+        code(&foreign),
+        (StatusCode::BAD_REQUEST, "token_undecryptable"),
+        "{}",
+        foreign.text
+    );
+    assert!(
+        foreign.body["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("Play Integrity verification failed: ")
+    );
+    let c = challenge(&f, device, "android").await;
+    let verdict = google.verdict(&request_hash(&c), now_ms());
+    let forged = google.encrypt(&google.sign(&verdict, &PlayIntegrityDouble::other_signing_key()));
+    let answer = android(&f, &cert, device, &c, &forged).await;
+    assert_eq!(
+        code(&answer),
+        (StatusCode::BAD_REQUEST, "token_signature"),
+        "{}",
+        answer.text
+    );
+    // A verdict as SafetyNet's JWS, unencrypted (what the original accepted unverified).
+    let c = challenge(&f, device, "android").await;
+    let plain = google.sign(
+        &google.verdict(&request_hash(&c), now_ms()),
+        &PlayIntegrityDouble::other_signing_key(),
+    );
+    let answer = android(&f, &cert, device, &c, &plain).await;
+    assert_eq!(
+        code(&answer),
+        (StatusCode::BAD_REQUEST, "attestation_malformed"),
+        "{}",
+        answer.text
+    );
+}
+
+#[tokio::test]
+async fn play_integrity_can_demand_strong_integrity_and_a_licensed_copy() {
+    let google = PlayIntegrityDouble::new("app.apuntador.android");
+    let f = fixture_with(
+        false,
+        Some(&google),
+        "0",
+        &[
+            ("PLAY_INTEGRITY_MIN_DEVICE_INTEGRITY", "strong"),
+            ("PLAY_INTEGRITY_REQUIRE_LICENSED", "true"),
+        ],
+    )
+    .await;
+    let device = "pixel-00012";
+    let cert = enrolled(&f, device, "android").await;
+    let c = challenge(&f, device, "android").await;
+    let device_only = android(
+        &f,
+        &cert,
+        device,
+        &c,
+        &google.token(&google.verdict(&request_hash(&c), now_ms())),
+    )
+    .await;
+    assert_eq!(
+        code(&device_only),
+        (StatusCode::BAD_REQUEST, "device_integrity")
+    );
+    let c = challenge(&f, device, "android").await;
+    let mut verdict = google.verdict(&request_hash(&c), now_ms());
+    verdict["deviceIntegrity"]["deviceRecognitionVerdict"] = json!([
+        "MEETS_BASIC_INTEGRITY",
+        "MEETS_DEVICE_INTEGRITY",
+        "MEETS_STRONG_INTEGRITY"
+    ]);
+    verdict["accountDetails"]["appLicensingVerdict"] = json!("UNLICENSED");
+    let unlicensed = android(&f, &cert, device, &c, &google.token(&verdict)).await;
+    assert_eq!(
+        code(&unlicensed),
+        (StatusCode::BAD_REQUEST, "app_unlicensed")
+    );
+    let c = challenge(&f, device, "android").await;
+    verdict["requestDetails"]["requestHash"] = json!(request_hash(&c));
+    verdict["accountDetails"]["appLicensingVerdict"] = json!("LICENSED");
+    let strong = android(&f, &cert, device, &c, &google.token(&verdict)).await;
+    assert_eq!(strong.status, StatusCode::OK, "{}", strong.text);
 }

@@ -490,3 +490,50 @@ fn app_attest_objects_are_refused_unless_genuine() {
         },
     );
 }
+
+/// Issue 27: Play Integrity tokens, random or a valid one mutated. Nothing panics, and a token
+/// that is not byte for byte the valid one never verifies (the JWE's tag covers the header,
+/// key, IV and ciphertext; the JWS's signature the verdict).
+#[test]
+fn play_integrity_tokens_are_refused_unless_genuine() {
+    use apuntador_backend::attestation::play_integrity::{
+        DeviceLevel, KeySource, PlayIntegrity, PlayIntegrityKeys, PlayIntegrityPolicy,
+        PlayIntegritySettings,
+    };
+    use apuntador_harness::play_integrity::PlayIntegrityDouble;
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+    let google = PlayIntegrityDouble::new("app.apuntador.android");
+    let keys = PlayIntegrityKeys::from_base64(&google.decryption_key(), &google.verification_key())
+        .unwrap();
+    let play = PlayIntegrity::new(PlayIntegritySettings {
+        policy: PlayIntegrityPolicy {
+            package: google.package.clone(),
+            certificate_digests: vec![google.certificate_digest.clone()],
+            min_device: DeviceLevel::Device,
+            require_licensed: false,
+            max_age_ms: 360_000,
+        },
+        source: KeySource::Environment(keys.clone()),
+    });
+    let hash = [5u8; 32];
+    let now = chrono::Utc::now().timestamp_millis();
+    let token = google.token(&google.verdict(&URL_SAFE_NO_PAD.encode(hash), now));
+    assert!(play.verify(&keys, &token, &hash, now).is_ok());
+    check(
+        "Play Integrity token",
+        prop_oneof![
+            "[A-Za-z0-9_.-]{0,600}".prop_map(String::into_bytes),
+            mutated_bytes(token.clone().into_bytes())
+        ],
+        |bytes| {
+            let text = String::from_utf8_lossy(&bytes);
+            prop_assert!(
+                text == token || play.verify(&keys, &text, &hash, now).is_err(),
+                "a mutated token verified"
+            );
+            Ok(())
+        },
+    );
+}

@@ -25,14 +25,14 @@ const DOCS_ROUTES: [&str; 6] = [
 ];
 
 /// Bounded and seeded: the same seed generates the same requests, so a failure reproduces.
-/// The API's operations: the spec's fifteen routes (health, configuration, OAuth, device CA)
-/// and the attestation challenge (issue 27).
+/// The API's operations: the spec's fifteen routes (health, configuration, OAuth, device CA),
+/// and the attestation challenge, the three attestations and clear-cache (issue 27).
 const OPERATIONS: usize = 20;
 const EXAMPLES_PER_OPERATION: &str = "40";
 const SEED: &str = "20261201";
 
 /// A tool the test script installs into its virtualenv (on PATH there); `None` outside it.
-fn tool(name: &str) -> Option<PathBuf> {
+pub(crate) fn tool(name: &str) -> Option<PathBuf> {
     let found = std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
             .map(|dir| dir.join(name))

@@ -17,6 +17,10 @@
 //!   Secrets Manager on moto;
 //! - [`device_aws`]: the device CA on DynamoDB and Secrets Manager (moto), several sandboxes racing;
 //! - [`attestation_aws`]: the attestation store on DynamoDB (moto), several sandboxes racing;
+//! - [`attestation_traces`]: attestations as spans with their verdicts, and no token, key or
+//!   attestation object in any line the server writes;
+//! - [`play_integrity`]: Play Integrity tokens made and opened by jwcrypto (Python), an
+//!   implementation independent of the backend's;
 //! - [`memory`]: resident memory stays flat over thousands of invocations;
 //! - [`log_queries`]: every field the saved Logs Insights queries over the log lines read is
 //!   in the lines, with its type; Lambda lines carry the Powertools logger's keys;
@@ -52,6 +56,7 @@ mod support {
 }
 
 mod attestation_aws;
+mod attestation_traces;
 mod contract;
 mod device_aws;
 mod hardening;
@@ -64,6 +69,7 @@ mod memory;
 mod metrics;
 mod oauth_lambda;
 mod otlp_udp;
+mod play_integrity;
 mod rie;
 mod sampling;
 mod server;

@@ -217,6 +217,17 @@ data "aws_iam_policy_document" "task" {
     ]
   }
 
+  # The Play Integrity response keys (PLAY_INTEGRITY_KEYS_SECRET), when Play Integrity is on.
+  dynamic "statement" {
+    for_each = var.play_integrity_package_name == "" ? [] : [var.play_integrity_keys_secret_arn]
+    content {
+      sid       = "ReadThePlayIntegrityKeys"
+      effect    = "Allow"
+      actions   = ["secretsmanager:GetSecretValue"]
+      resources = [statement.value]
+    }
+  }
+
   # The OAuth clients (OAUTH_CREDENTIALS_SECRET), when one is named.
   dynamic "statement" {
     for_each = var.oauth_credentials_secret_arn == "" ? [] : [var.oauth_credentials_secret_arn]

@@ -15,7 +15,7 @@ locals {
 
   # ACCOUNT.dkr.ecr.REGION.amazonaws.com/REPOSITORY:TAG → the repository the execution role may
   # pull from (variables.tf only accepts ECR images).
-  backend_image_parts    = regex("^([0-9]{12})\\.dkr\\.ecr\\.([a-z0-9-]+)\\.amazonaws\\.com(?:\\.cn)?/([^:@]+)", var.backend_image)
+  backend_image_parts = regex("^([0-9]{12})\\.dkr\\.ecr\\.([a-z0-9-]+)\\.amazonaws\\.com(?:\\.cn)?/([^:@]+)", var.backend_image)
   backend_repository_arn = format(
     "arn:%s:ecr:%s:%s:repository/%s",
     local.partition, local.backend_image_parts[1], local.backend_image_parts[0], local.backend_image_parts[2],
@@ -37,33 +37,40 @@ locals {
   # sampling through its awsproxy; otlp-xray, a traces endpoint of X-Ray's form, which turns
   # SigV4 signing on (HTTP only), and a trace-id ratio.
   backend_environment_all = {
-    HOST                               = "0.0.0.0"
-    PORT                               = "8000"
-    ENVIRONMENT                        = var.environment
-    LOG_FORMAT                         = "json"
-    OTEL_SERVICE_NAME                  = var.name
-    POWERTOOLS_METRICS_NAMESPACE       = var.metrics_namespace
-    OTEL_RESOURCE_ATTRIBUTES           = "deployment.environment=${var.environment}"
-    OTEL_TRACES_EXPORTER               = "otlp"
-    OTEL_EXPORTER_OTLP_PROTOCOL        = "http/protobuf"
-    OTEL_EXPORTER_OTLP_ENDPOINT        = local.collector ? "http://localhost:4318" : ""
-    OTEL_EXPORTER_OTLP_TRACES_ENDPOINT = local.collector ? "" : local.xray_otlp_endpoint
-    OTEL_EXPORTER_OTLP_TRACES_PROTOCOL = local.collector ? "" : "http/protobuf"
-    OTEL_PROPAGATORS                   = "xray"
-    OTEL_TRACES_SAMPLER                = local.collector ? "xray" : "parentbased_traceidratio"
-    OTEL_TRACES_SAMPLER_ARG            = local.collector ? "endpoint=http://127.0.0.1:2000" : tostring(var.trace_sampling_ratio)
-    INFRASTRUCTURE_PROVIDER            = "aws"
-    AWS_DYNAMODB_TABLE                 = aws_dynamodb_table.certificates.name
-    AWS_SINGLE_USE_TABLE               = aws_dynamodb_table.single_use.name
-    AWS_ATTESTATION_TABLE              = aws_dynamodb_table.attestation.name
-    AWS_SECRETS_PREFIX                 = var.secrets_prefix
-    TRUSTED_CLIENT_CERT_HEADER         = var.trusted_client_cert_header
-    ENABLED_CLOUD_PROVIDERS            = var.enabled_cloud_providers
-    ALLOWED_ORIGINS                    = var.allowed_origins
-    ALLOWED_REDIRECT_URIS              = var.allowed_redirect_uris
-    OAUTH_CREDENTIALS_SECRET           = var.oauth_credentials_secret_arn
-    GOOGLE_REDIRECT_URI                = var.google_redirect_uri
-    ONEDRIVE_REDIRECT_URI              = var.onedrive_redirect_uri
+    HOST                                = "0.0.0.0"
+    PORT                                = "8000"
+    ENVIRONMENT                         = var.environment
+    LOG_FORMAT                          = "json"
+    OTEL_SERVICE_NAME                   = var.name
+    POWERTOOLS_METRICS_NAMESPACE        = var.metrics_namespace
+    OTEL_RESOURCE_ATTRIBUTES            = "deployment.environment=${var.environment}"
+    OTEL_TRACES_EXPORTER                = "otlp"
+    OTEL_EXPORTER_OTLP_PROTOCOL         = "http/protobuf"
+    OTEL_EXPORTER_OTLP_ENDPOINT         = local.collector ? "http://localhost:4318" : ""
+    OTEL_EXPORTER_OTLP_TRACES_ENDPOINT  = local.collector ? "" : local.xray_otlp_endpoint
+    OTEL_EXPORTER_OTLP_TRACES_PROTOCOL  = local.collector ? "" : "http/protobuf"
+    OTEL_PROPAGATORS                    = "xray"
+    OTEL_TRACES_SAMPLER                 = local.collector ? "xray" : "parentbased_traceidratio"
+    OTEL_TRACES_SAMPLER_ARG             = local.collector ? "endpoint=http://127.0.0.1:2000" : tostring(var.trace_sampling_ratio)
+    INFRASTRUCTURE_PROVIDER             = "aws"
+    AWS_DYNAMODB_TABLE                  = aws_dynamodb_table.certificates.name
+    AWS_SINGLE_USE_TABLE                = aws_dynamodb_table.single_use.name
+    AWS_ATTESTATION_TABLE               = aws_dynamodb_table.attestation.name
+    AWS_SECRETS_PREFIX                  = var.secrets_prefix
+    TRUSTED_CLIENT_CERT_HEADER          = var.trusted_client_cert_header
+    ENABLED_CLOUD_PROVIDERS             = var.enabled_cloud_providers
+    ALLOWED_ORIGINS                     = var.allowed_origins
+    ALLOWED_REDIRECT_URIS               = var.allowed_redirect_uris
+    OAUTH_CREDENTIALS_SECRET            = var.oauth_credentials_secret_arn
+    GOOGLE_REDIRECT_URI                 = var.google_redirect_uri
+    ONEDRIVE_REDIRECT_URI               = var.onedrive_redirect_uri
+    APP_ATTEST_TEAM_ID                  = var.app_attest_team_id
+    APP_ATTEST_BUNDLE_ID                = var.app_attest_bundle_id
+    APP_ATTEST_ENVIRONMENT              = var.app_attest_team_id == "" ? "" : var.app_attest_environment
+    PLAY_INTEGRITY_PACKAGE_NAME         = var.play_integrity_package_name
+    PLAY_INTEGRITY_CERT_DIGESTS         = var.play_integrity_package_name == "" ? "" : var.play_integrity_cert_digests
+    PLAY_INTEGRITY_KEYS_SECRET          = var.play_integrity_package_name == "" ? "" : var.play_integrity_keys_secret_arn
+    PLAY_INTEGRITY_MIN_DEVICE_INTEGRITY = var.play_integrity_package_name == "" ? "" : var.play_integrity_min_device_integrity
     # The ALB appends the client's address to X-Forwarded-For: client.address is that entry.
     TRUSTED_PROXY_HOPS = "1"
     # No API Gateway in front: each task limits each client itself (429 with Retry-After).
@@ -387,6 +394,19 @@ resource "aws_ecs_task_definition" "backend" {
     collector_log_group            = one(aws_cloudwatch_log_group.collector[*].name)
     region                         = var.region
   })
+
+  # Settings that only make sense together (preconditions: variable validations may not
+  # read other variables before Terraform 1.9).
+  lifecycle {
+    precondition {
+      condition     = (var.app_attest_bundle_id == "") == (var.app_attest_team_id == "")
+      error_message = "app_attest_team_id and app_attest_bundle_id go together (both or neither)."
+    }
+    precondition {
+      condition     = var.play_integrity_package_name == "" || (var.play_integrity_cert_digests != "" && var.play_integrity_keys_secret_arn != "")
+      error_message = "play_integrity_package_name needs play_integrity_cert_digests and play_integrity_keys_secret_arn."
+    }
+  }
 }
 
 resource "aws_ecs_service" "backend" {

@@ -264,6 +264,68 @@ variable "oauth_credentials_secret_arn" {
   }
 }
 
+variable "app_attest_team_id" {
+  description = "The iOS app's Apple team id (APP_ATTEST_TEAM_ID); with app_attest_bundle_id turns App Attest on (empty: /device/attest/ios answers 501)."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = can(regex("^([A-Z0-9]{10})?$", var.app_attest_team_id))
+    error_message = "app_attest_team_id: empty, or the ten-character team id (A-Z, 0-9)."
+  }
+}
+
+variable "app_attest_bundle_id" {
+  description = "The iOS app's bundle id (APP_ATTEST_BUNDLE_ID), with app_attest_team_id."
+  type        = string
+  default     = ""
+}
+
+variable "app_attest_environment" {
+  description = "Which builds' App Attest keys are accepted (APP_ATTEST_ENVIRONMENT): production or development."
+  type        = string
+  default     = "production"
+
+  validation {
+    condition     = contains(["production", "development"], var.app_attest_environment)
+    error_message = "app_attest_environment: production or development."
+  }
+}
+
+variable "play_integrity_package_name" {
+  description = "The Android app's package name (PLAY_INTEGRITY_PACKAGE_NAME): turns Play Integrity on (empty: /device/attest/android answers 501)."
+  type        = string
+  default     = ""
+}
+
+variable "play_integrity_cert_digests" {
+  description = "The app's signing certificates' SHA-256, base64url as Play reports them, comma-separated (PLAY_INTEGRITY_CERT_DIGESTS)."
+  type        = string
+  default     = ""
+}
+
+variable "play_integrity_keys_secret_arn" {
+  description = "Full ARN of the Secrets Manager secret {\"decryption_key\", \"verification_key\"} with the app's Play Integrity response keys (PLAY_INTEGRITY_KEYS_SECRET)."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.play_integrity_keys_secret_arn == "" || can(regex("^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:[A-Za-z0-9/_+=.@-]+-[A-Za-z0-9]{6}$", var.play_integrity_keys_secret_arn))
+    error_message = "play_integrity_keys_secret_arn: empty, or the full ARN of a Secrets Manager secret."
+  }
+}
+
+variable "play_integrity_min_device_integrity" {
+  description = "The least Play Integrity device verdict accepted (PLAY_INTEGRITY_MIN_DEVICE_INTEGRITY): basic, device or strong."
+  type        = string
+  default     = "device"
+
+  validation {
+    condition     = contains(["basic", "device", "strong"], var.play_integrity_min_device_integrity)
+    error_message = "play_integrity_min_device_integrity: basic, device or strong."
+  }
+}
+
 variable "secrets_kms_key_arn" {
   description = "ARN of the customer managed KMS key the secrets are encrypted with; empty when they use the AWS managed key aws/secretsmanager."
   type        = string
