@@ -124,6 +124,12 @@ def invoke(args):
               + (f"  {problem}" if problem else ""), flush=True)
         if problem:
             failures.append(name)
+            # What the function said: the answer's body and its warning and error log lines.
+            if answer is not None:
+                print(f"    body: {str(answer.get('body'))[:600]}", flush=True)
+            for line in (run.stdout + run.stderr).splitlines():
+                if '"level":"WARN' in line or '"level":"ERROR' in line:
+                    print(f"    log: {line[:600]}", flush=True)
     ok = len(events) - len(failures)
     times.sort()
     print(f"\n{ok} of {len(events)} events gave their intended answer; "

@@ -20,7 +20,7 @@ use super::app_attest::{AppAttestError, AppAttestVerifier, AttestedKey};
 use super::challenge::{ChallengeError, Challenges, client_data_hash};
 use super::desktop::{DesktopLimits, Fingerprint, window};
 use super::play_integrity::{
-    PlayIntegrity, PlayIntegrityError, PlayIntegritySettings, PlayVerdict,
+    PlayIntegrity, PlayIntegrityError, PlayIntegrityKeys, PlayIntegritySettings, PlayVerdict,
 };
 use super::store::{AttestationStore, StoreError};
 use super::verdict::{Checks, Status, Verdict};
@@ -191,63 +191,69 @@ impl Attestor {
                 return Ok((verdict, true));
             }
             let hash = client_data_hash(challenge, None);
-            let proof = match evidence.key_id {
-                Some(key_id) => verifier
-                    .attestation(evidence.object, key_id, &hash, Utc::now().timestamp())
-                    .map(IosProof::Attested),
-                None => {
-                    let Some(key) = self.store.key(device).await? else {
-                        let verdict = ios_verdict(Status::Failed, Some(false))
-                            .with_error(NO_ATTESTED_KEY);
-                        return self
-                            .conclude(device, verdict, || {
-                                "no App Attest key is attested for this device yet: send an attestation with its key_id first".to_owned()
-                            })
-                            .await;
-                    };
-                    verifier
-                        .assertion(evidence.object, &key, &hash)
-                        .map(|counter| IosProof::Asserted {
-                            key_id: key.key_id,
-                            counter,
-                        })
-                }
-            };
-            let replayed = || AppAttestError::Counter;
-            let outcome = match proof {
-                Ok(IosProof::Attested(key)) => {
-                    self.store.put_key(device, &key).await?;
-                    Ok(())
-                }
-                Ok(IosProof::Asserted { key_id, counter }) => {
-                    // Atomic across sandboxes: of two assertions with one counter, one passes.
-                    if self.store.advance_counter(device, &key_id, counter).await? {
-                        Ok(())
-                    } else {
-                        Err(replayed())
-                    }
-                }
-                Err(error) => Err(error),
-            };
-            match outcome {
-                Ok(()) => {
-                    self.conclude(device, ios_verdict(Status::Valid, Some(true)), String::new)
-                        .await
-                }
-                Err(error) => {
-                    let status = match error {
-                        AppAttestError::Malformed(_)
-                        | AppAttestError::Format
-                        | AppAttestError::Nonce
-                        | AppAttestError::KeyId => Status::Failed,
-                        _ => Status::Invalid,
-                    };
-                    let verdict = ios_verdict(status, Some(false)).with_error(error.code());
-                    self.conclude(device, verdict, || error.to_string()).await
-                }
-            }
+            let (verdict, message) = self.ios_verdict(verifier, device, evidence, &hash).await?;
+            self.conclude(device, verdict, || message).await
         })
         .await
+    }
+
+    /// The verdict on App Attest `evidence` over `hash`, with why it is not valid: an
+    /// attestation stores its key for the device, an assertion advances the stored key's
+    /// counter (atomic across sandboxes: of two assertions with one counter, one passes).
+    async fn ios_verdict(
+        &self,
+        verifier: &AppAttestVerifier,
+        device: &DeviceId,
+        evidence: IosEvidence<'_>,
+        hash: &[u8; 32],
+    ) -> Result<(Verdict, String), StoreError> {
+        let proof = match evidence.key_id {
+            Some(key_id) => verifier
+                .attestation(evidence.object, key_id, hash, Utc::now().timestamp())
+                .map(IosProof::Attested),
+            None => {
+                let Some(key) = self.store.key(device).await? else {
+                    let verdict =
+                        ios_verdict(Status::Failed, Some(false)).with_error(NO_ATTESTED_KEY);
+                    let message = "no App Attest key is attested for this device yet: send an attestation with its key_id first";
+                    return Ok((verdict, message.to_owned()));
+                };
+                verifier
+                    .assertion(evidence.object, &key, hash)
+                    .map(|counter| IosProof::Asserted {
+                        key_id: key.key_id,
+                        counter,
+                    })
+            }
+        };
+        let outcome = match proof {
+            Ok(IosProof::Attested(key)) => {
+                self.store.put_key(device, &key).await?;
+                Ok(())
+            }
+            Ok(IosProof::Asserted { key_id, counter }) => {
+                if self.store.advance_counter(device, &key_id, counter).await? {
+                    Ok(())
+                } else {
+                    Err(AppAttestError::Counter)
+                }
+            }
+            Err(error) => Err(error),
+        };
+        Ok(match outcome {
+            Ok(()) => (ios_verdict(Status::Valid, Some(true)), String::new()),
+            Err(error) => {
+                let status = match error {
+                    AppAttestError::Malformed(_)
+                    | AppAttestError::Format
+                    | AppAttestError::Nonce
+                    | AppAttestError::KeyId => Status::Failed,
+                    _ => Status::Invalid,
+                };
+                let verdict = ios_verdict(status, Some(false)).with_error(error.code());
+                (verdict, error.to_string())
+            }
+        })
     }
 
     /// A desktop attestation: the rate, then the fingerprint against the one bound to the
@@ -313,41 +319,56 @@ impl Attestor {
                 return Ok((verdict, true));
             }
             let hash = client_data_hash(challenge, None);
-            let now_ms = Utc::now().timestamp_millis();
-            let (verdict, message) = match play.verify(keys, token, &hash, now_ms) {
-                Ok(PlayVerdict { checks, device }) => {
-                    let checks = Checks {
-                        cts_profile_match: Some(checks.device),
-                        basic_integrity: Some(checks.basic),
-                        ..Checks::default()
-                    };
-                    match device {
-                        Ok(()) => (Verdict::new(Platform::Android, Status::Valid, checks), None),
-                        Err(error) => {
-                            let mut verdict =
-                                Verdict::new(Platform::Android, Status::Invalid, checks)
-                                    .with_error(error.code());
-                            verdict.advice = Some(format!(
-                                "{}: Play's integrity remediation dialog (GET_INTEGRITY) can help the user fix it",
-                                crate::error::sentence(&error.to_string()).trim_end_matches('.')
-                            ));
-                            (verdict, Some(error.to_string()))
-                        }
-                    }
+            let (verdict, message) = android_verdict(play, keys, token, &hash);
+            self.conclude(device, verdict, || message).await
+        })
+        .await
+    }
+
+    /// An enrollment's attestation (`ATTESTATION_REQUIRED`): `evidence` answering a challenge
+    /// for the device and platform, over the client data hash that also commits to the CSR's
+    /// key (`key_spki_der`), so the certificate can only go to a key the attested app holds.
+    /// Never answered from the cache; an iOS attestation's key becomes the device's.
+    pub async fn enrollment(
+        &self,
+        device: &DeviceId,
+        key_spki_der: &[u8],
+        evidence: EnrollmentEvidence<'_>,
+    ) -> Result<Verdict, AttestError> {
+        let platform = evidence.platform();
+        self.traced(platform, async {
+            match evidence {
+                EnrollmentEvidence::Android { challenge, token } => {
+                    let play = self
+                        .play_integrity
+                        .as_ref()
+                        .ok_or(AttestError::Unsupported(platform))?;
+                    let keys = play.keys().await.map_err(AttestError::PlayIntegrityKeys)?;
+                    self.challenges.redeem(challenge, device, platform).await?;
+                    let hash = client_data_hash(challenge, Some(key_spki_der));
+                    let (verdict, message) = android_verdict(play, keys, token, &hash);
+                    self.conclude(device, verdict, || message).await
                 }
-                Err(error) => {
-                    let status = if error.is_unverifiable() {
-                        Status::Failed
-                    } else {
-                        Status::Invalid
+                EnrollmentEvidence::Ios {
+                    challenge,
+                    object,
+                    key_id,
+                } => {
+                    let verifier = self
+                        .app_attest
+                        .as_ref()
+                        .ok_or(AttestError::Unsupported(platform))?;
+                    self.challenges.redeem(challenge, device, platform).await?;
+                    let hash = client_data_hash(challenge, Some(key_spki_der));
+                    let evidence = IosEvidence {
+                        object,
+                        key_id: Some(key_id),
                     };
-                    let verdict = Verdict::new(Platform::Android, status, Checks::default())
-                        .with_error(error.code());
-                    (verdict, Some(error.to_string()))
+                    let (verdict, message) =
+                        self.ios_verdict(verifier, device, evidence, &hash).await?;
+                    self.conclude(device, verdict, || message).await
                 }
-            };
-            self.conclude(device, verdict, || message.unwrap_or_default())
-                .await
+            }
         })
         .await
     }
@@ -369,6 +390,72 @@ impl Attestor {
     /// When the cache was last cleared.
     pub async fn cleared_at(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
         self.store.cleared_at().await
+    }
+}
+
+/// An enrollment's evidence: a Play Integrity token, or an App Attest attestation of a new key.
+#[derive(Debug)]
+pub enum EnrollmentEvidence<'a> {
+    Android {
+        challenge: &'a str,
+        token: &'a str,
+    },
+    Ios {
+        challenge: &'a str,
+        object: &'a [u8],
+        key_id: &'a [u8],
+    },
+}
+
+impl EnrollmentEvidence<'_> {
+    pub fn platform(&self) -> Platform {
+        match self {
+            Self::Android { .. } => Platform::Android,
+            Self::Ios { .. } => Platform::Ios,
+        }
+    }
+}
+
+/// The verdict on a Play Integrity `token` over `hash`, with why it is not valid.
+fn android_verdict(
+    play: &PlayIntegrity,
+    keys: &PlayIntegrityKeys,
+    token: &str,
+    hash: &[u8; 32],
+) -> (Verdict, String) {
+    match play.verify(keys, token, hash, Utc::now().timestamp_millis()) {
+        Ok(PlayVerdict { checks, device }) => {
+            let checks = Checks {
+                cts_profile_match: Some(checks.device),
+                basic_integrity: Some(checks.basic),
+                ..Checks::default()
+            };
+            match device {
+                Ok(()) => (
+                    Verdict::new(Platform::Android, Status::Valid, checks),
+                    String::new(),
+                ),
+                Err(error) => {
+                    let mut verdict = Verdict::new(Platform::Android, Status::Invalid, checks)
+                        .with_error(error.code());
+                    verdict.advice = Some(format!(
+                        "{}: Play's integrity remediation dialog (GET_INTEGRITY) can help the user fix it",
+                        crate::error::sentence(&error.to_string()).trim_end_matches('.')
+                    ));
+                    (verdict, error.to_string())
+                }
+            }
+        }
+        Err(error) => {
+            let status = if error.is_unverifiable() {
+                Status::Failed
+            } else {
+                Status::Invalid
+            };
+            let verdict =
+                Verdict::new(Platform::Android, status, Checks::default()).with_error(error.code());
+            (verdict, error.to_string())
+        }
     }
 }
 

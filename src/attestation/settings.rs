@@ -2,6 +2,7 @@
 //! lifetime, the verdict cache's, the desktop rate, App Attest's app, environment and trusted
 //! root, and Play Integrity's app, keys and policy.
 
+use super::Platform;
 use super::app_attest::{APPLE_ROOT_PEM, AppAttestEnvironment, AppAttestVerifier};
 use super::desktop::{DEFAULT_PER_HOUR, DesktopLimits};
 use super::play_integrity::{
@@ -30,6 +31,9 @@ pub struct AttestationSettings {
     /// Play Integrity, when `PLAY_INTEGRITY_PACKAGE_NAME` is set; `None` answers Android
     /// attestations 501.
     pub play_integrity: Option<PlayIntegritySettings>,
+    /// The platforms whose enrollments must carry an attestation (`ATTESTATION_REQUIRED`,
+    /// comma-separated `android`, `ios`; empty by default, so today's clients keep working).
+    pub required: Vec<Platform>,
 }
 
 impl AttestationSettings {
@@ -40,7 +44,7 @@ impl AttestationSettings {
             DEFAULT_CHALLENGE_TTL_SECONDS,
             30..=3600,
         )?;
-        Ok(Self {
+        Self {
             challenge_ttl_seconds,
             cache_ttl_seconds: env.seconds(
                 "ATTESTATION_CACHE_TTL_SECONDS",
@@ -50,7 +54,48 @@ impl AttestationSettings {
             desktop: DesktopLimits::from_env(env)?,
             app_attest: app_attest(env, warnings)?,
             play_integrity: play_integrity(env, challenge_ttl_seconds, warnings)?,
-        })
+            required: Vec::new(),
+        }
+        .requiring(env)
+    }
+}
+
+impl AttestationSettings {
+    /// `ATTESTATION_REQUIRED`: each platform named must be one that attests and is configured
+    /// here, or enrollment on it could never succeed.
+    fn requiring(mut self, env: Env<'_>) -> Result<Self, EnvError> {
+        let raw = env.get("ATTESTATION_REQUIRED").unwrap_or_default();
+        for name in env.list("ATTESTATION_REQUIRED", "") {
+            let refuse =
+                |reason: String| EnvError::new("ATTESTATION_REQUIRED", raw.clone(), reason);
+            let platform = match Platform::parse(&name) {
+                Ok(Platform::Desktop) => {
+                    return Err(refuse(
+                        "desktop has no platform attestation to require".to_owned(),
+                    ));
+                }
+                Ok(platform) => platform,
+                Err(_) => return Err(refuse(format!("{name}: expected android or ios"))),
+            };
+            let configured = match platform {
+                Platform::Android => self.play_integrity.is_some(),
+                _ => self.app_attest.is_some(),
+            };
+            if !configured {
+                return Err(refuse(format!(
+                    "{} attestation is not configured ({})",
+                    platform.as_str(),
+                    match platform {
+                        Platform::Android => "PLAY_INTEGRITY_PACKAGE_NAME and its keys",
+                        _ => "APP_ATTEST_TEAM_ID and APP_ATTEST_BUNDLE_ID",
+                    }
+                )));
+            }
+            if !self.required.contains(&platform) {
+                self.required.push(platform);
+            }
+        }
+        Ok(self)
     }
 }
 
@@ -260,6 +305,7 @@ impl Default for AttestationSettings {
             },
             app_attest: None,
             play_integrity: None,
+            required: Vec::new(),
         }
     }
 }
@@ -362,5 +408,85 @@ mod tests {
         development.push(("APP_ATTEST_ROOT_CA_PEM", "not a certificate"));
         development.push(("APP_ATTEST_ENVIRONMENT", "development"));
         assert!(settings(&development).is_err());
+    }
+
+    #[test]
+    fn attestation_is_required_only_of_platforms_that_attest_here() {
+        let app_attest = [
+            ("APP_ATTEST_TEAM_ID", "ABCDE12345"),
+            ("APP_ATTEST_BUNDLE_ID", "app.apuntador.ios"),
+        ];
+        let with = |required: &str| {
+            let mut vars = app_attest.to_vec();
+            vars.push(("ATTESTATION_REQUIRED", required));
+            settings(&vars)
+        };
+        assert_eq!(settings(&app_attest).unwrap().required, []);
+        assert_eq!(with("ios, IOS").unwrap().required, [Platform::Ios]);
+        let refused = |required: &str, says: &str| {
+            let error = with(required).unwrap_err().to_string();
+            assert!(
+                error.contains("ATTESTATION_REQUIRED") && error.contains(says),
+                "{required}: {error}"
+            );
+        };
+        refused("desktop", "desktop has no platform attestation");
+        refused("android", "android attestation is not configured");
+        refused("web", "expected android or ios");
+    }
+
+    #[test]
+    fn play_integrity_needs_its_package_digests_and_keys() {
+        let digest = "A".repeat(43);
+        let refused = |vars: &[(&str, &str)], names: &str| {
+            let error = settings(vars).unwrap_err().to_string();
+            assert!(error.contains(names), "{vars:?}: {error}");
+            assert!(!error.contains("c2VjcmV0"), "a key in the error: {error}");
+        };
+        refused(
+            &[("PLAY_INTEGRITY_CERT_DIGESTS", &digest)],
+            "PLAY_INTEGRITY_PACKAGE_NAME",
+        );
+        refused(
+            &[("PLAY_INTEGRITY_PACKAGE_NAME", "app.apuntador")],
+            "PLAY_INTEGRITY_CERT_DIGESTS",
+        );
+        refused(
+            &[
+                ("PLAY_INTEGRITY_PACKAGE_NAME", "app.apuntador"),
+                ("PLAY_INTEGRITY_CERT_DIGESTS", &digest),
+            ],
+            "PLAY_INTEGRITY_KEYS_SECRET",
+        );
+        refused(
+            &[
+                ("PLAY_INTEGRITY_PACKAGE_NAME", "app.apuntador"),
+                ("PLAY_INTEGRITY_CERT_DIGESTS", &digest),
+                ("PLAY_INTEGRITY_DECRYPTION_KEY", "c2VjcmV0"),
+                ("PLAY_INTEGRITY_VERIFICATION_KEY", "c2VjcmV0"),
+            ],
+            "PLAY_INTEGRITY_DECRYPTION_KEY",
+        );
+        let configured = settings(&[
+            ("PLAY_INTEGRITY_PACKAGE_NAME", "app.apuntador"),
+            (
+                "PLAY_INTEGRITY_CERT_DIGESTS",
+                &format!("{digest}=, {digest}"),
+            ),
+            ("PLAY_INTEGRITY_KEYS_SECRET", "apuntador/play-integrity"),
+            ("PLAY_INTEGRITY_MIN_DEVICE_INTEGRITY", "Strong"),
+        ])
+        .unwrap()
+        .play_integrity
+        .unwrap();
+        assert_eq!(
+            configured.policy.certificate_digests,
+            [digest.clone(), digest]
+        );
+        assert_eq!(
+            configured.policy.min_device,
+            super::super::play_integrity::DeviceLevel::Strong
+        );
+        assert_eq!(configured.policy.max_age_ms, 360_000);
     }
 }

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use thiserror::Error;
 
 use super::ca::{CertificateAuthority, Pin};
-use super::csr::{self, CsrError};
+use super::csr::{self, CheckedCsr, CsrError};
 use super::id::{DeviceId, Platform, Serial};
 use super::material::{CaProvider, MaterialError};
 use super::store::{CertificateRecord, CertificateStore, Expect, StoreError};
@@ -67,7 +67,7 @@ impl DeviceService {
     /// and the signed certificate is dropped without being handed out).
     async fn issue(
         &self,
-        checked: &csr::CheckedCsr,
+        checked: &CheckedCsr,
         device: &DeviceId,
         platform: Platform,
         expect: Expect<'_>,
@@ -125,7 +125,18 @@ impl DeviceService {
         device: &DeviceId,
         platform: Platform,
     ) -> Result<Enrollment, DeviceError> {
-        let checked = csr::check(csr_pem)?;
+        self.enroll_checked(&csr::check(csr_pem)?, device, platform)
+            .await
+    }
+
+    /// [`enroll`](Self::enroll) with a CSR already checked (an attested enrollment checks it
+    /// first, to bind the attestation to its key).
+    pub async fn enroll_checked(
+        &self,
+        checked: &CheckedCsr,
+        device: &DeviceId,
+        platform: Platform,
+    ) -> Result<Enrollment, DeviceError> {
         let current = self.store.current(device).await?;
         if let Some(current) = &current
             && !current.revoked
@@ -133,7 +144,7 @@ impl DeviceService {
         {
             return Err(DeviceError::AlreadyEnrolled(device.clone()));
         }
-        self.issue(&checked, device, platform, Expect::of(current.as_ref()))
+        self.issue(checked, device, platform, Expect::of(current.as_ref()))
             .await?
             .ok_or_else(|| DeviceError::AlreadyEnrolled(device.clone()))
     }

@@ -26,7 +26,7 @@ use crate::attestation::Platform;
 use crate::attestation::app_attest::MAX_OBJECT_BYTES;
 use crate::attestation::challenge::{ChallengeError, MAX_CHALLENGE_LEN};
 use crate::attestation::desktop::Fingerprint;
-use crate::attestation::service::{AttestError, IosEvidence};
+use crate::attestation::service::{AttestError, EnrollmentEvidence, IosEvidence};
 use crate::attestation::store::StoreError;
 use crate::attestation::verdict::{Status, Verdict};
 use crate::device::id::DeviceId;
@@ -616,4 +616,134 @@ pub(crate) async fn clear_cache(
     state.attestation.clear_cache().await?;
     tracing::info!("attestation cache cleared");
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// An enrollment's attestation as the `attestation` field of `/device/enroll` carries it: a
+/// JSON object, or a string holding one (the spec typed the field a string). Android:
+/// `{challenge, token}` (the Play Integrity token); iOS: `{challenge, device_token, key_id}`
+/// (the App Attest attestation and its key id, base64). Either signs over the client data hash
+/// of the challenge and the CSR's key.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = EnrollmentAttestation)]
+pub(crate) struct EnrollmentAttestationBody {
+    /// From `/device/attest/challenge` for this device and platform.
+    #[schema(min_length = 16, max_length = 512)]
+    challenge: String,
+    /// Android: the Play Integrity token.
+    #[schema(min_length = 100, max_length = 21848)]
+    token: Option<String>,
+    /// iOS: base64 of the App Attest attestation object.
+    #[schema(min_length = 100, max_length = 21848)]
+    device_token: Option<String>,
+    /// iOS: base64 of the attested key's id.
+    #[schema(pattern = "^[A-Za-z0-9+/]{43}=$")]
+    key_id: Option<String>,
+}
+
+/// The `attestation` field's schema: the object, or a string holding it (the spec typed the
+/// field a string).
+#[derive(ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub(crate) enum EnrollmentAttestationField {
+    Object(EnrollmentAttestationBody),
+    Text(String),
+}
+
+/// The evidence, parsed and owned ([`EnrollmentEvidence`] borrows it).
+pub(crate) enum OwnedEvidence {
+    Android {
+        challenge: String,
+        token: String,
+    },
+    Ios {
+        challenge: String,
+        object: Vec<u8>,
+        key_id: Vec<u8>,
+    },
+}
+
+impl OwnedEvidence {
+    pub(crate) fn borrowed(&self) -> EnrollmentEvidence<'_> {
+        match self {
+            Self::Android { challenge, token } => EnrollmentEvidence::Android { challenge, token },
+            Self::Ios {
+                challenge,
+                object,
+                key_id,
+            } => EnrollmentEvidence::Ios {
+                challenge,
+                object,
+                key_id,
+            },
+        }
+    }
+
+    /// `raw` (the `attestation` field) as `platform`'s evidence, or what is wrong with it,
+    /// located under `body.attestation`.
+    pub(crate) fn parse(
+        platform: Platform,
+        raw: &serde_json::Value,
+    ) -> Result<Self, Vec<FieldError>> {
+        let at = |field: &str, msg: String| {
+            let loc: Vec<&str> = if field.is_empty() {
+                vec!["body", "attestation"]
+            } else {
+                vec!["body", "attestation", field]
+            };
+            vec![FieldError::new("value_error", &loc, msg)]
+        };
+        let object = match raw {
+            serde_json::Value::String(text) => serde_json::from_str(text).ok(),
+            other => Some(other.clone()),
+        };
+        let body: EnrollmentAttestationBody = object
+            .and_then(|value| serde_json::from_value(value).ok())
+            .ok_or_else(|| {
+                at(
+                    "",
+                    "attestation must be a JSON object (or a string holding one) with challenge and the platform's evidence"
+                        .to_owned(),
+                )
+            })?;
+        let challenge = sized("challenge", &body.challenge, 16, MAX_CHALLENGE_LEN)
+            .map_err(|msg| at("challenge", msg))?
+            .to_owned();
+        match platform {
+            Platform::Android => {
+                let token = body
+                    .token
+                    .ok_or_else(|| at("token", "an Android attestation needs token".to_owned()))?;
+                sized("token", &token, 100, MAX_EVIDENCE_CHARS).map_err(|msg| at("token", msg))?;
+                Ok(Self::Android { challenge, token })
+            }
+            _ => {
+                let object = body
+                    .device_token
+                    .ok_or_else(|| "an iOS attestation needs device_token".to_owned())
+                    .and_then(|t| {
+                        sized("device_token", &t, 100, MAX_EVIDENCE_CHARS)
+                            .and_then(|t| base64_of("device_token", t))
+                    })
+                    .map_err(|msg| at("device_token", msg))?;
+                let key_id = body
+                    .key_id
+                    .ok_or_else(|| "an iOS attestation needs key_id".to_owned())
+                    .and_then(|k| base64_of("key_id", &k))
+                    .and_then(|bytes| {
+                        if bytes.len() == 32 {
+                            Ok(bytes)
+                        } else {
+                            Err("key_id must be the base64 of 32 bytes".to_owned())
+                        }
+                    })
+                    .map_err(|msg| at("key_id", msg))?;
+                Ok(Self::Ios {
+                    challenge,
+                    object,
+                    key_id,
+                })
+            }
+        }
+    }
 }

@@ -10,9 +10,11 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::AppState;
+use super::attestation::{OwnedEvidence, Refusal};
 use super::extract::{ApiJson, ApiPath, Authenticated, FieldChecks, FromJson};
 use super::responses::{BodyErrors, GuardErrors};
 use crate::attestation::verdict::Status;
+use crate::device::csr;
 use crate::device::id::{DeviceId, Platform, Serial};
 use crate::device::material::MaterialError;
 use crate::device::service::{DeviceError, Enrollment};
@@ -175,15 +177,18 @@ pub(crate) struct EnrollBody {
     /// Decides the certificate's lifetime (android, ios: 30 days; desktop: 7; web: 1).
     #[schema(value_type = Platform)]
     platform: String,
-    /// Accepted for compatibility; attestation is verified by the attestation routes.
-    #[allow(dead_code)]
-    attestation: Option<String>,
+    /// With `ATTESTATION_REQUIRED` naming the platform: the attestation that binds the CSR's
+    /// key to a genuine app on a genuine device (an object, or a string holding one; see
+    /// `EnrollmentAttestation`). Otherwise accepted and not read.
+    #[schema(value_type = Option<super::attestation::EnrollmentAttestationField>)]
+    attestation: Option<serde_json::Value>,
 }
 
 pub(crate) struct Enroll {
     csr: String,
     device: DeviceId,
     platform: Platform,
+    attestation: Option<serde_json::Value>,
 }
 
 impl FromJson for Enroll {
@@ -194,10 +199,23 @@ impl FromJson for Enroll {
         checks.check(csr_error(&raw.csr));
         let device = checks.parse("device_id", DeviceId::parse(&raw.device_id));
         let platform = checks.parse("platform", Platform::parse(&raw.platform));
+        checks.parse(
+            "attestation",
+            match &raw.attestation {
+                None
+                | Some(serde_json::Value::Null)
+                | Some(serde_json::Value::String(_))
+                | Some(serde_json::Value::Object(_)) => Ok(()),
+                Some(_) => {
+                    Err("attestation must be an object, a string holding one, or null".to_owned())
+                }
+            },
+        );
         checks.finish(device.zip(platform).map(|(device, platform)| Enroll {
             csr: raw.csr,
             device,
             platform,
+            attestation: raw.attestation.filter(|a| !a.is_null()),
         }))
     }
 }
@@ -207,20 +225,53 @@ impl FromJson for Enroll {
     request_body = EnrollBody,
     responses(
         (status = 201, description = "The certificate", body = EnrollmentBody),
-        (status = 400, description = "The body is not JSON or has trailing data, or the CSR is refused (`invalid_csr`: it does not parse, its signature does not verify, or its key is not P-256, P-384 or RSA of at least 2048 bits)", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The device already has a certificate (`already_enrolled`): renew it", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The CA or the certificate store is unavailable", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "The body is not JSON or has trailing data; the CSR is refused (`invalid_csr`: it does not parse, its signature does not verify, or its key is not P-256, P-384 or RSA of at least 2048 bits); or, with `ATTESTATION_REQUIRED` naming the platform, the attestation is missing (`attestation_required`), its challenge refused (`challenge_invalid`, `challenge_mismatch`, `challenge_expired`) or its verdict not `valid` (its code)", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The device already has a certificate (`already_enrolled`): renew it; or the attestation's challenge was used (`challenge_used`)", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The CA or the certificate store is unavailable (`ca_unavailable`, `storage_unavailable`), or, for an attested enrollment, the challenge's key or store, the attestation store or the Play Integrity keys (`keys_unavailable`, `challenge_store_unavailable`, `attestation_store_unavailable`, `play_integrity_keys_unavailable`)", body = crate::error::Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u32, description = "Seconds to wait before trying again (5)"))),
         BodyErrors,
     ))]
 pub(crate) async fn enroll(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<Enroll>,
-) -> Result<(StatusCode, Json<EnrollmentBody>), ApiError> {
+) -> Result<(StatusCode, Json<EnrollmentBody>), Refusal> {
     crate::telemetry::annotations::device_platform(body.platform.as_str());
-    let enrollment = state
-        .devices
-        .enroll(&body.csr, &body.device, body.platform)
-        .await?;
+    let required = crate::attestation::Platform::parse(body.platform.as_str())
+        .ok()
+        .filter(|p| state.config.attestation.required.contains(p));
+    let enrollment = match required {
+        None => state
+            .devices
+            .enroll(&body.csr, &body.device, body.platform)
+            .await
+            .map_err(ApiError::from)?,
+        Some(platform) => {
+            // The CSR first: the attestation must commit to its key.
+            let checked = csr::check(&body.csr)
+                .map_err(DeviceError::Csr)
+                .map_err(ApiError::from)?;
+            let raw = body.attestation.as_ref().ok_or_else(|| {
+                ApiError::coded(
+                    StatusCode::BAD_REQUEST,
+                    "attestation_required",
+                    format!(
+                        "This deployment enrolls {} devices only with an attestation bound to the CSR's key (see the attestation guide).",
+                        platform.as_str()
+                    ),
+                )
+            })?;
+            let evidence = OwnedEvidence::parse(platform, raw).map_err(ApiError::Validation)?;
+            state
+                .attestation
+                .enrollment(&body.device, &checked.public_key_der, evidence.borrowed())
+                .await?;
+            state
+                .devices
+                .enroll_checked(&checked, &body.device, body.platform)
+                .await
+                .map_err(ApiError::from)?
+        }
+    };
     Ok((StatusCode::CREATED, Json(enrollment.into())))
 }
 

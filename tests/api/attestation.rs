@@ -109,7 +109,7 @@ async fn desktop_takes_no_challenge() {
 use apuntador_harness::app_attest::{AppAttestDouble, DeviceKey};
 use apuntador_harness::play_integrity::PlayIntegrityDouble;
 use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use sha2::{Digest, Sha256};
 
 use crate::helpers::Answer;
@@ -741,7 +741,7 @@ async fn a_desktop_fingerprint_is_bound_at_first_attestation_and_attempts_are_li
 /// The request hash a Play Integrity token must carry for `challenge`: base64url (no padding)
 /// of SHA-256 of the challenge.
 fn request_hash(challenge: &str) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(client_data_hash(challenge))
+    URL_SAFE_NO_PAD.encode(client_data_hash(challenge))
 }
 
 async fn android(f: &Fixture, cert: &str, device: &str, challenge: &str, token: &str) -> Answer {
@@ -998,4 +998,148 @@ async fn play_integrity_can_demand_strong_integrity_and_a_licensed_copy() {
     verdict["accountDetails"]["appLicensingVerdict"] = json!("LICENSED");
     let strong = android(&f, &cert, device, &c, &google.token(&verdict)).await;
     assert_eq!(strong.status, StatusCode::OK, "{}", strong.text);
+}
+
+/// What an enrollment's attestation signs: SHA-256 of `<challenge>.<base64url of SHA-256 of
+/// the CSR key's SubjectPublicKeyInfo>`.
+fn enrollment_hash(challenge: &str, spki_der: &[u8]) -> [u8; 32] {
+    let key = URL_SAFE_NO_PAD.encode(Sha256::digest(spki_der));
+    Sha256::digest(format!("{challenge}.{key}").as_bytes()).into()
+}
+
+async fn enroll(
+    f: &Fixture,
+    csr: &str,
+    device: &str,
+    platform: &str,
+    attestation: Option<serde_json::Value>,
+) -> Answer {
+    let mut body = json!({"csr": csr, "device_id": device, "platform": platform});
+    if let Some(attestation) = attestation {
+        body["attestation"] = attestation;
+    }
+    helpers::post(&f.app, "/device/enroll", &body, &[]).await
+}
+
+#[tokio::test]
+async fn with_attestation_required_a_certificate_goes_only_to_a_key_a_genuine_app_holds() {
+    let google = PlayIntegrityDouble::new("app.apuntador.android");
+    let f = fixture_with(
+        true,
+        Some(&google),
+        "3600",
+        &[("ATTESTATION_REQUIRED", "android,ios")],
+    )
+    .await;
+
+    // Android: no attestation, one bound to the challenge alone, one bound to another key.
+    let csr = apuntador_harness::csr::p256();
+    let missing = enroll(&f, &csr.pem, "pixel-00020", "android", None).await;
+    assert_eq!(
+        code(&missing),
+        (StatusCode::BAD_REQUEST, "attestation_required"),
+        "{}",
+        missing.text
+    );
+    let other_key = apuntador_harness::csr::p256();
+    let unbound = |c: &str| request_hash(c);
+    let elsewhere = |c: &str| URL_SAFE_NO_PAD.encode(enrollment_hash(c, &other_key.spki_der));
+    let wrong: [&dyn Fn(&str) -> String; 2] = [&unbound, &elsewhere];
+    for hash_of in wrong {
+        let c = challenge(&f, "pixel-00020", "android").await;
+        let token = google.token(&google.verdict(&hash_of(&c), now_ms()));
+        let evidence = json!({"challenge": c, "token": token});
+        let answer = enroll(&f, &csr.pem, "pixel-00020", "android", Some(evidence)).await;
+        assert_eq!(
+            code(&answer),
+            (StatusCode::BAD_REQUEST, "attestation_challenge_mismatch"),
+            "{}",
+            answer.text
+        );
+    }
+
+    // Bound to this CSR's key, sent as the spec's string: issued.
+    let c = challenge(&f, "pixel-00020", "android").await;
+    let hash = URL_SAFE_NO_PAD.encode(enrollment_hash(&c, &csr.spki_der));
+    let bound = google.token(&google.verdict(&hash, now_ms()));
+    let attestation = json!({"challenge": c, "token": bound}).to_string();
+    let issued = enroll(
+        &f,
+        &csr.pem,
+        "pixel-00020",
+        "android",
+        Some(json!(attestation)),
+    )
+    .await;
+    assert_eq!(issued.status, StatusCode::CREATED, "{}", issued.text);
+    let cert = issued.body["certificate"].as_str().unwrap();
+    assert_eq!(
+        status(&f, cert, "pixel-00020").await["attestation"]["status"],
+        "valid"
+    );
+
+    // iOS: the attested key becomes the device's, and asserts afterwards.
+    let csr = apuntador_harness::csr::p256();
+    let key = f.apple.generate_key();
+    let c = challenge(&f, "iphone-0020", "ios").await;
+    let object = f.apple.attest(&key, &enrollment_hash(&c, &csr.spki_der));
+    let attestation = json!({"challenge": c, "device_token": STANDARD.encode(&object), "key_id": STANDARD.encode(key.key_id)});
+    let issued = enroll(
+        &f,
+        &csr.pem,
+        "iphone-0020",
+        "ios",
+        Some(attestation.clone()),
+    )
+    .await;
+    assert_eq!(issued.status, StatusCode::CREATED, "{}", issued.text);
+    let replayed = enroll(&f, &csr.pem, "iphone-0021", "ios", Some(attestation)).await;
+    assert_eq!(
+        code(&replayed),
+        (StatusCode::BAD_REQUEST, "challenge_mismatch"),
+        "another device's challenge"
+    );
+    let cert = issued.body["certificate"].as_str().unwrap();
+    let c = challenge(&f, "iphone-0020", "ios").await;
+    let asserted = ios(
+        &f,
+        cert,
+        "iphone-0020",
+        &c,
+        &f.apple.assert(&key, 1, &client_data_hash(&c)),
+        None,
+    )
+    .await;
+    assert_eq!(asserted.status, StatusCode::OK, "{}", asserted.text);
+
+    // The evidence's shape is checked where it is required; other platforms enroll as before.
+    let csr = apuntador_harness::csr::p256();
+    let c = challenge(&f, "iphone-0022", "ios").await;
+    let shapeless = enroll(
+        &f,
+        &csr.pem,
+        "iphone-0022",
+        "ios",
+        Some(json!({"challenge": c, "key_id": "short"})),
+    )
+    .await;
+    assert_eq!(
+        shapeless.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        shapeless.text
+    );
+    assert_eq!(
+        shapeless.error_locations(),
+        vec![json!(["body", "attestation", "device_token"])]
+    );
+    let web = enroll(&f, &csr.pem, "browser-0022", "web", Some(json!("anything"))).await;
+    assert_eq!(web.status, StatusCode::CREATED, "{}", web.text);
+    let number = enroll(&f, &csr.pem, "browser-0023", "web", Some(json!(5))).await;
+    assert_eq!(
+        number.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        number.text
+    );
 }

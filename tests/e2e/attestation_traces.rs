@@ -15,13 +15,13 @@ use sha2::{Digest, Sha256};
 
 use crate::server::start;
 
-struct Client {
-    http: reqwest::Client,
-    url: String,
+pub(crate) struct Client {
+    pub(crate) http: reqwest::Client,
+    pub(crate) url: String,
 }
 
 impl Client {
-    async fn post(&self, path: &str, body: Value, cert: Option<&str>) -> (u16, Value) {
+    pub(crate) async fn post(&self, path: &str, body: Value, cert: Option<&str>) -> (u16, Value) {
         let mut request = self.http.post(format!("{}{path}", self.url)).json(&body);
         if let Some(pem) = cert {
             let encoded =
@@ -34,7 +34,7 @@ impl Client {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
-    async fn enrolled(&self, device: &str, platform: &str) -> String {
+    pub(crate) async fn enrolled(&self, device: &str, platform: &str) -> String {
         let csr = apuntador_harness::csr::p256();
         let (status, body) = self
             .post(
@@ -47,7 +47,7 @@ impl Client {
         body["certificate"].as_str().unwrap().to_owned()
     }
 
-    async fn challenge(&self, device: &str, platform: &str) -> String {
+    pub(crate) async fn challenge(&self, device: &str, platform: &str) -> String {
         let (status, body) = self
             .post(
                 "/device/attest/challenge",
@@ -60,7 +60,7 @@ impl Client {
     }
 }
 
-fn hash(challenge: &str) -> [u8; 32] {
+pub(crate) fn hash(challenge: &str) -> [u8; 32] {
     Sha256::digest(challenge.as_bytes()).into()
 }
 

@@ -107,3 +107,72 @@ async fn a_token_jwcrypto_makes_verifies_and_the_harness_tokens_open_in_jwcrypto
     .unwrap();
     assert_eq!(opened, verdict);
 }
+
+/// The keys from Secrets Manager (moto): read once, and the attestation verifies; with Secrets
+/// Manager out of reach the route answers 503 with `Retry-After` and the challenge stays
+/// unused (a second try with it is 503 again, not 409).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_keys_come_from_secrets_manager_and_an_outage_costs_no_challenge() {
+    use crate::attestation_traces::{Client, hash};
+
+    let Some((_moto, endpoint)) = crate::support::moto() else {
+        return;
+    };
+    let google = PlayIntegrityDouble::new("app.apuntador.android");
+    let secret = json!({
+        "decryption_key": google.decryption_key(),
+        "verification_key": google.verification_key(),
+    });
+    crate::keys::secrets_manager(&endpoint)
+        .create_secret()
+        .name("apuntador-e2e/play-integrity")
+        .secret_string(secret.to_string())
+        .send()
+        .await
+        .expect("secret created");
+    let closed = format!("http://127.0.0.1:{}", crate::support::closed_port());
+    for (aws, reachable) in [(endpoint.as_str(), true), (closed.as_str(), false)] {
+        let dir = std::env::temp_dir().join(format!(
+            "apuntador-play-secret-{}-{reachable}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (_server, url) = crate::server::start(&[
+            ("ENVIRONMENT", "local"),
+            ("INFRASTRUCTURE_BASE_DIR", dir.to_str().unwrap()),
+            ("TRUSTED_CLIENT_CERT_HEADER", "X-Client-Cert"),
+            ("OTEL_TRACES_EXPORTER", "none"),
+            ("PLAY_INTEGRITY_PACKAGE_NAME", &google.package),
+            ("PLAY_INTEGRITY_CERT_DIGESTS", &google.certificate_digest),
+            ("PLAY_INTEGRITY_KEYS_SECRET", "apuntador-e2e/play-integrity"),
+            ("AWS_ENDPOINT_URL", aws),
+            ("AWS_REGION", "eu-west-1"),
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ]);
+        let client = Client {
+            http: reqwest::Client::new(),
+            url,
+        };
+        let cert = client.enrolled("pixel-secret", "android").await;
+        let c = client.challenge("pixel-secret", "android").await;
+        let now = chrono::Utc::now().timestamp_millis();
+        let token = google.token(&google.verdict(&URL_SAFE_NO_PAD.encode(hash(&c)), now));
+        let body = json!({"jws_token": token, "device_id": "pixel-secret", "nonce": c});
+        for _ in 0..2 {
+            let (status, answer) = client
+                .post("/device/attest/android", body.clone(), Some(&cert))
+                .await;
+            if reachable {
+                assert_eq!(status, 200, "{answer}");
+                break;
+            }
+            assert_eq!(
+                (status, answer["error"].as_str()),
+                (503, Some("play_integrity_keys_unavailable")),
+                "{answer}"
+            );
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -64,6 +64,7 @@ locals {
     OAUTH_CREDENTIALS_SECRET            = var.oauth_credentials_secret_arn
     GOOGLE_REDIRECT_URI                 = var.google_redirect_uri
     ONEDRIVE_REDIRECT_URI               = var.onedrive_redirect_uri
+    ATTESTATION_REQUIRED                = var.attestation_required
     APP_ATTEST_TEAM_ID                  = var.app_attest_team_id
     APP_ATTEST_BUNDLE_ID                = var.app_attest_bundle_id
     APP_ATTEST_ENVIRONMENT              = var.app_attest_team_id == "" ? "" : var.app_attest_environment
@@ -401,6 +402,13 @@ resource "aws_ecs_task_definition" "backend" {
     precondition {
       condition     = (var.app_attest_bundle_id == "") == (var.app_attest_team_id == "")
       error_message = "app_attest_team_id and app_attest_bundle_id go together (both or neither)."
+    }
+    precondition {
+      condition = (
+        (!strcontains(var.attestation_required, "ios") || var.app_attest_team_id != "")
+        && (!strcontains(var.attestation_required, "android") || var.play_integrity_package_name != "")
+      )
+      error_message = "attestation_required names a platform whose attestation is not configured (app_attest_* for ios, play_integrity_* for android)."
     }
     precondition {
       condition     = var.play_integrity_package_name == "" || (var.play_integrity_cert_digests != "" && var.play_integrity_keys_secret_arn != "")

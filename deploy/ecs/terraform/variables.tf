@@ -264,6 +264,17 @@ variable "oauth_credentials_secret_arn" {
   }
 }
 
+variable "attestation_required" {
+  description = "Platforms whose enrollments must carry an attestation bound to the CSR's key (ATTESTATION_REQUIRED): \"\", \"android\", \"ios\" or \"android,ios\"."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = can(regex("^((android|ios)(,(android|ios))?)?$", var.attestation_required))
+    error_message = "attestation_required: empty, or android and/or ios, comma-separated."
+  }
+}
+
 variable "app_attest_team_id" {
   description = "The iOS app's Apple team id (APP_ATTEST_TEAM_ID); with app_attest_bundle_id turns App Attest on (empty: /device/attest/ios answers 501)."
   type        = string
