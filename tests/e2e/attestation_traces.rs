@@ -1,8 +1,8 @@
 //! Attestation as an operator sees it in traces and logs (issue 27), the release binary in
 //! server mode printing its spans: each attestation is an `attestation.verify` span with the
 //! platform, the verdict and whether it came from the cache, the request span carries the
-//! `attestation_verdict` annotation, and no token, key, attestation object or assertion appears
-//! in any line the process writes, at the most verbose log level.
+//! `attestation_verdict` annotation, and no token, key, attestation object, assertion or CSR
+//! appears in any line the process writes, at the most verbose log level.
 
 use std::time::Duration;
 
@@ -34,7 +34,8 @@ impl Client {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
-    pub(crate) async fn enrolled(&self, device: &str, platform: &str) -> String {
+    /// Enrolls `device`: its certificate, and the CSR it sent (PEM).
+    pub(crate) async fn enrolled(&self, device: &str, platform: &str) -> (String, String) {
         let csr = apuntador_harness::csr::p256();
         let (status, body) = self
             .post(
@@ -44,7 +45,7 @@ impl Client {
             )
             .await;
         assert_eq!(status, 201, "{body}");
-        body["certificate"].as_str().unwrap().to_owned()
+        (body["certificate"].as_str().unwrap().to_owned(), csr.pem)
     }
 
     pub(crate) async fn challenge(&self, device: &str, platform: &str) -> String {
@@ -95,9 +96,11 @@ async fn attestations_are_spans_with_their_verdict_and_nothing_secret_is_written
         url,
     };
     let mut secrets: Vec<String> = vec![decryption.clone(), verification.clone()];
+    // The CSRs too (their base64, past the PEM header).
+    let body_of = |pem: &str| pem.lines().nth(1).unwrap_or_default().to_owned();
 
     // Android: a rooted device (invalid), then a genuine one (valid), then a cached answer.
-    let pixel = client.enrolled("pixel-traces", "android").await;
+    let (pixel, pixel_csr) = client.enrolled("pixel-traces", "android").await;
     let c = client.challenge("pixel-traces", "android").await;
     let mut verdict = google.verdict(
         &URL_SAFE_NO_PAD.encode(hash(&c)),
@@ -136,7 +139,7 @@ async fn attestations_are_spans_with_their_verdict_and_nothing_secret_is_written
     }
 
     // iOS: an attestation, then an assertion with a bad signature after a clear.
-    let phone = client.enrolled("iphone-traces", "ios").await;
+    let (phone, phone_csr) = client.enrolled("iphone-traces", "ios").await;
     let key = apple.generate_key();
     let c = client.challenge("iphone-traces", "ios").await;
     let object = STANDARD.encode(apple.attest(&key, &hash(&c)));
@@ -171,6 +174,7 @@ async fn attestations_are_spans_with_their_verdict_and_nothing_secret_is_written
     );
     secrets.push(forged);
 
+    secrets.extend([body_of(&pixel_csr), body_of(&phone_csr)]);
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(
         process

@@ -154,7 +154,7 @@ async fn the_keys_come_from_secrets_manager_and_an_outage_costs_no_challenge() {
             http: reqwest::Client::new(),
             url,
         };
-        let cert = client.enrolled("pixel-secret", "android").await;
+        let (cert, _) = client.enrolled("pixel-secret", "android").await;
         let c = client.challenge("pixel-secret", "android").await;
         let now = chrono::Utc::now().timestamp_millis();
         let token = google.token(&google.verdict(&URL_SAFE_NO_PAD.encode(hash(&c)), now));
