@@ -130,10 +130,12 @@ impl Attestor {
         outcome.map(|(verdict, _)| verdict)
     }
 
-    /// The device's latest verdict on `platform` if it may answer now without new evidence.
+    /// The device's latest verdict on `platform` if it may answer an attestation under the
+    /// certificate `serial` now, without new evidence.
     async fn cached(
         &self,
         device: &DeviceId,
+        serial: &Serial,
         platform: Platform,
     ) -> Result<Option<Verdict>, StoreError> {
         if self.cache_ttl_seconds == 0 {
@@ -142,12 +144,12 @@ impl Attestor {
         let Some(verdict) = self.store.verdict(device, platform).await? else {
             return Ok(None);
         };
-        if verdict.status != Status::Valid {
+        if verdict.status != Status::Valid || verdict.serial.as_ref() != Some(serial) {
             return Ok(None);
         }
         let cleared = self.store.cleared_at().await?;
         Ok(verdict
-            .answers(Utc::now(), self.cache_ttl_seconds, cleared)
+            .answers(serial, Utc::now(), self.cache_ttl_seconds, cleared)
             .then_some(verdict))
     }
 
@@ -172,10 +174,13 @@ impl Attestor {
         }
     }
 
-    /// An iOS attestation or assertion answering `challenge` (App Attest).
+    /// An iOS attestation or assertion answering `challenge` (App Attest), made under the
+    /// certificate `serial`. Only an assertion may be answered from the cache: an attestation
+    /// brings a new key, which is verified and stored.
     pub async fn ios(
         &self,
         device: &DeviceId,
+        serial: &Serial,
         challenge: &str,
         evidence: IosEvidence<'_>,
     ) -> Result<Verdict, AttestError> {
@@ -187,26 +192,33 @@ impl Attestor {
             self.challenges
                 .redeem(challenge, device, Platform::Ios)
                 .await?;
-            if let Some(verdict) = self.cached(device, Platform::Ios).await? {
+            if evidence.key_id.is_none()
+                && let Some(verdict) = self.cached(device, serial, Platform::Ios).await?
+            {
                 return Ok((verdict, true));
             }
             let hash = client_data_hash(challenge, None);
-            let (verdict, message) = self.ios_verdict(verifier, device, evidence, &hash).await?;
-            self.conclude(device, verdict, || message).await
+            let (verdict, message, key) =
+                self.ios_verdict(verifier, device, evidence, &hash).await?;
+            if let Some(key) = &key {
+                self.store.put_key(device, key).await?;
+            }
+            self.conclude(device, verdict.under(serial), || message)
+                .await
         })
         .await
     }
 
-    /// The verdict on App Attest `evidence` over `hash`, with why it is not valid: an
-    /// attestation stores its key for the device, an assertion advances the stored key's
-    /// counter (atomic across sandboxes: of two assertions with one counter, one passes).
+    /// The verdict on App Attest `evidence` over `hash`, with why it is not valid, and the key
+    /// an attestation vouched for (the caller stores it). An assertion advances the stored
+    /// key's counter (atomic across sandboxes: of two assertions with one counter, one passes).
     async fn ios_verdict(
         &self,
         verifier: &AppAttestVerifier,
         device: &DeviceId,
         evidence: IosEvidence<'_>,
         hash: &[u8; 32],
-    ) -> Result<(Verdict, String), StoreError> {
+    ) -> Result<(Verdict, String, Option<AttestedKey>), StoreError> {
         let proof = match evidence.key_id {
             Some(key_id) => verifier
                 .attestation(evidence.object, key_id, hash, Utc::now().timestamp())
@@ -216,7 +228,7 @@ impl Attestor {
                     let verdict =
                         ios_verdict(Status::Failed, Some(false)).with_error(NO_ATTESTED_KEY);
                     let message = "no App Attest key is attested for this device yet: send an attestation with its key_id first";
-                    return Ok((verdict, message.to_owned()));
+                    return Ok((verdict, message.to_owned(), None));
                 };
                 verifier
                     .assertion(evidence.object, &key, hash)
@@ -227,13 +239,10 @@ impl Attestor {
             }
         };
         let outcome = match proof {
-            Ok(IosProof::Attested(key)) => {
-                self.store.put_key(device, &key).await?;
-                Ok(())
-            }
+            Ok(IosProof::Attested(key)) => Ok(Some(key)),
             Ok(IosProof::Asserted { key_id, counter }) => {
                 if self.store.advance_counter(device, &key_id, counter).await? {
-                    Ok(())
+                    Ok(None)
                 } else {
                     Err(AppAttestError::Counter)
                 }
@@ -241,7 +250,7 @@ impl Attestor {
             Err(error) => Err(error),
         };
         Ok(match outcome {
-            Ok(()) => (ios_verdict(Status::Valid, Some(true)), String::new()),
+            Ok(key) => (ios_verdict(Status::Valid, Some(true)), String::new(), key),
             Err(error) => {
                 let status = match error {
                     AppAttestError::Malformed(_)
@@ -251,7 +260,7 @@ impl Attestor {
                     _ => Status::Invalid,
                 };
                 let verdict = ios_verdict(status, Some(false)).with_error(error.code());
-                (verdict, error.to_string())
+                (verdict, error.to_string(), None)
             }
         })
     }
@@ -289,7 +298,8 @@ impl Attestor {
             } else {
                 Verdict::new(Platform::Desktop, Status::Invalid, checks)
                     .with_error(FINGERPRINT_MISMATCH)
-            };
+            }
+            .under(serial);
             self.conclude(device, verdict, || {
                 "the fingerprint is not the one bound to this device's certificate".to_owned()
             })
@@ -302,6 +312,7 @@ impl Attestor {
     pub async fn android(
         &self,
         device: &DeviceId,
+        serial: &Serial,
         challenge: &str,
         token: &str,
     ) -> Result<Verdict, AttestError> {
@@ -315,29 +326,33 @@ impl Attestor {
             self.challenges
                 .redeem(challenge, device, Platform::Android)
                 .await?;
-            if let Some(verdict) = self.cached(device, Platform::Android).await? {
+            if let Some(verdict) = self.cached(device, serial, Platform::Android).await? {
                 return Ok((verdict, true));
             }
             let hash = client_data_hash(challenge, None);
             let (verdict, message) = android_verdict(play, keys, token, &hash);
-            self.conclude(device, verdict, || message).await
+            self.conclude(device, verdict.under(serial), || message)
+                .await
         })
         .await
     }
 
-    /// An enrollment's attestation (`ATTESTATION_REQUIRED`): `evidence` answering a challenge
-    /// for the device and platform, over the client data hash that also commits to the CSR's
-    /// key (`key_spki_der`), so the certificate can only go to a key the attested app holds.
-    /// Never answered from the cache; an iOS attestation's key becomes the device's.
+    /// An enrollment's or renewal's attestation (`ATTESTATION_REQUIRED`): `evidence` answering
+    /// a challenge for the device and platform, over the client data hash that also commits to
+    /// the CSR's key (`key_spki_der`), so the certificate can only go to a key the attested app
+    /// holds. Never answered from the cache, and nothing is written: the caller issues the
+    /// certificate, then [`record`](Self::record)s what was attested under it, so a request
+    /// that gets no certificate (another device's id, say) changes nothing of that device's.
     pub async fn enrollment(
         &self,
         device: &DeviceId,
         key_spki_der: &[u8],
         evidence: EnrollmentEvidence<'_>,
-    ) -> Result<Verdict, AttestError> {
+    ) -> Result<Attested, AttestError> {
         let platform = evidence.platform();
+        let mut attested = None;
         self.traced(platform, async {
-            match evidence {
+            let (verdict, message, key) = match evidence {
                 EnrollmentEvidence::Android { challenge, token } => {
                     let play = self
                         .play_integrity
@@ -347,7 +362,7 @@ impl Attestor {
                     self.challenges.redeem(challenge, device, platform).await?;
                     let hash = client_data_hash(challenge, Some(key_spki_der));
                     let (verdict, message) = android_verdict(play, keys, token, &hash);
-                    self.conclude(device, verdict, || message).await
+                    (verdict, message, None)
                 }
                 EnrollmentEvidence::Ios {
                     challenge,
@@ -364,13 +379,35 @@ impl Attestor {
                         object,
                         key_id: Some(key_id),
                     };
-                    let (verdict, message) =
-                        self.ios_verdict(verifier, device, evidence, &hash).await?;
-                    self.conclude(device, verdict, || message).await
+                    self.ios_verdict(verifier, device, evidence, &hash).await?
                 }
+            };
+            if verdict.status != Status::Valid {
+                return Err(AttestError::Refused { verdict, message });
             }
+            attested = Some(key);
+            Ok((verdict, false))
         })
         .await
+        .map(|verdict| Attested {
+            verdict,
+            key: attested.flatten(),
+        })
+    }
+
+    /// Records what an enrollment attested, once its certificate `serial` is issued: the
+    /// verdict as the device's latest, and an App Attest key as the device's. A failure is
+    /// logged: the certificate is issued, and the device can attest again on the guarded routes.
+    pub async fn record(&self, device: &DeviceId, serial: &Serial, attested: Attested) {
+        if let Some(key) = &attested.key
+            && let Err(error) = self.store.put_key(device, key).await
+        {
+            tracing::warn!(error = %error, "attested App Attest key not recorded");
+        }
+        let verdict = attested.verdict.under(serial);
+        if let Err(error) = self.store.put_verdict(device, &verdict).await {
+            tracing::warn!(error = %error, "attestation verdict not recorded");
+        }
     }
 
     /// Forgets every cached verdict, in every process: none reached before now answers again.
@@ -391,6 +428,14 @@ impl Attestor {
     pub async fn cleared_at(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
         self.store.cleared_at().await
     }
+}
+
+/// What an enrollment's attestation established, to [`Attestor::record`] once the certificate
+/// is issued.
+#[derive(Debug)]
+pub struct Attested {
+    verdict: Verdict,
+    key: Option<AttestedKey>,
 }
 
 /// An enrollment's evidence: a Play Integrity token, or an App Attest attestation of a new key.

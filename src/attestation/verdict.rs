@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::Platform;
+use crate::device::id::Serial;
 
 /// The spec's verdicts (§2.15).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -72,6 +73,10 @@ pub struct Verdict {
     /// Play Integrity's advice to the user, when it gave any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub advice: Option<String>,
+    /// The certificate it was reached under: a cached verdict answers only that certificate
+    /// (a device id can change hands after a revocation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<Serial>,
 }
 
 impl Verdict {
@@ -83,7 +88,14 @@ impl Verdict {
             checks,
             error: None,
             advice: None,
+            serial: None,
         }
+    }
+
+    /// The verdict as reached under the certificate `serial`.
+    pub fn under(mut self, serial: &Serial) -> Self {
+        self.serial = Some(serial.clone());
+        self
     }
 
     pub fn with_error(mut self, code: &str) -> Self {
@@ -91,16 +103,19 @@ impl Verdict {
         self
     }
 
-    /// Whether it may answer an attestation made at `now` without verifying its evidence: a
-    /// `valid` verdict younger than `ttl_seconds` and newer than the last clear-cache.
+    /// Whether it may answer an attestation made under the certificate `serial` at `now`
+    /// without verifying its evidence: a `valid` verdict reached under that certificate, younger
+    /// than `ttl_seconds` and newer than the last clear-cache.
     pub fn answers(
         &self,
+        serial: &Serial,
         now: DateTime<Utc>,
         ttl_seconds: u64,
         cleared: Option<DateTime<Utc>>,
     ) -> bool {
         let ttl = chrono::Duration::seconds(i64::try_from(ttl_seconds).unwrap_or(i64::MAX / 1000));
         self.status == Status::Valid
+            && self.serial.as_ref() == Some(serial)
             && self.at <= now
             && now - self.at < ttl
             && cleared.is_none_or(|cleared| self.at > cleared)
@@ -116,16 +131,27 @@ mod tests {
     }
 
     #[test]
-    fn only_a_recent_valid_verdict_newer_than_the_last_clear_answers() {
-        let mut verdict = Verdict::new(Platform::Ios, Status::Valid, Checks::default());
+    fn only_a_recent_valid_verdict_of_the_certificate_newer_than_the_last_clear_answers() {
+        let serial = Serial::parse(&"A1".repeat(16)).unwrap();
+        let mut verdict =
+            Verdict::new(Platform::Ios, Status::Valid, Checks::default()).under(&serial);
         verdict.at = at(1_000);
-        assert!(verdict.answers(at(1_000), 60, None));
-        assert!(verdict.answers(at(1_059), 60, None));
-        assert!(!verdict.answers(at(1_060), 60, None), "expired");
-        assert!(!verdict.answers(at(999), 60, None), "from the future");
-        assert!(verdict.answers(at(1_010), 60, Some(at(999))));
-        assert!(!verdict.answers(at(1_010), 60, Some(at(1_000))), "cleared");
+        let answers = |v: &Verdict, now, cleared| v.answers(&serial, at(now), 60, cleared);
+        assert!(answers(&verdict, 1_000, None));
+        assert!(answers(&verdict, 1_059, None));
+        assert!(!answers(&verdict, 1_060, None), "expired");
+        assert!(!answers(&verdict, 999, None), "from the future");
+        assert!(answers(&verdict, 1_010, Some(at(999))));
+        assert!(!answers(&verdict, 1_010, Some(at(1_000))), "cleared");
+        let other = Serial::parse(&"B2".repeat(16)).unwrap();
+        assert!(
+            !verdict.answers(&other, at(1_010), 60, None),
+            "another certificate's"
+        );
+        let mut unbound = verdict.clone();
+        unbound.serial = None;
+        assert!(!answers(&unbound, 1_010, None), "no certificate");
         verdict.status = Status::Invalid;
-        assert!(!verdict.answers(at(1_010), 60, None), "only valid ones");
+        assert!(!answers(&verdict, 1_010, None), "only valid ones");
     }
 }

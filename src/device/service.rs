@@ -129,6 +129,19 @@ impl DeviceService {
             .await
     }
 
+    /// Whether `device` may enroll now: it has no certificate, or a revoked or expired one.
+    /// An attested enrollment asks before it verifies (and uses up) the attestation, so a
+    /// request for an enrolled device's id touches nothing of that device's; the issue itself
+    /// is still conditional on what it reads then.
+    pub async fn may_enroll(&self, device: &DeviceId) -> Result<(), DeviceError> {
+        match self.store.current(device).await? {
+            Some(current) if !current.revoked && current.expires_at > Utc::now() => {
+                Err(DeviceError::AlreadyEnrolled(device.clone()))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// [`enroll`](Self::enroll) with a CSR already checked (an attested enrollment checks it
     /// first, to bind the attestation to its key).
     pub async fn enroll_checked(
@@ -158,9 +171,17 @@ impl DeviceService {
         csr_pem: &str,
         old: &CertificateRecord,
     ) -> Result<Enrollment, DeviceError> {
-        let checked = csr::check(csr_pem)?;
+        self.renew_checked(&csr::check(csr_pem)?, old).await
+    }
+
+    /// [`renew`](Self::renew) with a CSR already checked (an attested renewal checks it first).
+    pub async fn renew_checked(
+        &self,
+        checked: &CheckedCsr,
+        old: &CertificateRecord,
+    ) -> Result<Enrollment, DeviceError> {
         self.issue(
-            &checked,
+            checked,
             &old.device_id,
             old.platform,
             Expect::Active(&old.serial),

@@ -26,6 +26,7 @@ use crate::attestation::Platform;
 use crate::attestation::app_attest::MAX_OBJECT_BYTES;
 use crate::attestation::challenge::{ChallengeError, MAX_CHALLENGE_LEN};
 use crate::attestation::desktop::Fingerprint;
+use crate::attestation::play_integrity::MAX_TOKEN_BYTES;
 use crate::attestation::service::{AttestError, EnrollmentEvidence, IosEvidence};
 use crate::attestation::store::StoreError;
 use crate::attestation::verdict::{Status, Verdict};
@@ -158,6 +159,23 @@ pub(crate) async fn challenge(
 /// Longest evidence accepted, in characters: the base64 of an App Attest object of
 /// [`MAX_OBJECT_BYTES`], which also bounds a Play Integrity token.
 pub const MAX_EVIDENCE_CHARS: usize = MAX_OBJECT_BYTES.div_ceil(3) * 4;
+
+/// A Play Integrity token as sent: 100 to [`MAX_TOKEN_BYTES`] characters of the compact JWE's
+/// alphabet (base64url and dots), so the verifier never refuses one for its size or bytes after
+/// the challenge is used.
+fn play_token(name: &str, value: &str) -> Result<String, String> {
+    let token = sized(name, value.trim(), 100, MAX_TOKEN_BYTES)?;
+    if token
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'='))
+    {
+        Ok(token.to_owned())
+    } else {
+        Err(format!(
+            "{name} must be a compact JWE (base64url parts joined by dots)"
+        ))
+    }
+}
 
 /// `value` when it holds `min` to `max` characters.
 fn sized<'a>(name: &str, value: &'a str, min: usize, max: usize) -> Result<&'a str, String> {
@@ -298,7 +316,7 @@ impl Authenticated {
 pub(crate) struct AndroidRequest {
     /// The Play Integrity token (compact JWE) whose request hash is the base64url of SHA-256 of
     /// the challenge.
-    #[schema(min_length = 100, max_length = 21848)]
+    #[schema(min_length = 100, max_length = 16384, pattern = "^[A-Za-z0-9_.=-]+$")]
     jws_token: String,
     #[schema(min_length = 5, max_length = 128, pattern = "^[A-Za-z0-9_-]{5,128}$")]
     device_id: String,
@@ -318,10 +336,7 @@ impl FromJson for AndroidAttestation {
 
     fn from_json(raw: AndroidRequest) -> Result<Self, Vec<FieldError>> {
         let mut checks = FieldChecks::default();
-        let token = checks.parse(
-            "jws_token",
-            sized("jws_token", &raw.jws_token, 100, MAX_EVIDENCE_CHARS).map(str::to_owned),
-        );
+        let token = checks.parse("jws_token", play_token("jws_token", &raw.jws_token));
         let device = checks.parse("device_id", DeviceId::parse(&raw.device_id));
         let challenge = checks.parse(
             "nonce",
@@ -372,7 +387,7 @@ pub(crate) async fn android(
     caller.attesting(&body.device, Platform::Android)?;
     let verdict = state
         .attestation
-        .android(&body.device, &body.challenge, &body.token)
+        .android(&body.device, &caller.0.serial, &body.challenge, &body.token)
         .await?;
     Ok(Json(AndroidAnswer {
         status: verdict.status,
@@ -504,7 +519,7 @@ pub(crate) async fn ios(
     };
     let verdict = state
         .attestation
-        .ios(&body.device, &body.challenge, evidence)
+        .ios(&body.device, &caller.0.serial, &body.challenge, evidence)
         .await?;
     Ok(Json(IosAnswer {
         status: verdict.status,
@@ -630,7 +645,7 @@ pub(crate) struct EnrollmentAttestationBody {
     #[schema(min_length = 16, max_length = 512)]
     challenge: String,
     /// Android: the Play Integrity token.
-    #[schema(min_length = 100, max_length = 21848)]
+    #[schema(min_length = 100, max_length = 16384, pattern = "^[A-Za-z0-9_.=-]+$")]
     token: Option<String>,
     /// iOS: base64 of the App Attest attestation object.
     #[schema(min_length = 100, max_length = 21848)]
@@ -714,7 +729,7 @@ impl OwnedEvidence {
                 let token = body
                     .token
                     .ok_or_else(|| at("token", "an Android attestation needs token".to_owned()))?;
-                sized("token", &token, 100, MAX_EVIDENCE_CHARS).map_err(|msg| at("token", msg))?;
+                play_token("token", &token).map_err(|msg| at("token", msg))?;
                 Ok(Self::Android { challenge, token })
             }
             _ => {

@@ -199,18 +199,7 @@ impl FromJson for Enroll {
         checks.check(csr_error(&raw.csr));
         let device = checks.parse("device_id", DeviceId::parse(&raw.device_id));
         let platform = checks.parse("platform", Platform::parse(&raw.platform));
-        checks.parse(
-            "attestation",
-            match &raw.attestation {
-                None
-                | Some(serde_json::Value::Null)
-                | Some(serde_json::Value::String(_))
-                | Some(serde_json::Value::Object(_)) => Ok(()),
-                Some(_) => {
-                    Err("attestation must be an object, a string holding one, or null".to_owned())
-                }
-            },
-        );
+        checks.parse("attestation", attestation_shape(raw.attestation.as_ref()));
         checks.finish(device.zip(platform).map(|(device, platform)| Enroll {
             csr: raw.csr,
             device,
@@ -236,43 +225,80 @@ pub(crate) async fn enroll(
     ApiJson(body): ApiJson<Enroll>,
 ) -> Result<(StatusCode, Json<EnrollmentBody>), Refusal> {
     crate::telemetry::annotations::device_platform(body.platform.as_str());
-    let required = crate::attestation::Platform::parse(body.platform.as_str())
-        .ok()
-        .filter(|p| state.config.attestation.required.contains(p));
-    let enrollment = match required {
+    let enrollment = match requiring(&state, body.platform) {
         None => state
             .devices
             .enroll(&body.csr, &body.device, body.platform)
             .await
             .map_err(ApiError::from)?,
         Some(platform) => {
-            // The CSR first: the attestation must commit to its key.
+            // The CSR first: the attestation must commit to its key. Then whether the device
+            // may enroll at all, before its attestation is verified or anything recorded.
             let checked = csr::check(&body.csr)
                 .map_err(DeviceError::Csr)
                 .map_err(ApiError::from)?;
-            let raw = body.attestation.as_ref().ok_or_else(|| {
-                ApiError::coded(
-                    StatusCode::BAD_REQUEST,
-                    "attestation_required",
-                    format!(
-                        "This deployment enrolls {} devices only with an attestation bound to the CSR's key (see the attestation guide).",
-                        platform.as_str()
-                    ),
-                )
-            })?;
-            let evidence = OwnedEvidence::parse(platform, raw).map_err(ApiError::Validation)?;
+            let evidence = required_evidence(platform, body.attestation.as_ref(), "enrolls")?;
             state
+                .devices
+                .may_enroll(&body.device)
+                .await
+                .map_err(ApiError::from)?;
+            let attested = state
                 .attestation
                 .enrollment(&body.device, &checked.public_key_der, evidence.borrowed())
                 .await?;
-            state
+            let enrollment = state
                 .devices
                 .enroll_checked(&checked, &body.device, body.platform)
                 .await
-                .map_err(ApiError::from)?
+                .map_err(ApiError::from)?;
+            state
+                .attestation
+                .record(&body.device, &enrollment.serial, attested)
+                .await;
+            enrollment
         }
     };
     Ok((StatusCode::CREATED, Json(enrollment.into())))
+}
+
+/// The `attestation` field is an object, a string holding one, or null (checked even where it
+/// is not read, so the field's schema holds).
+fn attestation_shape(raw: Option<&serde_json::Value>) -> Result<(), String> {
+    match raw {
+        None
+        | Some(serde_json::Value::Null)
+        | Some(serde_json::Value::String(_))
+        | Some(serde_json::Value::Object(_)) => Ok(()),
+        Some(_) => Err("attestation must be an object, a string holding one, or null".to_owned()),
+    }
+}
+
+/// The evidence of an enrollment or renewal on a platform `ATTESTATION_REQUIRED` names: 400
+/// `attestation_required` when absent, 422 when malformed.
+fn required_evidence(
+    platform: crate::attestation::Platform,
+    raw: Option<&serde_json::Value>,
+    action: &str,
+) -> Result<OwnedEvidence, ApiError> {
+    let raw = raw.ok_or_else(|| {
+        ApiError::coded(
+            StatusCode::BAD_REQUEST,
+            "attestation_required",
+            format!(
+                "This deployment {action} {} devices only with an attestation bound to the CSR's key (see the attestation guide).",
+                platform.as_str()
+            ),
+        )
+    })?;
+    OwnedEvidence::parse(platform, raw).map_err(ApiError::Validation)
+}
+
+/// The attesting platform `ATTESTATION_REQUIRED` names for a certificate of `platform`.
+fn requiring(state: &AppState, platform: Platform) -> Option<crate::attestation::Platform> {
+    crate::attestation::Platform::parse(platform.as_str())
+        .ok()
+        .filter(|p| state.config.attestation.required.contains(p))
 }
 
 /// A renewal request.
@@ -291,12 +317,17 @@ pub(crate) struct RenewBody {
     /// The serial of the certificate presented: 32 hexadecimal digits.
     #[schema(pattern = "^[0-9A-Fa-f]{32}$")]
     old_serial: String,
+    /// With `ATTESTATION_REQUIRED` naming the certificate's platform: an attestation bound to
+    /// the new CSR's key, as at enrollment. Otherwise accepted and not read.
+    #[schema(value_type = Option<super::attestation::EnrollmentAttestationField>)]
+    attestation: Option<serde_json::Value>,
 }
 
 pub(crate) struct Renew {
     csr: String,
     device: DeviceId,
     old_serial: Serial,
+    attestation: Option<serde_json::Value>,
 }
 
 impl FromJson for Renew {
@@ -307,10 +338,12 @@ impl FromJson for Renew {
         checks.check(csr_error(&raw.csr));
         let device = checks.parse("device_id", DeviceId::parse(&raw.device_id));
         let old_serial = checks.parse("old_serial", Serial::parse(&raw.old_serial));
+        checks.parse("attestation", attestation_shape(raw.attestation.as_ref()));
         checks.finish(device.zip(old_serial).map(|(device, old_serial)| Renew {
             csr: raw.csr,
             device,
             old_serial,
+            attestation: raw.attestation.filter(|a| !a.is_null()),
         }))
     }
 }
@@ -321,18 +354,43 @@ impl FromJson for Renew {
     security(("device_certificate" = [])),
     responses(
         (status = 200, description = "The new certificate", body = EnrollmentBody),
-        (status = 400, description = "The body is not JSON or has trailing data, the CSR is refused (`invalid_csr`), or the proxy header named more than one certificate (`ambiguous_client_certificate`)", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`old_serial` is not the certificate presented, or it was replaced meanwhile (`serial_mismatch`)", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "The body is not JSON or has trailing data, the CSR is refused (`invalid_csr`), or the proxy header named more than one certificate (`ambiguous_client_certificate`); or, with `ATTESTATION_REQUIRED` naming the certificate's platform, the attestation is missing (`attestation_required`), its challenge refused (`challenge_invalid`, `challenge_mismatch`, `challenge_expired`) or its verdict not `valid` (its code)", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`old_serial` is not the certificate presented, or it was replaced meanwhile (`serial_mismatch`); or the attestation's challenge was used (`challenge_used`)", body = crate::error::Problem, content_type = "application/problem+json"),
         BodyErrors, GuardErrors,
     ))]
 pub(crate) async fn renew(
     State(state): State<AppState>,
     caller: Authenticated,
     ApiJson(body): ApiJson<Renew>,
-) -> Result<Json<EnrollmentBody>, ApiError> {
+) -> Result<Json<EnrollmentBody>, Refusal> {
     caller.acting_on(&body.device)?;
     caller.presenting(&body.old_serial)?;
-    let renewed = state.devices.renew(&body.csr, &caller.0).await?;
+    let Some(platform) = requiring(&state, caller.0.platform) else {
+        let renewed = state
+            .devices
+            .renew(&body.csr, &caller.0)
+            .await
+            .map_err(ApiError::from)?;
+        return Ok(Json(renewed.into()));
+    };
+    // Attested: the new key must be one the attested app holds too.
+    let checked = csr::check(&body.csr)
+        .map_err(DeviceError::Csr)
+        .map_err(ApiError::from)?;
+    let evidence = required_evidence(platform, body.attestation.as_ref(), "renews")?;
+    let attested = state
+        .attestation
+        .enrollment(&body.device, &checked.public_key_der, evidence.borrowed())
+        .await?;
+    let renewed = state
+        .devices
+        .renew_checked(&checked, &caller.0)
+        .await
+        .map_err(ApiError::from)?;
+    state
+        .attestation
+        .record(&body.device, &renewed.serial, attested)
+        .await;
     Ok(Json(renewed.into()))
 }
 

@@ -1143,3 +1143,248 @@ async fn with_attestation_required_a_certificate_goes_only_to_a_key_a_genuine_ap
         number.text
     );
 }
+
+async fn renew(
+    f: &Fixture,
+    cert: &str,
+    serial: &str,
+    csr: &str,
+    device: &str,
+    attestation: Option<serde_json::Value>,
+) -> Answer {
+    let mut body = json!({"csr": csr, "device_id": device, "old_serial": serial});
+    if let Some(attestation) = attestation {
+        body["attestation"] = attestation;
+    }
+    helpers::post(&f.app, "/device/renew", &body, &cert_header(cert)).await
+}
+
+/// Review findings 1 and 4: an enrollment for an enrolled device's id changes nothing of that
+/// device's (its App Attest key stays, its verdict too); and a renewal under
+/// `ATTESTATION_REQUIRED` needs an attestation bound to the new key.
+#[tokio::test]
+async fn attested_enrollment_touches_no_enrolled_device_and_renewal_is_attested_too() {
+    let f = fixture(true, "0", &[("ATTESTATION_REQUIRED", "ios")]).await;
+    let csr = apuntador_harness::csr::p256();
+    let key = f.apple.generate_key();
+    let c = challenge(&f, "iphone-0030", "ios").await;
+    let object = f.apple.attest(&key, &enrollment_hash(&c, &csr.spki_der));
+    let evidence = |c: &str, object: &[u8], key: &DeviceKey| json!({"challenge": c, "device_token": STANDARD.encode(object), "key_id": STANDARD.encode(key.key_id)});
+    let issued = enroll(
+        &f,
+        &csr.pem,
+        "iphone-0030",
+        "ios",
+        Some(evidence(&c, &object, &key)),
+    )
+    .await;
+    assert_eq!(issued.status, StatusCode::CREATED, "{}", issued.text);
+    let cert = issued.body["certificate"].as_str().unwrap().to_owned();
+    let serial = issued.body["serial"].as_str().unwrap().to_owned();
+    let before = status(&f, &cert, "iphone-0030").await["attestation"].clone();
+
+    // Someone else, with their own genuine key, enrolling the same id: refused, nothing changed.
+    let theirs = apuntador_harness::csr::p256();
+    let their_key = f.apple.generate_key();
+    let c = challenge(&f, "iphone-0030", "ios").await;
+    let object = f
+        .apple
+        .attest(&their_key, &enrollment_hash(&c, &theirs.spki_der));
+    let taken = enroll(
+        &f,
+        &theirs.pem,
+        "iphone-0030",
+        "ios",
+        Some(evidence(&c, &object, &their_key)),
+    )
+    .await;
+    assert_eq!(
+        code(&taken),
+        (StatusCode::CONFLICT, "already_enrolled"),
+        "{}",
+        taken.text
+    );
+    assert_eq!(
+        status(&f, &cert, "iphone-0030").await["attestation"],
+        before
+    );
+    let c = challenge(&f, "iphone-0030", "ios").await;
+    let asserted = ios(
+        &f,
+        &cert,
+        "iphone-0030",
+        &c,
+        &f.apple.assert(&key, 1, &client_data_hash(&c)),
+        None,
+    )
+    .await;
+    assert_eq!(
+        asserted.status,
+        StatusCode::OK,
+        "the device's key is still its own: {}",
+        asserted.text
+    );
+
+    // Renewal: attested, with the new key.
+    let next = apuntador_harness::csr::p256();
+    let bare = renew(&f, &cert, &serial, &next.pem, "iphone-0030", None).await;
+    assert_eq!(
+        code(&bare),
+        (StatusCode::BAD_REQUEST, "attestation_required"),
+        "{}",
+        bare.text
+    );
+    let c = challenge(&f, "iphone-0030", "ios").await;
+    let object = f.apple.attest(&key, &enrollment_hash(&c, &csr.spki_der));
+    let old_key = renew(
+        &f,
+        &cert,
+        &serial,
+        &next.pem,
+        "iphone-0030",
+        Some(evidence(&c, &object, &key)),
+    )
+    .await;
+    assert_eq!(
+        code(&old_key),
+        (StatusCode::BAD_REQUEST, "attestation_challenge_mismatch"),
+        "bound to the old CSR's key: {}",
+        old_key.text
+    );
+    let c = challenge(&f, "iphone-0030", "ios").await;
+    let object = f.apple.attest(&key, &enrollment_hash(&c, &next.spki_der));
+    let renewed = renew(
+        &f,
+        &cert,
+        &serial,
+        &next.pem,
+        "iphone-0030",
+        Some(evidence(&c, &object, &key)),
+    )
+    .await;
+    assert_eq!(renewed.status, StatusCode::OK, "{}", renewed.text);
+}
+
+/// Review findings 2 and 3: a cached verdict answers only assertions (an attestation's new key
+/// is verified and stored) and only under the certificate it was reached with.
+#[tokio::test]
+async fn a_cached_verdict_answers_only_assertions_under_its_certificate() {
+    let f = fixture(true, "3600", &[]).await;
+    let device = "iphone-0031";
+    let csr = apuntador_harness::csr::p256();
+    let enrolled = enroll(&f, &csr.pem, device, "ios", None).await;
+    let cert = enrolled.body["certificate"].as_str().unwrap().to_owned();
+    let serial = enrolled.body["serial"].as_str().unwrap().to_owned();
+    let first = f.apple.generate_key();
+    let c = challenge(&f, device, "ios").await;
+    let answer = ios(
+        &f,
+        &cert,
+        device,
+        &c,
+        &f.apple.attest(&first, &client_data_hash(&c)),
+        Some(&first),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+
+    // A reinstalled app attests a new key within the cache's lifetime: verified and stored.
+    let second = f.apple.generate_key();
+    let c = challenge(&f, device, "ios").await;
+    let garbage = vec![0x5A; 120];
+    let unverified = ios(&f, &cert, device, &c, &garbage, Some(&second)).await;
+    assert_eq!(
+        code(&unverified),
+        (StatusCode::BAD_REQUEST, "attestation_malformed"),
+        "{}",
+        unverified.text
+    );
+    let c = challenge(&f, device, "ios").await;
+    let answer = ios(
+        &f,
+        &cert,
+        device,
+        &c,
+        &f.apple.attest(&second, &client_data_hash(&c)),
+        Some(&second),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    let c = challenge(&f, device, "ios").await;
+    let cached = ios(&f, &cert, device, &c, &garbage, None).await;
+    assert_eq!(
+        cached.status,
+        StatusCode::OK,
+        "an assertion from the cache: {}",
+        cached.text
+    );
+
+    // A renewed certificate: the cache does not answer for it.
+    let next = apuntador_harness::csr::p256();
+    let renewed = renew(&f, &cert, &serial, &next.pem, device, None).await;
+    assert_eq!(renewed.status, StatusCode::OK, "{}", renewed.text);
+    let cert = renewed.body["certificate"].as_str().unwrap().to_owned();
+    let c = challenge(&f, device, "ios").await;
+    let fresh = ios(&f, &cert, device, &c, &garbage, None).await;
+    assert_eq!(
+        code(&fresh),
+        (StatusCode::BAD_REQUEST, "attestation_malformed"),
+        "{}",
+        fresh.text
+    );
+    let c = challenge(&f, device, "ios").await;
+    let stale_key = ios(
+        &f,
+        &cert,
+        device,
+        &c,
+        &f.apple.assert(&first, 1, &client_data_hash(&c)),
+        None,
+    )
+    .await;
+    assert_eq!(
+        code(&stale_key),
+        (StatusCode::BAD_REQUEST, "assertion_signature"),
+        "the first key was replaced"
+    );
+    let c = challenge(&f, device, "ios").await;
+    let current = ios(
+        &f,
+        &cert,
+        device,
+        &c,
+        &f.apple.assert(&second, 1, &client_data_hash(&c)),
+        None,
+    )
+    .await;
+    assert_eq!(current.status, StatusCode::OK, "{}", current.text);
+}
+
+/// Review finding 5: a token the verifier would refuse for its size or bytes is refused at the
+/// edge (422), before its challenge is used.
+#[tokio::test]
+async fn a_play_integrity_token_too_large_or_not_a_jwe_is_422_and_keeps_the_challenge() {
+    let google = PlayIntegrityDouble::new("app.apuntador.android");
+    let f = fixture_with(false, Some(&google), "0", &[]).await;
+    let device = "pixel-00032";
+    let cert = enrolled(&f, device, "android").await;
+    let c = challenge(&f, device, "android").await;
+    for token in [
+        "e".repeat(16_385),
+        format!("{} {}", "e".repeat(60), "e".repeat(60)),
+    ] {
+        let answer = android(&f, &cert, device, &c, &token).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{}",
+            answer.text
+        );
+        assert_eq!(answer.error_locations(), vec![json!(["body", "jws_token"])]);
+    }
+    let token = google.token(&google.verdict(&request_hash(&c), now_ms()));
+    assert_eq!(
+        android(&f, &cert, device, &c, &token).await.status,
+        StatusCode::OK
+    );
+}
