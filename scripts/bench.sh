@@ -70,5 +70,9 @@ APUNTADOR_BIN="$bin" cargo bench --locked --profile release --bench lambda "${fe
   echo "Telemetry of one traced request, in-process (benches/span_cost.rs):"
   echo
   cargo bench --locked --profile release --bench span_cost "${features[@]}" | grep '^|'
+  echo
+  echo "Verifying one attestation, in-process (benches/attestation.rs):"
+  echo
+  cargo bench --locked --profile release --bench attestation "${features[@]}" | grep '^|'
 } >> "$out"
 cat "$out"

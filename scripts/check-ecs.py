@@ -2098,7 +2098,7 @@ BREAKAGES = [
      _replace("aws_cloudwatch_log_group.backend.name", "aws_cloudwatch_log_group.collector[0].name"),
      "log queries: <name>/logs/<file>, over the backend's log group"),
     ("the metrics namespace not passed to the backend", "terraform/main.tf",
-     _replace("    POWERTOOLS_METRICS_NAMESPACE       = var.metrics_namespace\n", ""),
+     _sub(r"\n    POWERTOOLS_METRICS_NAMESPACE +?= var\.metrics_namespace\n", "\n"),
      "backend environment"),
     ("the provider pinned to 5.x", "terraform/versions.tf",
      _replace('version = "~> 6.46"', 'version = "~> 5.30"'),
