@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use thiserror::Error;
 use tracing::Instrument;
 use tracing::field::Empty;
@@ -19,9 +19,8 @@ use super::Platform;
 use super::app_attest::{AppAttestError, AppAttestVerifier, AttestedKey};
 use super::challenge::{ChallengeError, Challenges, client_data_hash};
 use super::desktop::{DesktopLimits, Fingerprint, window};
-use super::play_integrity::{
-    PlayIntegrity, PlayIntegrityError, PlayIntegrityKeys, PlayIntegritySettings, PlayVerdict,
-};
+use super::play_integrity::{PlayIntegrity, PlayIntegrityError, PlayIntegrityKeys, PlayVerdict};
+use super::settings::AttestationSettings;
 use super::store::{AttestationStore, StoreError};
 use super::verdict::{Checks, Status, Verdict};
 use crate::device::id::{DeviceId, Serial};
@@ -72,29 +71,38 @@ pub struct Attestor {
     desktop: DesktopLimits,
 }
 
-/// What [`Attestor`] verifies with, from the settings.
-#[derive(Debug, Clone)]
-pub struct Verifiers {
-    pub app_attest: Option<AppAttestVerifier>,
-    pub play_integrity: Option<PlayIntegritySettings>,
-    pub cache_ttl_seconds: u64,
-    pub desktop: DesktopLimits,
-}
-
 impl Attestor {
     pub fn new(
         challenges: Arc<Challenges>,
         store: Arc<dyn AttestationStore>,
-        verifiers: Verifiers,
+        settings: &AttestationSettings,
     ) -> Self {
         Self {
             challenges,
             store,
-            app_attest: verifiers.app_attest,
-            play_integrity: verifiers.play_integrity.map(PlayIntegrity::new),
-            cache_ttl_seconds: verifiers.cache_ttl_seconds,
-            desktop: verifiers.desktop,
+            app_attest: settings.app_attest.clone(),
+            play_integrity: settings.play_integrity.clone().map(PlayIntegrity::new),
+            cache_ttl_seconds: settings.cache_ttl_seconds,
+            desktop: settings.desktop,
         }
+    }
+
+    /// App Attest's verifier, or `unsupported` (501) when it is not configured.
+    fn app_attest(&self) -> Result<&AppAttestVerifier, AttestError> {
+        self.app_attest
+            .as_ref()
+            .ok_or(AttestError::Unsupported(Platform::Ios))
+    }
+
+    /// Play Integrity and its keys, or `unsupported` (501) when it is not configured. Asked
+    /// before a challenge is redeemed: a key outage must not cost the device its challenge.
+    async fn play_integrity(&self) -> Result<(&PlayIntegrity, &PlayIntegrityKeys), AttestError> {
+        let play = self
+            .play_integrity
+            .as_ref()
+            .ok_or(AttestError::Unsupported(Platform::Android))?;
+        let keys = play.keys().await.map_err(AttestError::PlayIntegrityKeys)?;
+        Ok((play, keys))
     }
 
     /// Runs `attest` in the span of one attestation on `platform`, recording its verdict.
@@ -144,12 +152,14 @@ impl Attestor {
         let Some(verdict) = self.store.verdict(device, platform).await? else {
             return Ok(None);
         };
-        if verdict.status != Status::Valid || verdict.serial.as_ref() != Some(serial) {
+        // The clear-cache mark is read only for a verdict that could answer otherwise.
+        let now = Utc::now();
+        if !verdict.answers(serial, now, self.cache_ttl_seconds, None) {
             return Ok(None);
         }
         let cleared = self.store.cleared_at().await?;
         Ok(verdict
-            .answers(serial, Utc::now(), self.cache_ttl_seconds, cleared)
+            .answers(serial, now, self.cache_ttl_seconds, cleared)
             .then_some(verdict))
     }
 
@@ -185,10 +195,7 @@ impl Attestor {
         evidence: IosEvidence<'_>,
     ) -> Result<Verdict, AttestError> {
         self.traced(Platform::Ios, async {
-            let verifier = self
-                .app_attest
-                .as_ref()
-                .ok_or(AttestError::Unsupported(Platform::Ios))?;
+            let verifier = self.app_attest()?;
             self.challenges
                 .redeem(challenge, device, Platform::Ios)
                 .await?;
@@ -226,7 +233,7 @@ impl Attestor {
             None => {
                 let Some(key) = self.store.key(device).await? else {
                     let verdict =
-                        ios_verdict(Status::Failed, Some(false)).with_error(NO_ATTESTED_KEY);
+                        ios_outcome(Status::Failed, Some(false)).with_error(NO_ATTESTED_KEY);
                     let message = "no App Attest key is attested for this device yet: send an attestation with its key_id first";
                     return Ok((verdict, message.to_owned(), None));
                 };
@@ -250,7 +257,7 @@ impl Attestor {
             Err(error) => Err(error),
         };
         Ok(match outcome {
-            Ok(key) => (ios_verdict(Status::Valid, Some(true)), String::new(), key),
+            Ok(key) => (ios_outcome(Status::Valid, Some(true)), String::new(), key),
             Err(error) => {
                 let status = match error {
                     AppAttestError::Malformed(_)
@@ -259,7 +266,7 @@ impl Attestor {
                     | AppAttestError::KeyId => Status::Failed,
                     _ => Status::Invalid,
                 };
-                let verdict = ios_verdict(status, Some(false)).with_error(error.code());
+                let verdict = ios_outcome(status, Some(false)).with_error(error.code());
                 (verdict, error.to_string(), None)
             }
         })
@@ -317,12 +324,7 @@ impl Attestor {
         token: &str,
     ) -> Result<Verdict, AttestError> {
         self.traced(Platform::Android, async {
-            let play = self
-                .play_integrity
-                .as_ref()
-                .ok_or(AttestError::Unsupported(Platform::Android))?;
-            // Before the challenge is used: a key outage must not cost the device its challenge.
-            let keys = play.keys().await.map_err(AttestError::PlayIntegrityKeys)?;
+            let (play, keys) = self.play_integrity().await?;
             self.challenges
                 .redeem(challenge, device, Platform::Android)
                 .await?;
@@ -354,11 +356,7 @@ impl Attestor {
         self.traced(platform, async {
             let (verdict, message, key) = match evidence {
                 EnrollmentEvidence::Android { challenge, token } => {
-                    let play = self
-                        .play_integrity
-                        .as_ref()
-                        .ok_or(AttestError::Unsupported(platform))?;
-                    let keys = play.keys().await.map_err(AttestError::PlayIntegrityKeys)?;
+                    let (play, keys) = self.play_integrity().await?;
                     self.challenges.redeem(challenge, device, platform).await?;
                     let hash = client_data_hash(challenge, Some(key_spki_der));
                     let (verdict, message) = android_verdict(play, keys, token, &hash);
@@ -369,10 +367,7 @@ impl Attestor {
                     object,
                     key_id,
                 } => {
-                    let verifier = self
-                        .app_attest
-                        .as_ref()
-                        .ok_or(AttestError::Unsupported(platform))?;
+                    let verifier = self.app_attest()?;
                     self.challenges.redeem(challenge, device, platform).await?;
                     let hash = client_data_hash(challenge, Some(key_spki_der));
                     let evidence = IosEvidence {
@@ -422,11 +417,6 @@ impl Attestor {
         platform: Platform,
     ) -> Result<Option<Verdict>, StoreError> {
         self.store.verdict(device, platform).await
-    }
-
-    /// When the cache was last cleared.
-    pub async fn cleared_at(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        self.store.cleared_at().await
     }
 }
 
@@ -509,7 +499,7 @@ pub const NO_ATTESTED_KEY: &str = "no_attested_key";
 /// The code of a desktop fingerprint other than the bound one.
 pub const FINGERPRINT_MISMATCH: &str = "fingerprint_mismatch";
 
-fn ios_verdict(status: Status, verified: Option<bool>) -> Verdict {
+fn ios_outcome(status: Status, verified: Option<bool>) -> Verdict {
     let checks = Checks {
         integrity_verified: verified,
         ..Checks::default()

@@ -13,8 +13,9 @@ use super::AppState;
 use super::attestation::{OwnedEvidence, Refusal};
 use super::extract::{ApiJson, ApiPath, Authenticated, FieldChecks, FromJson};
 use super::responses::{BodyErrors, GuardErrors};
+use crate::attestation::service::Attested;
 use crate::attestation::verdict::Status;
-use crate::device::csr;
+use crate::device::csr::{self, CheckedCsr};
 use crate::device::id::{DeviceId, Platform, Serial};
 use crate::device::material::MaterialError;
 use crate::device::service::{DeviceError, Enrollment};
@@ -232,21 +233,18 @@ pub(crate) async fn enroll(
             .await
             .map_err(ApiError::from)?,
         Some(platform) => {
-            // The CSR first: the attestation must commit to its key. Then whether the device
-            // may enroll at all, before its attestation is verified or anything recorded.
-            let checked = csr::check(&body.csr)
-                .map_err(DeviceError::Csr)
-                .map_err(ApiError::from)?;
-            let evidence = required_evidence(platform, body.attestation.as_ref(), "enrolls")?;
-            state
-                .devices
-                .may_enroll(&body.device)
-                .await
-                .map_err(ApiError::from)?;
-            let attested = state
-                .attestation
-                .enrollment(&body.device, &checked.public_key_der, evidence.borrowed())
-                .await?;
+            // Whether the device may enroll at all is asked before its attestation is verified
+            // or anything recorded.
+            let (checked, attested) = attested_csr(
+                &state,
+                platform,
+                &body.device,
+                &body.csr,
+                body.attestation.as_ref(),
+                "enrolls",
+                state.devices.may_enroll(&body.device),
+            )
+            .await?;
             let enrollment = state
                 .devices
                 .enroll_checked(&checked, &body.device, body.platform)
@@ -292,6 +290,31 @@ fn required_evidence(
         )
     })?;
     OwnedEvidence::parse(platform, raw).map_err(ApiError::Validation)
+}
+
+/// The first half of an attested enrollment or renewal: the CSR checked (the attestation must
+/// commit to its key), the evidence parsed, then `eligible` asked (not polled before), then the
+/// attestation verified against the key. Nothing is recorded: the caller issues the
+/// certificate and records what was attested under it.
+async fn attested_csr(
+    state: &AppState,
+    platform: crate::attestation::Platform,
+    device: &DeviceId,
+    csr_pem: &str,
+    attestation: Option<&serde_json::Value>,
+    action: &str,
+    eligible: impl std::future::Future<Output = Result<(), DeviceError>>,
+) -> Result<(CheckedCsr, Attested), Refusal> {
+    let checked = csr::check(csr_pem)
+        .map_err(DeviceError::Csr)
+        .map_err(ApiError::from)?;
+    let evidence = required_evidence(platform, attestation, action)?;
+    eligible.await.map_err(ApiError::from)?;
+    let attested = state
+        .attestation
+        .enrollment(device, &checked.public_key_der, evidence.borrowed())
+        .await?;
+    Ok((checked, attested))
 }
 
 /// The attesting platform `ATTESTATION_REQUIRED` names for a certificate of `platform`.
@@ -374,14 +397,16 @@ pub(crate) async fn renew(
         return Ok(Json(renewed.into()));
     };
     // Attested: the new key must be one the attested app holds too.
-    let checked = csr::check(&body.csr)
-        .map_err(DeviceError::Csr)
-        .map_err(ApiError::from)?;
-    let evidence = required_evidence(platform, body.attestation.as_ref(), "renews")?;
-    let attested = state
-        .attestation
-        .enrollment(&body.device, &checked.public_key_der, evidence.borrowed())
-        .await?;
+    let (checked, attested) = attested_csr(
+        &state,
+        platform,
+        &body.device,
+        &body.csr,
+        body.attestation.as_ref(),
+        "renews",
+        std::future::ready(Ok(())),
+    )
+    .await?;
     let renewed = state
         .devices
         .renew_checked(&checked, &caller.0)

@@ -28,7 +28,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowMethods, AllowOrigin, CorsLayer};
 
 use crate::attestation::challenge::Challenges;
-use crate::attestation::service::{Attestor, Verifiers};
+use crate::attestation::service::Attestor;
 use crate::attestation::store::AttestationStore;
 use crate::attestation::store::dynamo::DynamoAttestations;
 use crate::attestation::store::local::LocalAttestations;
@@ -73,16 +73,10 @@ impl AppState {
             backends.single_use.clone(),
             config.attestation.challenge_ttl_seconds,
         ));
-        let settings = &config.attestation;
         let attestation = Attestor::new(
             challenges.clone(),
             backends.attestations,
-            Verifiers {
-                app_attest: settings.app_attest.clone(),
-                play_integrity: settings.play_integrity.clone(),
-                cache_ttl_seconds: settings.cache_ttl_seconds,
-                desktop: settings.desktop,
-            },
+            &config.attestation,
         );
         let oauth = Broker::new(config.oauth.clone(), keys.clone(), backends.single_use)?;
         let devices = DeviceService::new(CaProvider::new(backends.ca), backends.certificates);
